@@ -1,0 +1,127 @@
+"""The one exception tree of imgbundle; each class carries the process exit code.
+
+    ImgbundleError                    1  unexpected failure (a bug if you see it)
+    ├── InputError                    3  bad reference, image list line, flag value
+    ├── RegistryError                10  a registry answered something we cannot use
+    │   ├── AuthError                11  credentials missing or refused
+    │   ├── NotFoundError            12  repository, manifest or blob does not exist
+    │   ├── UnreachableError         13  connection, TLS or timeout, after retries
+    │   ├── RegistryContentError     14  bytes served do not match the digest or size asked for,
+    │   │                                schema1, nesting too deep, manifest too large
+    │   └── PushRefusedError         15  denied, quota, immutable tag, proxy project, missing project
+    ├── BundleError                  20  a bundle problem not covered below
+    │   ├── NotABundleError          21  not a bundle at all (empty, random bytes, another format)
+    │   ├── UnsupportedVersionError  22  a bundle of a format major version this reader does not know
+    │   ├── CorruptBundleError       23  a bundle that is damaged: checksum, digest, framing, members
+    │   └── IncompleteVolumeSetError 24  split volumes missing, truncated or out of order
+    ├── PartialFailureError          30  some images done, others failed; the message names them
+    ├── LocalIOError                 40  disk full, permission denied, output exists
+    └── Interrupted                 130  Ctrl-C (143 for SIGTERM)
+
+Lower layers raise these (``registry`` maps httpx exceptions and OCI error bodies, ``bundle``
+maps zstd and tar problems); ``cli`` has the single ``except`` that prints one line and exits.
+``ContentMismatchError`` is raised by ``digest`` wherever bytes disagree with their digest; the
+layer that knows where the bytes came from re-raises it as registry or bundle trouble.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ImgbundleError",
+    "InputError",
+    "RegistryError",
+    "AuthError",
+    "NotFoundError",
+    "UnreachableError",
+    "RegistryContentError",
+    "PushRefusedError",
+    "BundleError",
+    "NotABundleError",
+    "UnsupportedVersionError",
+    "CorruptBundleError",
+    "IncompleteVolumeSetError",
+    "PartialFailureError",
+    "LocalIOError",
+    "Interrupted",
+    "ContentMismatchError",
+]
+
+
+class ImgbundleError(Exception):
+    """Base of every error the tool reports; ``str(err)`` is the one line shown to the user."""
+
+    exit_code = 1
+
+
+class InputError(ImgbundleError):
+    exit_code = 3
+
+
+class RegistryError(ImgbundleError):
+    exit_code = 10
+
+
+class AuthError(RegistryError):
+    exit_code = 11
+
+
+class NotFoundError(RegistryError):
+    exit_code = 12
+
+
+class UnreachableError(RegistryError):
+    exit_code = 13
+
+
+class RegistryContentError(RegistryError):
+    exit_code = 14
+
+
+class PushRefusedError(RegistryError):
+    exit_code = 15
+
+
+class BundleError(ImgbundleError):
+    exit_code = 20
+
+
+class NotABundleError(BundleError):
+    exit_code = 21
+
+
+class UnsupportedVersionError(BundleError):
+    exit_code = 22
+
+
+class CorruptBundleError(BundleError):
+    exit_code = 23
+
+
+class IncompleteVolumeSetError(BundleError):
+    exit_code = 24
+
+
+class PartialFailureError(ImgbundleError):
+    exit_code = 30
+
+
+class LocalIOError(ImgbundleError):
+    exit_code = 40
+
+
+class Interrupted(ImgbundleError):
+    exit_code = 130
+
+    def __init__(self, message: str = "interrupted", *, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class ContentMismatchError(ImgbundleError):
+    """Bytes whose size or digest differ from what their descriptor promised.
+
+    Not raised to the user as is: the registry layer re-raises it as ``RegistryContentError``,
+    the bundle layer as ``CorruptBundleError``.
+    """
+
+    exit_code = 14
