@@ -126,19 +126,19 @@ def _split_registry(name: str) -> tuple[str, str]:
     return registry, path
 
 
-def parse_image_list(lines: Iterable[str], source: str = "-") -> list[Reference]:
-    """References from an image list: one per line, blank lines and ``#`` comments ignored.
+def parse_image_list(lines: Iterable[str], source: str = "-") -> list[tuple[str, Reference]]:
+    """``(text, reference)`` pairs from an image list: one per line, blank lines and ``#`` comments ignored.
 
     Errors name ``SOURCE:LINE``. Every bad line is reported together, not just the first.
     """
     problems: list[str] = []
-    references: list[Reference] = []
+    references: list[tuple[str, Reference]] = []
     for number, line in enumerate(lines, start=1):
         text = line.split("#", 1)[0].strip()
         if not text:
             continue
         try:
-            references.append(parse_reference(text))
+            references.append((text, parse_reference(text)))
         except InputError as error:
             problems.append(f"{source}:{number}: {error}")
     if problems:

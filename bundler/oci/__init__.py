@@ -102,7 +102,7 @@ class _Probe(msgspec.Struct):
     schemaVersion: int = 0
     mediaType: str = ""
     manifests: list[msgspec.Raw] | None = None
-    config: msgspec.Raw | None = None
+    config: msgspec.Raw = msgspec.Raw()  # msgspec cannot decode an object into ``Raw | None``
 
 
 _probe_decoder = msgspec.json.Decoder(_Probe)
@@ -124,7 +124,7 @@ def detect_media_type(data: bytes, declared: str = "") -> str:
         return declared.split(";")[0].strip()
     if probe.manifests is not None:
         return OCI_INDEX
-    if probe.config is not None:
+    if probe.config:
         return OCI_MANIFEST
     return declared
 

@@ -1,0 +1,482 @@
+"""``RegistryClient``: the distribution API of one registry host, in registry terms only.
+
+Every operation is one retried unit (``retry.retry_call``) inside one error-mapping boundary
+(``errors.mapped``); each request names the token scopes it needs in its extensions, and
+``RegistryAuth`` does the rest. Ordering rules for writers: blobs before the manifests that
+reference them, child manifests before the index that lists them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import closing
+from typing import Callable, Iterable, Iterator, TypeVar
+
+import httpx
+import msgspec
+
+from bundler.digest import Digest, DigestVerifier
+from bundler.errors import ContentMismatchError, InputError, RegistryContentError, RegistryError
+from bundler.oci import (
+    ACCEPT_MANIFESTS,
+    DOCKER_SCHEMA1,
+    DOCKER_SCHEMA1_SIGNED,
+    MAX_MANIFEST_BYTES,
+    Descriptor,
+    RawManifest,
+    detect_media_type,
+)
+from bundler.reference import registry_endpoint
+from bundler.registry import urls
+from bundler.registry.auth import SCOPES_EXTENSION, RegistryAuth, find_credentials, pull_scope, push_scope
+from bundler.registry.errors import mapped, raise_for_answer, redact_url
+from bundler.registry.options import MiB, RegistryOptions
+from bundler.registry.retry import RETRYABLE, RetryPolicy, retry_call
+from bundler.registry.transport import SchemeChooser, make_http_client, read_limited
+
+__all__ = ["RegistryClient", "MOUNTED", "UPLOADED"]
+
+log = logging.getLogger("bundler.registry")
+
+T = TypeVar("T")
+
+MOUNTED = "mounted"
+UPLOADED = "uploaded"
+READ_CHUNK = MiB
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
+MAX_ERROR_BODY = 64 * 1024
+OCTETS = "application/octet-stream"
+CATALOG_SCOPE = "registry:catalog:*"
+
+
+class _Page(msgspec.Struct):
+    tags: list[str] | None = None
+    repositories: list[str] | None = None
+
+
+class RegistryClient:
+    """One registry host (as in ``Reference.registry``); thread-safe; a context manager that closes its pool."""
+
+    page_size = 1000
+    """Entries asked per page of ``tags_list``/``catalog`` (``n=``); registries may give fewer."""
+
+    def __init__(self, host: str, options: RegistryOptions | None = None) -> None:
+        self.host = host
+        self.endpoint = registry_endpoint(host)
+        self.options = options or RegistryOptions()
+        self._auth = RegistryAuth(self.endpoint, lambda: find_credentials(host, self.options))
+        self._http = make_http_client(self.endpoint, self.options, self._auth)
+        self._schemes = SchemeChooser(self.endpoint, self.options)
+        self._policy = RetryPolicy.from_options(self.options)
+        self._storage: dict[str, httpx.Client] = {}
+        self._storage_lock = threading.Lock()
+
+    def __enter__(self) -> "RegistryClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+        with self._storage_lock:
+            for client in self._storage.values():
+                client.close()
+            self._storage.clear()
+
+    # ----------------------------------------------------------------------------------------------
+    # Plumbing
+
+    def _url(self, build: Callable[..., httpx.URL], *args: str) -> httpx.URL:
+        return build(self._schemes.scheme(self._http), self.endpoint, *args)
+
+    def _run(self, what: str, attempt: Callable[[], T]) -> T:
+        with mapped(self.endpoint, what):
+            return retry_call(self._policy, what, attempt)
+
+    def _send(
+        self,
+        method: str,
+        url: httpx.URL,
+        *,
+        what: str,
+        scopes: list[str],
+        ok: Iterable[int] = (200,),
+        write: bool = False,
+        headers: dict[str, str] | None = None,
+        content: bytes | Iterable[bytes] | None = None,
+        stream: bool = False,
+        client: httpx.Client | None = None,
+    ) -> httpx.Response:
+        """One request; a response with a status in ``ok``, else the mapped error (``Transient`` if retryable)."""
+        http = client or self._http
+        extensions = {SCOPES_EXTENSION: scopes}
+        request = http.build_request(method, url, headers=headers, content=content, extensions=extensions)
+        response = http.send(request, stream=stream)
+        log.debug("%s %s -> %d", method, redact_url(url), response.status_code)
+        if response.status_code in ok:
+            return response
+        try:
+            body = read_limited(response, MAX_ERROR_BODY)
+        finally:
+            response.close()
+        hint = self._auth.hint() if response.status_code in (401, 403) else ""
+        raise_for_answer(response, what, body=body, write=write, auth_hint=hint)
+
+    def _what(self, repository: str, reference: str = "") -> str:
+        separator = "@" if ":" in reference else ":"
+        return f"{self.host}/{repository}{separator}{reference}" if reference else f"{self.host}/{repository}"
+
+    # ----------------------------------------------------------------------------------------------
+    # Manifests
+
+    def manifest_get(self, repository: str, reference: str) -> RawManifest:
+        """The manifest bytes exactly as served; by digest they must hash to it, by tag to ``Docker-Content-Digest``."""
+        what = self._what(repository, reference)
+
+        def attempt() -> tuple[bytes, str, str]:
+            url = self._url(urls.manifest, repository, reference)
+            headers = {"Accept": ACCEPT_MANIFESTS}
+            response = self._send("GET", url, what=what, scopes=[pull_scope(repository)], headers=headers, stream=True)
+            with closing(response):
+                data = _read_manifest(response, what)
+            return data, response.headers.get("content-type", ""), response.headers.get("docker-content-digest", "")
+
+        data, declared, served = self._run(what, attempt)
+        return _raw_manifest(data, declared, _digest_or_none(reference) or _digest_or_none(served), what)
+
+    def manifest_head(self, repository: str, reference: str) -> Descriptor | None:
+        """The manifest's descriptor, or ``None`` when it does not exist.
+
+        Harbor answers 412 when a policy blocks a manifest that exists; then the descriptor carries
+        only what the headers say (digest may be empty, size 0).
+        """
+        what = self._what(repository, reference)
+
+        def attempt() -> httpx.Response:
+            url = self._url(urls.manifest, repository, reference)
+            headers = {"Accept": ACCEPT_MANIFESTS}
+            scopes = [pull_scope(repository)]
+            response = self._send("HEAD", url, what=what, scopes=scopes, ok=(200, 404, 412), headers=headers)
+            response.close()
+            return response
+
+        response = self._run(what, attempt)
+        if response.status_code == 404:
+            return None
+        served = response.headers.get("docker-content-digest", "")
+        if response.status_code == 200 and not served:
+            return self.manifest_get(repository, reference).descriptor()
+        expected = _digest_or_none(reference)
+        if expected and served and served != expected:
+            raise RegistryContentError(f"{what}: the registry says this manifest has digest {served}")
+        media_type = response.headers.get("content-type", "").split(";")[0].strip()
+        length = response.headers.get("content-length", "")
+        size = int(length) if length.isdigit() else 0
+        return Descriptor(media_type=media_type, digest=served or expected or "", size=size)
+
+    def manifest_put(self, repository: str, reference: str, manifest: RawManifest) -> None:
+        """Push ``manifest`` bytes under a tag or its digest; the registry must compute the same digest."""
+        what = self._what(repository, reference)
+
+        def attempt() -> str:
+            url = self._url(urls.manifest, repository, reference)
+            headers = {"Content-Type": manifest.media_type}
+            scopes = [push_scope(repository)]
+            response = self._send(
+                "PUT", url, what=what, scopes=scopes, ok=(200, 201), write=True, headers=headers, content=manifest.data
+            )
+            response.close()
+            return response.headers.get("docker-content-digest", "")
+
+        served = self._run(what, attempt)
+        if served and served != manifest.digest:
+            raise RegistryContentError(f"{what}: the registry computed digest {served}, ours is {manifest.digest}")
+
+    # ----------------------------------------------------------------------------------------------
+    # Blobs
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        """HEAD, not following redirects: a redirect to a storage back end means the blob exists."""
+        what = self._what(repository, digest)
+
+        def attempt() -> int:
+            url = self._url(urls.blob, repository, digest)
+            response = self._send("HEAD", url, what=what, scopes=[pull_scope(repository)], ok={200, 404} | REDIRECTS)
+            response.close()
+            return response.status_code
+
+        return self._run(what, attempt) != 404
+
+    def blob_chunks(self, repository: str, digest: Digest, size: int) -> Iterator[bytes]:
+        """The blob in ~1 MiB chunks, verified against ``digest`` and ``size`` as it streams.
+
+        More than ``size`` bytes cut the stream off; a mismatch at the end raises
+        ``RegistryContentError``. A connection dropped mid-body is resumed with ``Range``.
+        """
+        what = self._what(repository, digest)
+        verifier = DigestVerifier(digest, size, what="blob")
+        budget = self._policy.start(what)
+        with mapped(self.endpoint, what):
+            while True:
+                try:
+                    for chunk in self._blob_body(repository, digest, verifier.received, what):
+                        verifier.update(chunk)
+                        yield chunk
+                    break
+                except RETRYABLE as failure:
+                    budget.spend(failure)
+            verifier.check()
+
+    def _blob_body(self, repository: str, digest: str, offset: int, what: str) -> Iterator[bytes]:
+        """The body from ``offset`` on; a server that ignores ``Range`` (200) has its first bytes skipped."""
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        response = self._open_blob(self._url(urls.blob, repository, digest), headers, repository, what)
+        with closing(response):
+            skip = offset if response.status_code == 200 else 0
+            if response.status_code == 206:
+                _check_range(response, offset, what)
+            for chunk in response.iter_bytes(READ_CHUNK):
+                if skip >= len(chunk):
+                    skip -= len(chunk)
+                    continue
+                if skip:
+                    chunk, skip = chunk[skip:], 0
+                yield chunk
+
+    def _open_blob(self, url: httpx.URL, headers: dict[str, str], repository: str, what: str) -> httpx.Response:
+        """GET a blob, following redirects by hand so that Authorization never reaches another host."""
+        client = self._http
+        for _ in range(MAX_REDIRECTS + 1):
+            scopes = [pull_scope(repository)]
+            ok = {200, 206} | REDIRECTS
+            response = self._send(
+                "GET", url, what=what, scopes=scopes, ok=ok, headers=headers, stream=True, client=client
+            )
+            if response.status_code not in REDIRECTS:
+                return response
+            response.close()
+            location = response.headers.get("location")
+            if not location:
+                raise RegistryError(f"{what}: {self.endpoint} redirected without a Location")
+            url = urls.resolve(url, location)
+            client = self._client_for(url)
+        raise RegistryError(f"{what}: more than {MAX_REDIRECTS} redirects")
+
+    def _client_for(self, url: httpx.URL) -> httpx.Client:
+        """Our authenticated client for our own host; a plain one (no credentials) for storage back ends."""
+        netloc = url.netloc.decode("ascii")
+        if netloc == self.endpoint:
+            return self._http
+        with self._storage_lock:
+            if netloc not in self._storage:
+                self._storage[netloc] = make_http_client(netloc, self.options, auth=None)
+            return self._storage[netloc]
+
+    def blob_upload(
+        self,
+        repository: str,
+        digest: Digest,
+        size: int,
+        chunks: Callable[[], Iterable[bytes]],
+        *,
+        mount_from: str | None = None,
+    ) -> str:
+        """Put a blob into ``repository``; ``"mounted"`` when the registry could take it from ``mount_from``.
+
+        ``chunks`` is called once per attempt: a retry restarts the upload in a fresh session.
+        """
+        what = self._what(repository, digest)
+
+        def attempt() -> str:
+            session = None
+            if mount_from and mount_from != repository:
+                mounted, session = self._mount(repository, digest, mount_from, what)
+                if mounted:
+                    return MOUNTED
+            self._upload(session or self._start_upload(repository, what), repository, digest, size, chunks(), what)
+            return UPLOADED
+
+        return self._run(what, attempt)
+
+    def _mount(self, repository: str, digest: str, source: str, what: str) -> tuple[bool, httpx.URL | None]:
+        """(True, None) when mounted; (False, session) on 202; (False, None) when refused: upload instead."""
+        url = self._url(urls.mount, repository, digest, source)
+        scopes = [push_scope(repository), pull_scope(source)]
+        response = self._send("POST", url, what=what, scopes=scopes, ok=(201, 202, 401, 403, 404), write=True)
+        response.close()
+        if response.status_code == 201:
+            _check_served_digest(response, digest, what)
+            return True, None
+        if response.status_code == 202:
+            return False, _location(response, url, what)
+        log.debug("%s: mount from %s refused (%d); uploading instead", what, source, response.status_code)
+        return False, None
+
+    def _start_upload(self, repository: str, what: str) -> httpx.URL:
+        url = self._url(urls.uploads, repository)
+        response = self._send("POST", url, what=what, scopes=[push_scope(repository)], ok=(202,), write=True)
+        response.close()
+        return _location(response, url, what)
+
+    def _upload(
+        self, location: httpx.URL, repository: str, digest: str, size: int, data: Iterable[bytes], what: str
+    ) -> None:
+        """Monolithic PUT for small blobs, else PATCH chunks and a final PUT; check the stored digest."""
+        scopes = [push_scope(repository)]
+        data = _exactly(data, size)
+        chunk_size = self.options.upload_chunk_size(size)
+        if chunk_size is None:
+            headers = {"Content-Type": OCTETS, "Content-Length": str(size)}
+            content: Iterable[bytes] = data
+        else:
+            location = self._patch_chunks(location, _rechunk(data, chunk_size), scopes, what)
+            headers, content = {"Content-Length": "0"}, b""
+        url = urls.with_digest(location, digest)
+        response = self._send(
+            "PUT", url, what=what, scopes=scopes, ok=(201,), write=True, headers=headers, content=content
+        )
+        response.close()
+        _check_served_digest(response, digest, what)
+
+    def _patch_chunks(self, location: httpx.URL, pieces: Iterable[bytes], scopes: list[str], what: str) -> httpx.URL:
+        """PATCH each piece, always to the latest Location (its ``_state`` carries the offset); the last Location."""
+        offset = 0
+        for piece in pieces:
+            end = offset + len(piece) - 1
+            headers = {"Content-Type": OCTETS, "Content-Range": f"{offset}-{end}", "Content-Length": str(len(piece))}
+            response = self._send(
+                "PATCH", location, what=what, scopes=scopes, ok=(202,), write=True, headers=headers, content=piece
+            )
+            response.close()
+            location = _location(response, location, what, default=location)
+            offset = end + 1
+        return location
+
+    # ----------------------------------------------------------------------------------------------
+    # Listings
+
+    def tags_list(self, repository: str) -> list[str]:
+        first = lambda: self._url(urls.tags, repository, str(self.page_size))  # noqa: E731
+        return self._paginate(first, self._what(repository), [pull_scope(repository)])
+
+    def catalog(self) -> list[str]:
+        first = lambda: self._url(urls.catalog, str(self.page_size))  # noqa: E731
+        return self._paginate(first, f"{self.host} catalog", [CATALOG_SCOPE])
+
+    def _paginate(self, first: Callable[[], httpx.URL], what: str, scopes: list[str]) -> list[str]:
+        """Every page, following ``Link: <…>; rel="next"``."""
+        items: list[str] = []
+        url: httpx.URL | None = None
+        while True:
+
+            def attempt() -> httpx.Response:
+                response = self._send("GET", url or first(), what=what, scopes=scopes)
+                response.close()
+                return response
+
+            response = self._run(what, attempt)
+            try:
+                page = msgspec.json.decode(response.content, type=_Page)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                raise RegistryError(f"{what}: {self.endpoint} answered a listing that is not JSON") from None
+            items.extend(page.tags or page.repositories or [])
+            following = response.links.get("next", {}).get("url")
+            if not following:
+                return items
+            url = urls.resolve(response.request.url, following)
+
+    def ping(self) -> None:
+        """``GET /v2/``: fails early and clearly when the host is unreachable, untrusted or refuses us."""
+        what = self.host
+        self._run(what, lambda: self._send("GET", self._url(urls.ping), what=what, scopes=[]).close())
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers without state
+
+
+def _digest_or_none(text: str) -> Digest | None:
+    if ":" not in text:
+        return None
+    try:
+        return Digest(text)
+    except InputError:
+        return None
+
+
+def _read_manifest(response: httpx.Response, what: str) -> bytes:
+    """The body, refused as soon as it is known to exceed ``MAX_MANIFEST_BYTES``."""
+    too_big = RegistryContentError(f"{what}: manifest larger than {MAX_MANIFEST_BYTES // MiB} MiB, refused")
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_MANIFEST_BYTES:
+        raise too_big
+    data = read_limited(response, MAX_MANIFEST_BYTES + 1)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise too_big
+    return data
+
+
+def _raw_manifest(data: bytes, declared: str, expected: Digest | None, what: str) -> RawManifest:
+    try:
+        media_type = detect_media_type(data, declared)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise RegistryContentError(f"{what}: the registry served a manifest that is not JSON") from None
+    if media_type in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED):
+        raise RegistryContentError(
+            f"{what}: schema1 manifests are not supported, re-push the image with a current client"
+        )
+    try:
+        return RawManifest.from_bytes(data, media_type, expected)
+    except ContentMismatchError as exc:
+        raise RegistryContentError(f"{what}: {exc}") from None
+
+
+def _location(
+    response: httpx.Response, request_url: httpx.URL, what: str, default: httpx.URL | None = None
+) -> httpx.URL:
+    location = response.headers.get("location")
+    if location:
+        return urls.resolve(request_url, location)
+    if default is not None:
+        return default
+    raise RegistryError(f"{what}: the registry opened an upload without a Location")
+
+
+def _check_served_digest(response: httpx.Response, digest: str, what: str) -> None:
+    served = response.headers.get("docker-content-digest")
+    if served and served != digest:
+        raise RegistryContentError(f"{what}: the registry stored digest {served}")
+
+
+def _check_range(response: httpx.Response, offset: int, what: str) -> None:
+    content_range = response.headers.get("content-range", "")
+    start = content_range.removeprefix("bytes ").split("-", 1)[0]
+    if not start.isdigit() or int(start) != offset:
+        raise RegistryError(f"{what}: asked for bytes from {offset}, got range {content_range!r}")
+
+
+def _exactly(data: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """``data``, refused (before the request completes) when it is not exactly ``size`` bytes long."""
+    sent = 0
+    for chunk in data:
+        sent += len(chunk)
+        if sent > size:
+            raise ContentMismatchError(f"blob source gave more than the declared {size} bytes")
+        yield chunk
+    if sent != size:
+        raise ContentMismatchError(f"blob source gave {sent} bytes, expected {size}")
+
+
+def _rechunk(data: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """``data`` regrouped into pieces of exactly ``size`` bytes (the last one shorter)."""
+    buffer = bytearray()
+    for chunk in data:
+        buffer += chunk
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+    if buffer:
+        yield bytes(buffer)

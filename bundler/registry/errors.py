@@ -1,0 +1,251 @@
+"""The one place where HTTP trouble becomes imgbundle's error tree (``bundler.errors``).
+
+    httpx.TransportError (after retries)  -> UnreachableError       host named, TLS cause explained
+    httpx.DecodingError                   -> RegistryContentError
+    other httpx errors                    -> RegistryError / ImgbundleError (a bug)
+    ContentMismatchError                  -> RegistryContentError   reference named
+    Transient (after retries)             -> the status error it carries
+    HTTP status + OCI error body          -> ``map_status``: 401 Auth, 403 Auth/PushRefused, 404 NotFound,
+                                             412/413 PushRefused, DIGEST_INVALID/SIZE_INVALID Content
+
+Decisions follow the HTTP status; the OCI error code is a hint for the message (Harbor's codes are
+its own). Messages are one line, name the reference or host, and never carry credentials: URLs
+lose their userinfo and token-like query values, ``Bearer``/``Basic`` values are masked.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from contextlib import contextmanager
+from typing import Iterator, NoReturn
+
+import httpx
+import msgspec
+
+from bundler.errors import (
+    AuthError,
+    ContentMismatchError,
+    ImgbundleError,
+    NotFoundError,
+    PushRefusedError,
+    RegistryContentError,
+    RegistryError,
+    UnreachableError,
+)
+from bundler.registry.retry import RETRYABLE_STATUSES, Transient, find_cause, parse_retry_after
+
+__all__ = [
+    "mapped",
+    "map_status",
+    "map_httpx_error",
+    "raise_for_answer",
+    "parse_error_body",
+    "redact",
+    "redact_url",
+    "OciError",
+]
+
+_MAX_MESSAGE = 400
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&;][^=&#\s]*(?:token|signature|sig|credential|secret|password|passwd|key|auth|state)[^=&#\s]*=)[^&#\s]*"
+)
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+_AUTH_VALUE = re.compile(r"(?i)\b(Bearer|Basic)\s+(?!realm)[A-Za-z0-9._~+/-]{8,}=*")
+_HARBOR_MISSING_PROJECT = re.compile(r"(?i)project\s+(\S+)\s+not\s+found")
+_CONTENT_CODES = frozenset({"DIGEST_INVALID", "SIZE_INVALID"})
+
+
+def redact(text: str) -> str:
+    """``text`` without userinfo in URLs, token-like query values or Authorization values."""
+    text = _USERINFO.sub(r"\1***@", text)
+    text = _SECRET_PARAM.sub(r"\1***", text)
+    return _AUTH_VALUE.sub(r"\1 ***", text)
+
+
+def redact_url(url: httpx.URL | str) -> str:
+    return redact(str(url))
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(redact(text).split())
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+
+
+class OciError(msgspec.Struct):
+    """One entry of an OCI/Distribution error body ``{"errors": [...]}``."""
+
+    code: str = ""
+    message: str = ""
+    detail: object = None
+
+
+class _ErrorBody(msgspec.Struct):
+    errors: list[OciError] = []
+
+
+def parse_error_body(content: bytes) -> list[OciError]:
+    """The OCI errors in a body, or ``[]`` for empty, HTML (proxies) or otherwise foreign bodies."""
+    try:
+        return msgspec.json.decode(content, type=_ErrorBody).errors
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return []
+
+
+def _describe_errors(errors: list[OciError]) -> str:
+    parts = []
+    for error in errors[:3]:
+        text = ": ".join(part for part in (error.code, error.message) if part)
+        if isinstance(error.detail, str) and error.detail:
+            text += f" [{error.detail}]"
+        elif isinstance(error.detail, dict) and error.detail:
+            text += " [" + ", ".join(f"{key}={value}" for key, value in error.detail.items())[:120] + "]"
+        parts.append(text)
+    return "; ".join(part for part in parts if part)
+
+
+def _netloc(url: httpx.URL) -> str:
+    return f"{url.host}:{url.port}" if url.port else url.host
+
+
+def _response_body(response: httpx.Response) -> bytes:
+    try:
+        return response.content
+    except httpx.ResponseNotRead:
+        return b""
+
+
+def map_status(
+    response: httpx.Response, what: str, *, body: bytes | None = None, write: bool = False, auth_hint: str = ""
+) -> RegistryError:
+    """The error for a final non-success answer to a request about ``what`` (a reference).
+
+    ``body`` is the (possibly truncated) response body when the response was streamed.
+    """
+    status = response.status_code
+    errors = parse_error_body(_response_body(response) if body is None else body)
+    host = _netloc(response.request.url)
+    said = _describe_errors(errors) or f"{status} {response.reason_phrase}".strip()
+    codes = {error.code for error in errors}
+    error: RegistryError
+    if status == 401:
+        error = AuthError(_unauthorized(what, host, errors, said, auth_hint, write))
+    elif status == 403:
+        cls = PushRefusedError if write else AuthError
+        error = cls(f"{what}: {'push refused' if write else 'access denied'} by {host} ({said})")
+    elif status == 404:
+        error = NotFoundError(f"{what}: not found on {host} ({said})")
+    elif status == 412 and write:
+        error = PushRefusedError(f"{what}: {host} refused the write: an immutable tag or a policy ({said})")
+    elif status == 413:
+        error = PushRefusedError(
+            f"{what}: request too large for {host} or a proxy in front of it; "
+            "retry with a smaller --chunk-size, e.g. 8MiB"
+        )
+    elif codes & _CONTENT_CODES:
+        error = RegistryContentError(f"{what}: {host} rejected the content ({said})")
+    elif status == 429:
+        error = RegistryError(f"{what}: {host} keeps rate-limiting us ({said}); try again later or with fewer --jobs")
+    else:
+        error = RegistryError(f"{what}: {host} answered {status} ({said})")
+    return type(error)(_one_line(str(error)))
+
+
+def raise_for_answer(
+    response: httpx.Response, what: str, *, body: bytes, write: bool = False, auth_hint: str = ""
+) -> NoReturn:
+    """Raise the error for a non-success answer; as ``Transient`` when its status is worth a retry."""
+    error = map_status(response, what, body=body, write=write, auth_hint=auth_hint)
+    if response.status_code in RETRYABLE_STATUSES:
+        raise Transient(error, parse_retry_after(response.headers.get("retry-after")))
+    raise error
+
+
+def _unauthorized(what: str, host: str, errors: list[OciError], said: str, auth_hint: str, write: bool) -> str:
+    for error in errors:
+        missing = _HARBOR_MISSING_PROJECT.search(error.message)
+        if missing:
+            project = missing.group(1).strip("\"'")
+            return (
+                f"{what}: project {project} does not exist on {host}; create it first "
+                f"(Harbor: Projects > New Project, or POST /api/v2.0/projects)"
+            )
+    need = ", push (write) rights needed" if write else ""
+    hint = f"; {auth_hint}" if auth_hint else ""
+    return f"{what}: {host} refused access ({said}){need}{hint}"
+
+
+def map_httpx_error(exc: Exception, host: str, what: str) -> ImgbundleError:
+    """The imgbundle error for any exception httpx raises (each class has its line here)."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return map_status(exc.response, what)
+    host = _request_host(exc, host)
+    if isinstance(exc, httpx.TransportError):
+        return UnreachableError(_one_line(f"{what}: {_transport_reason(exc, host)}"))
+    if isinstance(exc, httpx.DecodingError):
+        return RegistryContentError(_one_line(f"{what}: the answer of {host} could not be decoded ({exc})"))
+    if isinstance(exc, httpx.TooManyRedirects):
+        return RegistryError(_one_line(f"{what}: {host} redirected too many times"))
+    if isinstance(exc, httpx.InvalidURL):
+        return RegistryError(_one_line(f"{what}: {host} sent an unusable URL ({exc})"))
+    return ImgbundleError(_one_line(f"{what}: internal HTTP client error with {host}: {type(exc).__name__}: {exc}"))
+
+
+def _request_host(exc: Exception, fallback: str) -> str:
+    if isinstance(exc, httpx.RequestError):
+        try:
+            return _netloc(exc.request.url)
+        except RuntimeError:  # raised by ``.request`` when httpx did not attach one
+            pass
+    return fallback
+
+
+def _transport_reason(exc: httpx.TransportError, host: str) -> str:
+    verify = find_cause(exc, ssl.SSLCertVerificationError)
+    if verify is not None:
+        reason = getattr(verify, "verify_message", "") or str(verify)
+        return (
+            f"TLS certificate of {host} is not trusted ({reason}); pass --ca-file or put the CA in "
+            f"/etc/docker/certs.d/{host}/ca.crt"
+        )
+    tls = find_cause(exc, ssl.SSLError)
+    if tls is not None:
+        return f"TLS handshake with {host} failed ({getattr(tls, 'reason', None) or tls})"
+    return _TRANSPORT_REASONS.get(type(exc), "connection to {host} failed").format(host=host) + _detail(exc)
+
+
+_TRANSPORT_REASONS: dict[type, str] = {
+    httpx.ConnectTimeout: "connecting to {host} timed out",
+    httpx.ReadTimeout: "{host} did not answer in time",
+    httpx.WriteTimeout: "sending to {host} timed out",
+    httpx.PoolTimeout: "no free connection to {host} in time",
+    httpx.ConnectError: "cannot connect to {host}",
+    httpx.ReadError: "connection to {host} dropped while reading",
+    httpx.WriteError: "connection to {host} dropped while sending",
+    httpx.CloseError: "closing the connection to {host} failed",
+    httpx.RemoteProtocolError: "{host} broke the HTTP protocol or closed the connection",
+    httpx.LocalProtocolError: "invalid request to {host}",
+    httpx.ProxyError: "the proxy refused the connection to {host}",
+    httpx.UnsupportedProtocol: "unsupported URL scheme for {host}",
+}
+
+
+def _detail(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f" ({text})" if text else ""
+
+
+_HTTPX_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.CookieConflict, httpx.StreamError)
+
+
+@contextmanager
+def mapped(host: str, what: str) -> Iterator[None]:
+    """Translate everything below into ``bundler.errors`` for an operation on ``what``."""
+    try:
+        yield
+    except Transient as transient:
+        raise transient.final from None
+    except ContentMismatchError as exc:
+        raise RegistryContentError(_one_line(f"{what}: {exc}")) from None
+    except _HTTPX_ERRORS as exc:
+        raise map_httpx_error(exc, host, what) from exc

@@ -1,0 +1,75 @@
+"""Settings of the registry client as one frozen value, so every client of a run behaves alike."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from bundler.errors import InputError
+
+__all__ = ["Backoff", "RegistryOptions", "MiB"]
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff between retries, as data.
+
+    With the defaults the sleeps before retries 1..5 are 0.5, 1, 2, 4 and 8 s, each stretched or
+    shrunk by up to 10 % so that many threads hitting one busy registry do not retry in lockstep:
+    about 15 s of waiting in all before a request is given up. Tests set ``initial`` to a few ms.
+    """
+
+    initial: float = 0.5
+    factor: float = 2.0
+    maximum: float = 10.0
+    jitter: float = 0.1
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to sleep before retry number ``attempt`` (0-based)."""
+        base = min(self.maximum, self.initial * self.factor**attempt)
+        return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    """How to reach registries: TLS trust, timeouts, retries, upload sizes and where credentials live.
+
+    ``insecure`` hosts may use plain HTTP or TLS without verification (docker's
+    ``insecure-registries``). ``credentials`` maps a registry host to ``(user, password)`` and wins
+    over every credentials file. ``None`` for a path means "the usual place, from the environment".
+    """
+
+    ca_file: Path | None = None
+    insecure: frozenset[str] = frozenset()
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    retries: int = 5
+    backoff: Backoff = Backoff()
+    retry_after_max: float = 60.0
+    jobs: int = 4
+    chunk_size: int | None = None
+    monolithic_limit: int = 64 * MiB
+    default_chunk_size: int = 16 * MiB
+    docker_config_dir: Path | None = None
+    auth_file: Path | None = None
+    certs_dir: Path = Path("/etc/docker/certs.d")
+    credential_helper_timeout: float = 30.0
+    credentials: Mapping[str, tuple[str, str]] = field(default_factory=dict, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.chunk_size is not None and self.chunk_size <= 0:
+            raise InputError(f"chunk size must be positive, not {self.chunk_size}")
+        if self.retries < 0 or self.jobs < 1:
+            raise InputError(f"retries must be >= 0 and jobs >= 1 (got {self.retries}, {self.jobs})")
+        if min(self.connect_timeout, self.read_timeout) <= 0:
+            raise InputError("timeouts must be positive")
+
+    def upload_chunk_size(self, size: int) -> int | None:
+        """The PATCH chunk size for a blob of ``size`` bytes, or ``None`` for one monolithic PUT."""
+        if self.chunk_size is not None:
+            return None if size <= self.chunk_size else self.chunk_size
+        return None if size <= self.monolithic_limit else self.default_chunk_size

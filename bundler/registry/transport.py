@@ -1,0 +1,152 @@
+"""HTTP plumbing for one registry host: TLS trust, proxies, pooling, and https-or-http like docker.
+
+TLS trusts the system store (``ssl.create_default_context``), ``--ca-file`` and docker's
+``/etc/docker/certs.d/HOST/*.crt`` (plus a ``client.cert``/``client.key`` pair found there).
+A host in ``insecure`` or on loopback is tried with https first and falls back to plain http
+when the server does not speak TLS; for ``insecure`` hosts https is not verified.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+import threading
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from pathlib import Path
+
+import httpx
+
+from bundler.errors import LocalIOError
+from bundler.registry import urls
+from bundler.registry.retry import find_cause
+from bundler.registry.options import RegistryOptions
+
+__all__ = ["is_loopback", "ssl_context", "make_http_client", "SchemeChooser", "read_limited"]
+
+log = logging.getLogger("bundler.registry")
+
+
+def _hostname(host: str) -> str:
+    """``host`` without port and brackets: ``[::1]:5000`` -> ``::1``."""
+    if host.startswith("["):
+        return host[1 : host.index("]")]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def is_loopback(host: str) -> bool:
+    name = _hostname(host).lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def ssl_context(host: str, options: RegistryOptions) -> ssl.SSLContext:
+    """System trust plus our extra CAs; unverified for hosts the user declared insecure."""
+    context = ssl.create_default_context()
+    try:
+        if options.ca_file is not None:
+            context.load_verify_locations(cafile=str(options.ca_file))
+        _load_docker_certs(context, options.certs_dir / host)
+    except (OSError, ssl.SSLError) as exc:
+        raise LocalIOError(f"cannot load TLS certificates for {host}: {exc}") from None
+    if host in options.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _load_docker_certs(context: ssl.SSLContext, directory: Path) -> None:
+    """docker's per-registry directory: ``*.crt`` are CAs, ``NAME.cert`` + ``NAME.key`` a client pair."""
+    if not directory.is_dir():
+        return
+    for path in sorted(directory.glob("*.crt")):
+        context.load_verify_locations(cafile=str(path))
+    for cert in sorted(directory.glob("*.cert")):
+        key = cert.with_suffix(".key")
+        if key.is_file():
+            context.load_cert_chain(str(cert), str(key))
+
+
+class _NoCookies(CookieJar):
+    """Keeps nothing: Harbor's ``sid`` cookie would turn later API calls into CSRF-checked ones."""
+
+    def __init__(self) -> None:
+        super().__init__(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
+def make_http_client(host: str, options: RegistryOptions, auth: httpx.Auth | None = None) -> httpx.Client:
+    """One pooled HTTP/1.1 client for ``host``; environment proxies apply except on loopback."""
+    return httpx.Client(
+        auth=auth,
+        verify=ssl_context(host, options),
+        timeout=httpx.Timeout(
+            connect=options.connect_timeout,
+            read=options.read_timeout,
+            write=options.read_timeout,
+            pool=options.read_timeout,
+        ),
+        limits=httpx.Limits(max_connections=options.jobs + 2, max_keepalive_connections=options.jobs),
+        http1=True,
+        http2=False,
+        follow_redirects=False,
+        trust_env=not is_loopback(host),
+        cookies=_NoCookies(),
+    )
+
+
+class SchemeChooser:
+    """Decides once per host whether it speaks https or (only when allowed) plain http."""
+
+    def __init__(self, host: str, options: RegistryOptions) -> None:
+        self.host = host
+        self.may_fall_back = host in options.insecure or is_loopback(host)
+        self._scheme: str | None = None if self.may_fall_back else "https"
+        self._lock = threading.Lock()
+
+    def scheme(self, client: httpx.Client) -> str:
+        if self._scheme is None:
+            with self._lock:
+                if self._scheme is None:
+                    self._scheme = self._probe(client)
+        return self._scheme
+
+    def _probe(self, client: httpx.Client) -> str:
+        """Ask ``/v2/`` over https; on a TLS failure other than an untrusted certificate, try http."""
+        try:
+            client.get(urls.ping("https", self.host), auth=None).close()
+            return "https"
+        except httpx.ConnectError as https_error:
+            if _untrusted_certificate(https_error) or not _speaks_plain_http(client, self.host):
+                raise
+        log.debug("%s does not speak TLS; using plain http", self.host)
+        return "http"
+
+
+def _untrusted_certificate(exc: BaseException) -> bool:
+    """True when the server does speak TLS but its certificate is not trusted: never downgrade then."""
+    return find_cause(exc, ssl.SSLCertVerificationError) is not None
+
+
+def _speaks_plain_http(client: httpx.Client, host: str) -> bool:
+    """A registry's answer to ``/v2/`` over http; a TLS server's "400 plain HTTP sent to HTTPS" is not one."""
+    try:
+        response = client.get(urls.ping("http", host), auth=None)
+    except httpx.TransportError:
+        return False
+    response.close()
+    return response.status_code != 400 and response.status_code < 500
+
+
+def read_limited(response: httpx.Response, limit: int) -> bytes:
+    """At most ``limit`` bytes of a (possibly streamed) body: error bodies from proxies can be anything."""
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(chunks)[:limit]

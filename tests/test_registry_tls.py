@@ -1,0 +1,81 @@
+"""TLS trust: --ca-file, docker's certs.d, insecure hosts, and no silent downgrade to http."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from fixtures_registry import RunningRegistry
+
+from bundler.digest import Digest
+from bundler.errors import LocalIOError, UnreachableError
+from bundler.registry import Backoff, RegistryClient, RegistryOptions
+from bundler.registry.transport import is_loopback
+
+NOWHERE = Path("/nonexistent/imgbundle-tests")
+
+
+def options(**overrides: object) -> RegistryOptions:
+    settings: dict[str, object] = {
+        "backoff": Backoff(initial=0.001, maximum=0.005),
+        "docker_config_dir": NOWHERE,
+        "auth_file": NOWHERE / "auth.json",
+        "certs_dir": NOWHERE / "certs.d",
+    }
+    return RegistryOptions(**{**settings, **overrides})  # type: ignore[arg-type]
+
+
+def round_trip(client: RegistryClient) -> None:
+    data = b"over tls"
+    digest = Digest.of(data)
+    client.blob_upload("tls/test", digest, len(data), lambda: [data])
+    assert b"".join(client.blob_chunks("tls/test", digest, len(data))) == data
+
+
+def test_ca_file_is_trusted(tls_registry: RunningRegistry) -> None:
+    with RegistryClient(tls_registry.host, options(ca_file=tls_registry.ca_file)) as client:
+        client.ping()
+        assert client._schemes.scheme(client._http) == "https"
+        round_trip(client)
+
+
+def test_untrusted_certificate_is_unreachable_without_retries_or_downgrade(tls_registry: RunningRegistry) -> None:
+    started = time.monotonic()
+    with RegistryClient(tls_registry.host, options(backoff=Backoff(initial=1.0))) as client:
+        with pytest.raises(UnreachableError) as caught:
+            client.ping()
+    message = str(caught.value)
+    assert caught.value.exit_code == 13
+    assert "certificate" in message and tls_registry.host in message and "--ca-file" in message
+    assert time.monotonic() - started < 1.0  # TLS trouble is not retried (the backoff would sleep 1 s)
+
+
+def test_docker_certs_d_directory(tls_registry: RunningRegistry, tmp_path: Path) -> None:
+    certs_dir = tmp_path / "certs.d"
+    (certs_dir / tls_registry.host).mkdir(parents=True)
+    assert tls_registry.ca_file is not None
+    shutil.copy(tls_registry.ca_file, certs_dir / tls_registry.host / "ca.crt")
+    with RegistryClient(tls_registry.host, options(certs_dir=certs_dir)) as client:
+        round_trip(client)
+
+
+def test_insecure_host_skips_verification_but_keeps_tls(tls_registry: RunningRegistry) -> None:
+    with RegistryClient(tls_registry.host, options(insecure=frozenset({tls_registry.host}))) as client:
+        round_trip(client)
+        assert client._schemes.scheme(client._http) == "https"
+
+
+def test_unreadable_ca_file_is_a_local_error(tmp_path: Path) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(LocalIOError):
+        RegistryClient("127.0.0.1:1", options(ca_file=bad))
+
+
+def test_loopback_detection() -> None:
+    for host in ("127.0.0.1:5000", "127.3.4.5", "localhost:80", "[::1]:5000", "::1", "registry.localhost"):
+        assert is_loopback(host), host
+    for host in ("10.0.0.1:5000", "registry.example.com", "[2001:db8::1]:443", "localhostish.com"):
+        assert not is_loopback(host), host
