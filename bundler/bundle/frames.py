@@ -1,0 +1,240 @@
+"""zstd framing: how member bytes become frames, and the two ways of reading them back.
+
+Writing: every member's bytes are cut into pieces of at most ``FRAME_SIZE`` and each piece is
+compressed on its own (content size and checksum in the frame header), so frames can be made on
+many threads and read back from any member start.
+
+Reading: ``SeekableSource`` decompresses frame by frame as the seek table lists them, checking
+each frame's header against the table before decompressing (no zstd bombs); ``StreamSource``
+decompresses a pipe front to back. ``Cursor`` reads exact byte counts from either and turns
+every decompression or truncation problem into ``CorruptBundleError`` naming the member.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import BinaryIO, Callable, Iterator
+
+import zstandard
+
+from bundler.bundle.framecheck import FrameError, FrameTracker
+from bundler.bundle.seektable import SeekTable
+from bundler.errors import CorruptBundleError
+
+__all__ = [
+    "FRAME_SIZE",
+    "CHUNK_SIZE",
+    "MAX_WINDOW",
+    "MAX_FRAME_COMPRESSED",
+    "ZSTD_MAGIC",
+    "new_compressor",
+    "compress_frames",
+    "SourceError",
+    "StreamSource",
+    "SeekableSource",
+    "Cursor",
+]
+
+FRAME_SIZE = 4 * 1024 * 1024
+"""Most decompressed bytes in one frame: the unit of random access and of parallel work."""
+CHUNK_SIZE = 1024 * 1024
+"""Size of the chunks readers hand out; a blob is never held in memory whole."""
+MAX_WINDOW = 8 * 1024 * 1024
+"""Largest zstd window a reader accepts; our frames need at most FRAME_SIZE."""
+MAX_FRAME_COMPRESSED = FRAME_SIZE + FRAME_SIZE // 128 + 4096
+"""Above ZSTD_compressBound(FRAME_SIZE): no honest frame is larger."""
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def new_compressor(level: int) -> zstandard.ZstdCompressor:
+    """A compressor with the frame options the format requires; not thread-safe, one per thread."""
+    return zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True, write_dict_id=False)
+
+
+def compress_frames(compressor: zstandard.ZstdCompressor, data: bytes) -> Iterator[tuple[bytes, int]]:
+    """``(frame, decompressed_size)`` for each ``FRAME_SIZE`` piece of one member's bytes."""
+    view = memoryview(data)
+    for start in range(0, len(view), FRAME_SIZE):
+        piece = view[start : start + FRAME_SIZE]
+        yield compressor.compress(piece), len(piece)
+
+
+class SourceError(Exception):
+    """Damaged compressed data; ``Cursor`` adds the member name and raises ``CorruptBundleError``."""
+
+
+class StreamSource:
+    """Decompressed bytes of a stream of frames read front to back (a file or a pipe).
+
+    The compressed bytes pass through a ``FrameTracker`` first, so framing is checked as
+    strictly as through the seek table, and a stream cut inside a frame is noticed.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._tracker = FrameTracker(raw, max_content=FRAME_SIZE)
+        decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+        self._reader = decompressor.stream_reader(self._tracker, read_across_frames=True, closefd=False)
+        self._position = 0
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes; ``b""`` at the end of the stream.
+
+        A framing error the tracker found ahead is raised only once the output reaches the
+        frame it belongs to, so it is reported against the right member.
+        """
+        if self._tracker.error is not None:
+            position, message = self._tracker.error
+            if self._position >= position:
+                raise SourceError(message)
+            size = min(size, position - self._position)
+        try:
+            data = self._reader.read(size)
+        except zstandard.ZstdError as error:
+            raise SourceError(f"damaged zstd data ({error})") from None
+        if self._tracker.error is not None:
+            position, message = self._tracker.error
+            data = data[: max(0, position - self._position)]
+            if not data:
+                raise SourceError(message)
+        elif not data and self._tracker.ended_inside_a_frame:
+            raise SourceError(f"truncated: the data ends inside a zstd frame (after {self._tracker.offset} bytes)")
+        self._position += len(data)
+        return data
+
+    def starts_frame(self, position: int) -> bool:
+        """Whether a frame's output begins at ``position`` (valid once bytes there were read)."""
+        starts = self._tracker.frame_starts
+        index = bisect.bisect_left(starts, position)
+        return index < len(starts) and starts[index] == position
+
+    def finish(self) -> None:
+        """Check the rest of the stream is exactly the seek table of the frames seen."""
+        try:
+            self._tracker.finish()
+        except FrameError as error:
+            raise SourceError(str(error)) from None
+
+
+class SeekableSource:
+    """Decompressed bytes from frame ``first_frame`` on, one frame at a time, via the seek table."""
+
+    def __init__(self, read_at: Callable[[int, int], bytes], table: SeekTable, first_frame: int) -> None:
+        self._read_at = read_at
+        self._table = table
+        self._next_frame = first_frame
+        self._frame = memoryview(b"")
+        self._decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+
+    def read(self, size: int) -> bytes:
+        if not self._frame:
+            if self._next_frame >= self._table.frame_count:
+                return b""
+            self._frame = memoryview(self._load(self._next_frame))
+            self._next_frame += 1
+        piece, self._frame = self._frame[:size], self._frame[size:]
+        return bytes(piece)
+
+    def starts_frame(self, position: int) -> bool:
+        return self._table.frame_starting_at(position) is not None
+
+    def finish(self) -> None:
+        """Nothing to do: the seek table was checked against the file when it was opened."""
+
+    def _load(self, number: int) -> bytes:
+        """Decompress one frame, refusing it unless its header matches the seek table entry."""
+        offset = self._table.compressed_offsets[number]
+        expected = self._table.decompressed_sizes[number]
+        data = self._read_at(offset, self._table.compressed_sizes[number])
+        if len(data) != self._table.compressed_sizes[number]:
+            raise SourceError(f"frame {number} at byte {offset} is truncated")
+        if data[:4] != ZSTD_MAGIC:
+            raise SourceError(f"frame {number} at byte {offset} is not a zstd frame")
+        try:
+            _check_frame_header(zstandard.get_frame_parameters(data), expected, f"frame {number} at byte {offset}")
+            output = self._decompressor.decompress(data, allow_extra_data=False)
+        except zstandard.ZstdError as error:
+            raise SourceError(f"damaged zstd frame {number} at byte {offset} ({error})") from None
+        if len(output) != expected:
+            raise SourceError(f"frame {number} at byte {offset} decompressed to the wrong size")
+        return output
+
+
+def _check_frame_header(params: zstandard.FrameParameters, expected: int, where: str) -> None:
+    """Before decompressing: the header must promise exactly what the seek table says."""
+    if params.content_size == zstandard.CONTENTSIZE_UNKNOWN:
+        raise SourceError(f"{where} does not declare its content size")
+    if not params.has_checksum or params.dict_id:
+        raise SourceError(f"{where} has no content checksum or needs a dictionary")
+    if params.content_size != expected:
+        raise SourceError(f"{where} declares {params.content_size} bytes; the seek table says {expected}")
+
+
+class Cursor:
+    """Exact reads from a source, tracking the position in the decompressed tar stream.
+
+    ``label`` names the member being read; every problem becomes ``CorruptBundleError`` with it.
+    """
+
+    def __init__(self, source: StreamSource | SeekableSource, position: int = 0) -> None:
+        self._source = source
+        self.position = position
+        self.label = "bundle"
+
+    def read_some(self, limit: int) -> bytes:
+        """Between 1 and ``limit`` bytes; refuses to hit the end of data."""
+        try:
+            data = self._source.read(limit)
+        except SourceError as error:
+            raise CorruptBundleError(f"{self.label}: {error}") from None
+        if not data:
+            raise CorruptBundleError(f"{self.label}: truncated (data ends early)")
+        self.position += len(data)
+        return data
+
+    def read_upto(self, size: int) -> bytes:
+        """``size`` bytes, or fewer only if the data ends first."""
+        parts = []
+        remaining = size
+        while remaining:
+            try:
+                part = self._source.read(remaining)
+            except SourceError as error:
+                raise CorruptBundleError(f"{self.label}: {error}") from None
+            if not part:
+                break
+            parts.append(part)
+            remaining -= len(part)
+            self.position += len(part)
+        return b"".join(parts)
+
+    def read_exact(self, size: int) -> bytes:
+        parts = []
+        remaining = size
+        while remaining:
+            part = self.read_some(remaining)
+            parts.append(part)
+            remaining -= len(part)
+        return b"".join(parts)
+
+    def skip(self, size: int) -> None:
+        while size:
+            size -= len(self.read_some(min(size, CHUNK_SIZE)))
+
+    def starts_frame(self, position: int) -> bool:
+        return self._source.starts_frame(position)
+
+    def finish(self) -> None:
+        """After the last byte: check the framing of whatever follows (the seek table)."""
+        try:
+            self._source.finish()
+        except SourceError as error:
+            raise CorruptBundleError(f"{self.label}: {error}") from None
+
+    def at_end(self) -> bool:
+        """True when the decompressed data is exhausted (reads at most one more byte)."""
+        try:
+            data = self._source.read(1)
+        except SourceError as error:
+            raise CorruptBundleError(f"{self.label}: {error}") from None
+        self.position += len(data)
+        return not data

@@ -1,0 +1,211 @@
+"""The bundle index (``imgbundle.json``): what a bundle holds and where, as msgspec structs.
+
+Field order is the JSON order. Decoding first reads only ``format`` and ``version`` so that a
+bundle of another major version is refused with a clear message before its shape matters;
+then the full struct is decoded and its internal consistency checked (sorted, unique, offsets
+that chain, totals that add up), so later code can trust every number in it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import msgspec
+
+from bundler.bundle.tar import member_length
+from bundler.errors import CorruptBundleError, NotABundleError, UnsupportedVersionError
+from bundler.oci import MAX_MANIFEST_BYTES
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "INDEX_NAME",
+    "BundleIndex",
+    "ImageEntry",
+    "SkippedEntry",
+    "MemberEntry",
+    "Totals",
+    "blob_path",
+    "encode_index",
+    "encode_json",
+    "decode_index",
+]
+
+FORMAT_NAME = "imgbundle"
+FORMAT_VERSION = "1.0"
+SUPPORTED_MAJOR = 1
+INDEX_NAME = "imgbundle.json"
+
+DigestText = Annotated[str, msgspec.Meta(pattern=r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")]
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
+_VERSION_RE = re.compile(r"^([0-9]{1,6})\.([0-9]{1,6})$")
+
+
+class ImageEntry(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+    """One image the bundle holds: as the user wrote it, normalised, and what it resolved to."""
+
+    source: str
+    reference: str
+    digest: DigestText
+    media_type: str
+    platforms: list[str]
+    size: Count
+    """Bytes of every manifest and blob this image needs (shared blobs counted for each image)."""
+    original_digest: DigestText | None = None
+    """Set only when the tool rewrote an index to a platform subset: the digest it had upstream."""
+
+
+class SkippedEntry(msgspec.Struct, frozen=True, rename="camel"):
+    source: str
+    reason: str
+
+
+class MemberEntry(msgspec.Struct, frozen=True, rename="camel"):
+    """A manifest or blob member; ``offset`` is where its tar header starts, counted in the
+    decompressed tar stream from the end of the ``imgbundle.json`` member."""
+
+    digest: DigestText
+    size: Count
+    media_type: str
+    offset: Count
+
+
+class Totals(msgspec.Struct, frozen=True, rename="camel"):
+    images: Count
+    manifests: Count
+    blobs: Count
+    manifest_bytes: Count
+    blob_bytes: Count
+
+
+class BundleIndex(msgspec.Struct, frozen=True, rename="camel"):
+    format: str
+    version: str
+    created: str
+    tool: str
+    images: list[ImageEntry]
+    skipped: list[SkippedEntry]
+    manifests: list[MemberEntry]
+    blobs: list[MemberEntry]
+    totals: Totals
+
+
+class _Head(msgspec.Struct):
+    format: object = None
+    version: object = None
+
+
+_head_decoder = msgspec.json.Decoder(_Head)
+_index_decoder = msgspec.json.Decoder(BundleIndex)
+
+
+def _encode_str_subclass(value: object) -> object:
+    """``Digest`` and other ``str`` subclasses encode as plain strings."""
+    if isinstance(value, str):
+        return str(value)
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_encode_str_subclass)
+
+
+def blob_path(digest: str) -> str:
+    """The member name (and OCI layout path) of a manifest or blob."""
+    algorithm, _, hex_digits = digest.partition(":")
+    return f"blobs/{algorithm}/{hex_digits}"
+
+
+def encode_index(index: BundleIndex) -> bytes:
+    return _encoder.encode(index)
+
+
+def encode_json(value: object) -> bytes:
+    """Compact JSON in the order given, as every JSON member of a bundle is written."""
+    return _encoder.encode(value)
+
+
+def decode_index(data: bytes) -> BundleIndex:
+    """Decode and check ``imgbundle.json`` bytes.
+
+    Raises ``NotABundleError`` when this is not our format at all, ``UnsupportedVersionError``
+    for an unknown major version and ``CorruptBundleError`` for anything malformed.
+    """
+    try:
+        head = _head_decoder.decode(data)
+    except msgspec.DecodeError:
+        raise NotABundleError(f"{INDEX_NAME}: not a JSON object") from None
+    if head.format != FORMAT_NAME:
+        raise NotABundleError(f"{INDEX_NAME}: format is {head.format!r}, not {FORMAT_NAME!r}")
+    _check_version(head.version)
+    try:
+        index = _index_decoder.decode(data)
+    except msgspec.DecodeError as error:
+        raise CorruptBundleError(f"{INDEX_NAME}: {error}") from None
+    check_index(index)
+    return index
+
+
+def _check_version(version: object) -> None:
+    match = _VERSION_RE.match(version) if isinstance(version, str) else None
+    if not match:
+        raise CorruptBundleError(f"{INDEX_NAME}: version {version!r} is not MAJOR.MINOR")
+    if int(match.group(1)) != SUPPORTED_MAJOR:
+        raise UnsupportedVersionError(
+            f"bundle format version {version} is not supported; this reader supports {SUPPORTED_MAJOR}.x"
+        )
+
+
+def check_index(index: BundleIndex) -> None:
+    """Refuse an index whose lists are unsorted, duplicated, inconsistent or whose offsets do not chain."""
+    _check_sorted_unique(index.manifests, "manifests")
+    _check_sorted_unique(index.blobs, "blobs")
+    manifest_digests = {entry.digest for entry in index.manifests}
+    if manifest_digests & {entry.digest for entry in index.blobs}:
+        raise CorruptBundleError(f"{INDEX_NAME}: a digest is listed both as manifest and as blob")
+    for entry in index.manifests:
+        if entry.size > MAX_MANIFEST_BYTES:
+            raise CorruptBundleError(f"{INDEX_NAME}: manifest {entry.digest} is larger than 4 MiB")
+    _check_offsets([*index.manifests, *index.blobs])
+    _check_images(index, {entry.digest: entry for entry in index.manifests})
+    _check_totals(index)
+
+
+def _check_sorted_unique(entries: list[MemberEntry], what: str) -> None:
+    digests = [entry.digest for entry in entries]
+    if any(a >= b for a, b in zip(digests, digests[1:])):
+        raise CorruptBundleError(f"{INDEX_NAME}: {what} are not sorted by digest or not unique")
+
+
+def _check_offsets(entries: list[MemberEntry]) -> None:
+    """Members follow each other without gaps; the first comes after oci-layout and index.json."""
+    minimum_start = member_length("oci-layout", 1) + member_length("index.json", 1)
+    if entries and entries[0].offset < minimum_start:
+        raise CorruptBundleError(f"{INDEX_NAME}: offset of {entries[0].digest} is impossible")
+    for previous, entry in zip(entries, entries[1:]):
+        if entry.offset != previous.offset + member_length(blob_path(previous.digest), previous.size):
+            raise CorruptBundleError(f"{INDEX_NAME}: offset of {entry.digest} does not follow the member before it")
+
+
+def _check_images(index: BundleIndex, manifests: dict[str, MemberEntry]) -> None:
+    seen: dict[str, str] = {}
+    for image in index.images:
+        entry = manifests.get(image.digest)
+        if entry is None:
+            raise CorruptBundleError(f"{INDEX_NAME}: image {image.reference} has no manifest {image.digest}")
+        if entry.media_type != image.media_type:
+            raise CorruptBundleError(f"{INDEX_NAME}: image {image.reference} media type disagrees with its manifest")
+        if seen.setdefault(image.reference, image.digest) != image.digest:
+            raise CorruptBundleError(f"{INDEX_NAME}: reference {image.reference} names two digests")
+
+
+def _check_totals(index: BundleIndex) -> None:
+    expected = Totals(
+        images=len(index.images),
+        manifests=len(index.manifests),
+        blobs=len(index.blobs),
+        manifest_bytes=sum(entry.size for entry in index.manifests),
+        blob_bytes=sum(entry.size for entry in index.blobs),
+    )
+    if index.totals != expected:
+        raise CorruptBundleError(f"{INDEX_NAME}: totals do not match the lists")

@@ -1,0 +1,541 @@
+"""Read a bundle: the index, random access to members via the seek table, or a sequential scan.
+
+Every byte is treated as hostile until checked: tar headers are parsed by hand, member names
+and order must be exactly what the index says, sizes come from the index and bound every read,
+frames are checked against the seek table before they are decompressed, and manifest and blob
+contents are verified against their digests (a chunk is handed out only once the bytes before
+it passed; the last chunk only after the whole member matched its digest).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, Callable, Iterator, Union
+
+import zstandard
+
+from bundler.bundle.frames import (
+    CHUNK_SIZE,
+    FRAME_SIZE,
+    MAX_FRAME_COMPRESSED,
+    MAX_WINDOW,
+    ZSTD_MAGIC,
+    Cursor,
+    SeekableSource,
+    StreamSource,
+)
+from bundler.bundle.index import INDEX_NAME, BundleIndex, MemberEntry, blob_path, decode_index
+from bundler.bundle.layout import (
+    LAYOUT_NAME,
+    MAX_INDEX_BYTES,
+    MAX_LAYOUT_BYTES,
+    MAX_OCI_INDEX_BYTES,
+    OCI_INDEX_NAME,
+    check_oci_index,
+    check_oci_layout,
+)
+from bundler.bundle.seektable import SeekTable, SeekTableError, parse_seek_table
+from bundler.bundle.tar import BLOCK, END_OF_ARCHIVE, TarFormatError, TarHeader, member_length, padding, read_header
+from bundler.digest import Digest, DigestVerifier
+from bundler.errors import BundleError, ContentMismatchError, CorruptBundleError, LocalIOError, NotABundleError
+
+__all__ = [
+    "KIND_INDEX",
+    "KIND_LAYOUT",
+    "KIND_OCI_INDEX",
+    "KIND_MANIFEST",
+    "KIND_BLOB",
+    "Member",
+    "BundleReader",
+    "read_index",
+]
+
+KIND_INDEX = "bundle-index"
+KIND_LAYOUT = "oci-layout"
+KIND_OCI_INDEX = "oci-index"
+KIND_MANIFEST = "manifest"
+KIND_BLOB = "blob"
+
+Source = Union[str, "os.PathLike[str]", BinaryIO]
+_MEMBER_NAME_RE = re.compile(r"^blobs/(sha256/[a-f0-9]{64}|sha512/[a-f0-9]{128})$")
+_FIXED_NAMES = frozenset({INDEX_NAME, LAYOUT_NAME, OCI_INDEX_NAME})
+
+
+@dataclass
+class Member:
+    """One tar member met in a sequential scan. Consume or abandon ``chunks`` before asking for the
+    next member; for manifests and blobs, digest and size are checked as the chunks are consumed."""
+
+    name: str
+    kind: str
+    digest: Digest | None
+    size: int
+    chunks: Iterator[bytes]
+    media_type: str = ""
+
+
+class BundleReader:
+    """An open bundle. Use ``BundleReader.open(path)`` as a context manager.
+
+    From a path or seekable file: random access (``manifest_bytes``, ``blob_chunks``) and any
+    number of ``members()`` scans. From a pipe: one ``members()`` scan, front to back.
+    """
+
+    def __init__(
+        self,
+        *,
+        index: BundleIndex,
+        index_bytes: bytes,
+        index_length: int,
+        file: BinaryIO,
+        owns_file: bool,
+        path: Path | None,
+        table: SeekTable | None,
+        stream_cursor: Cursor | None,
+    ) -> None:
+        self.index = index
+        self._index_bytes = index_bytes
+        self._index_length = index_length
+        self._file = file
+        self._owns_file = owns_file
+        self._path = path
+        self._table = table
+        self._stream_cursor = stream_cursor
+        self._lock = threading.Lock()
+        self._manifests = {entry.digest: entry for entry in index.manifests}
+        self._blobs = {entry.digest: entry for entry in index.blobs}
+
+    @classmethod
+    def open(cls, source: Source) -> "BundleReader":
+        """Open a bundle from a path, a seekable binary file or a pipe (e.g. ``sys.stdin.buffer``)."""
+        file, owns_file, path = _open_file(source)
+        try:
+            return cls._from_file(file, owns_file, path)
+        except BaseException:
+            if owns_file:
+                file.close()
+            raise
+
+    @classmethod
+    def _from_file(cls, file: BinaryIO, owns_file: bool, path: Path | None) -> "BundleReader":
+        seekable = _is_seekable(file)
+        if seekable:
+            file.seek(0)
+        index_bytes, index_length, cursor = _read_index_member(file)
+        index = decode_index(index_bytes)
+        table = _read_seek_table(file, index, index_length) if seekable else None
+        return cls(
+            index=index,
+            index_bytes=index_bytes,
+            index_length=index_length,
+            file=file,
+            owns_file=owns_file,
+            path=path,
+            table=table,
+            stream_cursor=None if seekable else cursor,
+        )
+
+    @property
+    def seekable(self) -> bool:
+        return self._table is not None
+
+    def close(self) -> None:
+        if self._owns_file:
+            self._file.close()
+
+    def __enter__(self) -> "BundleReader":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    # --- random access ------------------------------------------------------------------------
+
+    def manifest_bytes(self, digest: str) -> bytes:
+        """A manifest's bytes, verified against its digest (at most 4 MiB by the index rules)."""
+        entry = self._manifests.get(digest)
+        if entry is None:
+            raise BundleError(f"manifest {digest} is not in this bundle")
+        return b"".join(self._random_chunks(entry, KIND_MANIFEST))
+
+    def blob_chunks(self, digest: str) -> Iterator[bytes]:
+        """A blob's (or manifest's) bytes in chunks of about 1 MiB, verified as they stream.
+
+        Thread-safe: each call reads through its own file handle when the bundle was opened by path.
+        """
+        entry = self._blobs.get(digest)
+        kind = KIND_BLOB
+        if entry is None:
+            entry, kind = self._manifests.get(digest), KIND_MANIFEST
+        if entry is None:
+            raise BundleError(f"blob {digest} is not in this bundle")
+        return self._random_chunks(entry, kind)
+
+    def _random_chunks(self, entry: MemberEntry, kind: str) -> Iterator[bytes]:
+        table = self._require_table()
+        label = f"{kind} {entry.digest}"
+        position = self._index_length + entry.offset
+        frame = table.frame_starting_at(position)
+        if frame is None:
+            raise CorruptBundleError(f"{label}: its offset is not at the start of a zstd frame")
+        return self._stream_member(entry, label, frame, position)
+
+    def _stream_member(self, entry: MemberEntry, label: str, frame: int, position: int) -> Iterator[bytes]:
+        with self._private_reader() as read_at:
+            cursor = Cursor(SeekableSource(read_at, self._require_table(), frame), position)
+            cursor.label = label
+            header = _read_header(cursor)
+            if header is None or header.name != blob_path(entry.digest) or header.size != entry.size:
+                found = "end of archive" if header is None else f"{header.name!r} ({header.size} bytes)"
+                raise CorruptBundleError(f"{label}: found {found} at its offset")
+            yield from _DataStream(cursor, entry, label)
+
+    def _require_table(self) -> SeekTable:
+        if self._table is None:
+            raise BundleError("random access needs a bundle file, not a pipe; read it with members()")
+        return self._table
+
+    def _private_reader(self) -> "_ReadAt":
+        return _ReadAt(self._path, self._file, self._lock)
+
+    # --- sequential scan ----------------------------------------------------------------------
+
+    def members(self) -> Iterator[Member]:
+        """Every member in order, checking names, order, offsets, sizes, digests and the end marker."""
+        if self._table is None:
+            cursor, self._stream_cursor = self._stream_cursor, None
+            if cursor is None:
+                raise BundleError("a piped bundle can be read only once")
+            return self._scan(cursor)
+        return self._scan_file()
+
+    def _scan_file(self) -> Iterator[Member]:
+        table = self._require_table()
+        with self._private_reader() as read_at:
+            cursor = Cursor(SeekableSource(read_at, table, 0))
+            cursor.label = INDEX_NAME
+            header = _read_header(cursor)
+            if header is None or header.name != INDEX_NAME or header.size != len(self._index_bytes):
+                raise CorruptBundleError(f"{INDEX_NAME}: changed while the bundle was open")
+            if cursor.read_exact(header.size) != self._index_bytes:
+                raise CorruptBundleError(f"{INDEX_NAME}: changed while the bundle was open")
+            cursor.skip(padding(header.size))
+            yield from self._scan(cursor)
+
+    def _scan(self, cursor: Cursor) -> Iterator[Member]:
+        yield Member(INDEX_NAME, KIND_INDEX, None, len(self._index_bytes), iter([self._index_bytes]))
+        data = self._metadata_member(cursor, LAYOUT_NAME, MAX_LAYOUT_BYTES)
+        check_oci_layout(data)
+        yield Member(LAYOUT_NAME, KIND_LAYOUT, None, len(data), iter([data]))
+        data = self._metadata_member(cursor, OCI_INDEX_NAME, MAX_OCI_INDEX_BYTES)
+        check_oci_index(data, self.index)
+        yield Member(OCI_INDEX_NAME, KIND_OCI_INDEX, None, len(data), iter([data]))
+        for kind, entries in ((KIND_MANIFEST, self.index.manifests), (KIND_BLOB, self.index.blobs)):
+            for entry in entries:
+                yield from self._data_member(cursor, kind, entry)
+        self._end_of_archive(cursor)
+
+    def _metadata_member(self, cursor: Cursor, name: str, limit: int) -> bytes:
+        header = self._next_header(cursor, name)
+        if header.size > limit:
+            raise CorruptBundleError(f"{name}: {header.size} bytes is more than the {limit} allowed")
+        data = cursor.read_exact(header.size)
+        cursor.skip(padding(header.size))
+        return data
+
+    def _data_member(self, cursor: Cursor, kind: str, entry: MemberEntry) -> Iterator[Member]:
+        label = f"{kind} {entry.digest}"
+        offset = cursor.position - self._index_length
+        if offset != entry.offset:
+            raise CorruptBundleError(f"{label}: found at offset {offset}, the index says {entry.offset}")
+        header = self._next_header(cursor, blob_path(entry.digest), label)
+        if header.size != entry.size:
+            raise CorruptBundleError(f"{label}: tar header says {header.size} bytes, the index says {entry.size}")
+        stream = _DataStream(cursor, entry, label)
+        yield Member(blob_path(entry.digest), kind, Digest(entry.digest), entry.size, iter(stream), entry.media_type)
+        stream.skip_rest()
+        cursor.skip(padding(entry.size))
+
+    def _next_header(self, cursor: Cursor, name: str, label: str = "") -> TarHeader:
+        """The next member's header, which must be ``name`` and start a zstd frame."""
+        cursor.label = label or name
+        start = cursor.position
+        header = _read_header(cursor)
+        if header is None:
+            raise CorruptBundleError(f"{cursor.label}: archive ends where this member was expected")
+        if header.name not in _FIXED_NAMES and not _MEMBER_NAME_RE.match(header.name):
+            raise CorruptBundleError(f"member {header.name[:200]!r}: name not allowed in a bundle")
+        if header.name != name:
+            raise CorruptBundleError(f"member {header.name!r}: found where {cursor.label} was expected")
+        if not cursor.starts_frame(start):
+            raise CorruptBundleError(f"{cursor.label}: does not start a new zstd frame")
+        return header
+
+    def _end_of_archive(self, cursor: Cursor) -> None:
+        cursor.label = "end of archive"
+        start = cursor.position
+        if cursor.read_exact(len(END_OF_ARCHIVE)) != END_OF_ARCHIVE:
+            raise CorruptBundleError("end of archive: a member where the index lists no more")
+        if not cursor.starts_frame(start):
+            raise CorruptBundleError("end of archive: does not start a new zstd frame")
+        cursor.label = "seek table"
+        if not cursor.at_end():
+            raise CorruptBundleError("end of archive: more data follows the end of the archive")
+        cursor.finish()
+
+
+class _DataStream:
+    """A manifest or blob's data in chunks; the last chunk is released only after the digest matched."""
+
+    def __init__(self, cursor: Cursor, entry: MemberEntry, label: str) -> None:
+        self._cursor = cursor
+        self._remaining = entry.size
+        self._verifier = DigestVerifier(Digest(entry.digest), entry.size, what=label)
+
+    def __iter__(self) -> Iterator[bytes]:
+        held: bytes | None = None
+        while self._remaining:
+            chunk = self._cursor.read_some(min(CHUNK_SIZE, self._remaining))
+            self._remaining -= len(chunk)
+            self._verifier.update(chunk)
+            if held is not None:
+                yield held
+            held = chunk
+        try:
+            self._verifier.check()
+        except ContentMismatchError as error:
+            raise CorruptBundleError(str(error)) from None
+        if held is not None:
+            yield held
+
+    def skip_rest(self) -> None:
+        """Move past what the consumer did not read (unverified: it was not used)."""
+        self._cursor.skip(self._remaining)
+        self._remaining = 0
+
+
+class _ReadAt:
+    """``read_at(offset, size)`` for one reader: its own handle when we have a path, else the
+    shared file under a lock (so concurrent readers never interleave seek and read)."""
+
+    def __init__(self, path: Path | None, shared: BinaryIO, lock: threading.Lock) -> None:
+        self._path = path
+        self._shared = shared
+        self._lock = lock
+        self._own: BinaryIO | None = None
+
+    def __enter__(self) -> Callable[[int, int], bytes]:
+        if self._path is not None:
+            try:
+                self._own = open(self._path, "rb")
+            except OSError as error:
+                raise LocalIOError(f"cannot open {self._path}: {error.strerror or error}") from None
+            return self._read_own
+        return self._read_shared
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        if self._own is not None:
+            self._own.close()
+
+    def _read_own(self, offset: int, size: int) -> bytes:
+        assert self._own is not None
+        return _pread(self._own, offset, size)
+
+    def _read_shared(self, offset: int, size: int) -> bytes:
+        with self._lock:
+            return _pread(self._shared, offset, size)
+
+
+def _pread(file: BinaryIO, offset: int, size: int) -> bytes:
+    try:
+        file.seek(offset)
+        parts = []
+        while size:
+            part = file.read(size)
+            if not part:
+                break
+            parts.append(part)
+            size -= len(part)
+        return b"".join(parts)
+    except OSError as error:
+        raise LocalIOError(f"cannot read the bundle: {error.strerror or error}") from None
+
+
+# --- opening ---------------------------------------------------------------------------------
+
+
+def read_index(source: Source) -> BundleIndex:
+    """Only the bundle index: reads the first member and nothing more, so it is fast on any size."""
+    file, owns_file, _ = _open_file(source)
+    try:
+        if _is_seekable(file):
+            file.seek(0)
+        index_bytes, _, _ = _read_index_member(file)
+        return decode_index(index_bytes)
+    finally:
+        if owns_file:
+            file.close()
+
+
+def _open_file(source: Source) -> tuple[BinaryIO, bool, Path | None]:
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            return open(path, "rb"), True, path
+        except OSError as error:
+            raise LocalIOError(f"cannot open {path}: {error.strerror or error}") from None
+    return source, False, None
+
+
+def _is_seekable(file: BinaryIO) -> bool:
+    seekable = getattr(file, "seekable", None)
+    try:
+        return bool(seekable()) if seekable is not None else False
+    except (OSError, ValueError):
+        return False
+
+
+class _Prefixed:
+    """A raw stream with some already-read bytes put back in front."""
+
+    def __init__(self, prefix: bytes, raw: BinaryIO) -> None:
+        self._prefix = prefix
+        self._raw = raw
+
+    def read(self, size: int = -1) -> bytes:
+        if self._prefix:
+            data, self._prefix = (self._prefix, b"") if size < 0 else (self._prefix[:size], self._prefix[size:])
+            return data
+        return self._raw.read(size)
+
+
+class _TooFar(Exception):
+    """The probe read more compressed bytes than any bundle needs to show its first header."""
+
+
+class _Recorder:
+    """Keeps what the probe reads, so the strict reader can read the same bytes again."""
+
+    def __init__(self, raw: _Prefixed) -> None:
+        self._raw = raw
+        self.recorded = bytearray()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(min(size, PROBE_LIMIT) if size >= 0 else PROBE_LIMIT)
+        self.recorded += data
+        if len(self.recorded) > PROBE_LIMIT:
+            raise _TooFar()
+        return data
+
+
+PROBE_LIMIT = 1024 * 1024
+"""Compressed bytes the probe may read looking for the first tar header."""
+
+
+def _read_fully(file: BinaryIO, size: int) -> bytes:
+    parts = []
+    while size:
+        part = file.read(size)
+        if not part:
+            break
+        parts.append(part)
+        size -= len(part)
+    return b"".join(parts)
+
+
+def _read_index_member(file: BinaryIO) -> tuple[bytes, int, Cursor]:
+    """The ``imgbundle.json`` bytes, the length of that member, and the cursor just after it.
+
+    A lenient probe first decides whether this is a bundle at all (``NotABundleError``: empty,
+    not zstd, not tar, another first member); then the strict reader reads the same bytes again
+    and every problem it finds is damage (``CorruptBundleError``).
+    """
+    try:
+        magic = _read_fully(file, 4)
+    except OSError as error:
+        raise LocalIOError(f"cannot read the bundle: {error.strerror or error}") from None
+    if not magic:
+        raise NotABundleError("not a bundle: the file is empty")
+    if magic != ZSTD_MAGIC:
+        raise NotABundleError("not a bundle: not zstd-compressed")
+    recorder = _Recorder(_Prefixed(magic, file))
+    _probe_first_header(recorder)
+    cursor = Cursor(StreamSource(_Prefixed(bytes(recorder.recorded), file)))  # type: ignore[arg-type]
+    cursor.label = INDEX_NAME
+    header = _read_header(cursor)
+    if header is None or header.name != INDEX_NAME:
+        raise CorruptBundleError(f"{INDEX_NAME}: the first member changed between two reads")
+    if header.size > MAX_INDEX_BYTES:
+        raise CorruptBundleError(f"{INDEX_NAME}: {header.size} bytes is more than the {MAX_INDEX_BYTES} allowed")
+    data = cursor.read_exact(header.size)
+    cursor.skip(padding(header.size))
+    return data, cursor.position, cursor
+
+
+def _probe_first_header(recorder: _Recorder) -> None:
+    """Decompress just enough to see the first tar header, ignoring our framing rules."""
+    probe = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).stream_reader(
+        recorder, read_size=16 * 1024, read_across_frames=True
+    )
+    try:
+        block = _read_fully(probe, BLOCK)  # type: ignore[arg-type]
+    except zstandard.ZstdError as error:
+        raise CorruptBundleError(f"{INDEX_NAME}: damaged zstd data ({error})") from None
+    except _TooFar:
+        raise NotABundleError("not a bundle: no tar header near the start") from None
+    if len(block) < BLOCK:
+        raise NotABundleError("not a bundle: too short to hold a tar header")
+    try:
+        header = read_header(_first_block_only(block))
+    except TarFormatError as error:
+        raise NotABundleError(f"not a bundle: not a tar archive of ours ({error})") from None
+    if header is None or header.name != INDEX_NAME:
+        first = "an end-of-archive block" if header is None else repr(header.name[:200])
+        raise NotABundleError(f"not a bundle: the first member is {first}, not {INDEX_NAME}")
+
+
+def _first_block_only(block: bytes) -> Callable[[int], bytes]:
+    """A ``read_exact`` for the probe: the first block; a pax header's data is not looked at."""
+    blocks = [block]
+
+    def read_exact(size: int) -> bytes:
+        if not blocks:
+            raise TarFormatError("first member has a pax header")  # ours never does
+        return blocks.pop()
+
+    return read_exact
+
+
+def _read_header(cursor: Cursor) -> TarHeader | None:
+    try:
+        return read_header(cursor.read_exact)
+    except TarFormatError as error:
+        raise CorruptBundleError(f"{cursor.label}: bad tar header ({error})") from None
+
+
+def _read_seek_table(file: BinaryIO, index: BundleIndex, index_length: int) -> SeekTable:
+    """Parse the seek table and check it agrees with the index on where members start and end."""
+
+    def read_at(offset: int, size: int) -> bytes:
+        return _pread(file, offset, size)
+
+    try:
+        file_size = file.seek(0, os.SEEK_END)
+        table = parse_seek_table(read_at, file_size, max_compressed=MAX_FRAME_COMPRESSED, max_decompressed=FRAME_SIZE)
+    except SeekTableError as error:
+        raise CorruptBundleError(f"seek table: {error}") from None
+    except OSError as error:
+        raise LocalIOError(f"cannot read the bundle: {error.strerror or error}") from None
+    if table.frame_starting_at(index_length) is None:
+        raise CorruptBundleError(f"seek table: no frame starts after {INDEX_NAME}")
+    last = (index.blobs or index.manifests or [None])[-1]
+    if last is not None:
+        end = index_length + last.offset + member_length(blob_path(last.digest), last.size) + len(END_OF_ARCHIVE)
+        if table.decompressed_total != end:
+            raise CorruptBundleError("seek table: frame sizes disagree with the member sizes in the index")
+    return table

@@ -1,0 +1,70 @@
+"""The ``NAME.tar.zst.sha256`` sidecar: ``sha256sum`` format, so the check works without our tool."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from bundler.errors import CorruptBundleError, LocalIOError
+
+__all__ = ["sidecar_path", "format_sidecar", "read_sidecar", "file_sha256", "check_sidecar"]
+
+_READ_SIZE = 1024 * 1024
+_LINE_RE = re.compile(r"^([a-f0-9]{64}) [ *](.+)\n?$")
+
+
+def sidecar_path(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".sha256")
+
+
+def format_sidecar(sha256_hex: str, name: str) -> bytes:
+    """One ``sha256sum`` line: hex, two spaces, file name."""
+    return f"{sha256_hex}  {name}\n".encode()
+
+
+def read_sidecar(path: Path) -> str | None:
+    """The hex digest recorded in the sidecar of the bundle ``path``; ``None`` if there is none.
+
+    ``CorruptBundleError`` if the sidecar is not one sha256sum line, ``LocalIOError`` if unreadable.
+    """
+    sidecar = sidecar_path(path)
+    try:
+        with open(sidecar, "rb") as file:
+            text = file.read(4096).decode("utf-8", "replace")
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise LocalIOError(f"cannot read {sidecar}: {error.strerror or error}") from None
+    match = _LINE_RE.match(text)
+    if not match:
+        raise CorruptBundleError(f"{sidecar.name}: not a sha256sum line")
+    return match.group(1)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as file:
+            while block := file.read(_READ_SIZE):
+                digest.update(block)
+    except OSError as error:
+        raise LocalIOError(f"cannot read {path}: {error.strerror or error}") from None
+    return digest.hexdigest()
+
+
+def check_sidecar(path: Path) -> str | None:
+    """Check a bundle against its sidecar: the verified hex digest, or ``None`` without a sidecar.
+
+    ``CorruptBundleError`` when the digests differ. Only the digest is compared, so a bundle
+    renamed together with its sidecar still checks.
+    """
+    path = Path(path)
+    expected = read_sidecar(path)
+    if expected is None:
+        return None
+    actual = file_sha256(path)
+    if actual != expected:
+        raise CorruptBundleError(f"{path.name}: sha256 is {actual}, but {sidecar_path(path).name} says {expected}")
+    return actual

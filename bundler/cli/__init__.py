@@ -1,0 +1,74 @@
+"""The ``imgbundle`` command: click commands, progress and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import NoReturn
+
+import click
+
+from bundler import __version__
+from bundler.cli.commands import list_command, pack_command, unpack_command, verify_command
+from bundler.cli.output import err
+from bundler.errors import ImgbundleError, Interrupted, LocalIOError
+
+__all__ = ["main", "cli"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="imgbundle")
+@click.option("--debug", is_flag=True, help="Log every request (credentials and tokens are redacted).")
+def cli(debug: bool) -> None:
+    """Move container images into air-gapped sites as one verifiable bundle.
+
+    \b
+    Connected side:  imgbundle pack -f images.list -o site.tar.zst
+    On arrival:      imgbundle verify site.tar.zst
+    Isolated side:   imgbundle unpack site.tar.zst --to harbor.example.lan/k8s
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    if not debug:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+cli.add_command(pack_command)
+cli.add_command(list_command)
+cli.add_command(verify_command)
+cli.add_command(unpack_command)
+
+
+def _raise_on_sigterm(signum: int, frame: object) -> NoReturn:
+    raise Interrupted("terminated", exit_code=143)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Run the CLI; every failure ends as one line on stderr and the error class's exit code."""
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    try:
+        cli.main(args=argv, prog_name="imgbundle", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail(Interrupted("interrupted"))
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        _fail(Interrupted("interrupted"))
+    except ImgbundleError as error:
+        _fail(error)
+    except OSError as error:
+        _fail(LocalIOError(f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")))
+    except Exception as error:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        logging.getLogger(__name__).debug("internal error", exc_info=True)
+        _fail(ImgbundleError(f"internal error, please report it (rerun with --debug for details): {error!r}"))
+    sys.exit(0)
+
+
+def _fail(error: ImgbundleError) -> NoReturn:
+    err.print(f"imgbundle: error: {error}", markup=False, highlight=False)
+    sys.exit(error.exit_code)

@@ -1,0 +1,129 @@
+"""unpack: push a bundle into a registry (Harbor or Distribution) with the same digests.
+
+Data first, then execution: ``plan_targets`` names every image's target (pure), ``build_plan``
+reads the bundle's manifests into a push plan (``dry_run`` stops here), ``push_plan`` runs it:
+blobs, then child manifests, then indexes, then tags. Nothing here prints; progress goes to a
+``bundler.progress.Progress`` and the outcome comes back as an ``UnpackResult``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from bundler.bundle import BundleReader
+from bundler.errors import InputError
+from bundler.progress import NullProgress, Progress
+from bundler.reference import DOCKER_HUB
+from bundler.registry import RegistryClient, RegistryOptions
+from bundler.registry.harbor import HarborProjects, ensure_projects, project_of
+from bundler.unpack.execute import PushClient, push_plan
+from bundler.unpack.mapping import Target, parse_to, plan_targets, unused_maps
+from bundler.unpack.plan import BundleSource, PushPlan, build_plan
+from bundler.unpack.result import ImageOutcome, UnpackResult, write_report
+
+__all__ = [
+    "UnpackOptions",
+    "UnpackResult",
+    "ImageOutcome",
+    "Target",
+    "PushPlan",
+    "plan_targets",
+    "build_plan",
+    "unpack",
+    "unpack_bundle",
+    "write_report",
+]
+
+log = logging.getLogger("bundler.unpack")
+
+
+@dataclass(frozen=True)
+class UnpackOptions:
+    """What to push where. ``maps`` are ``(SRC_PREFIX, DST_PREFIX)`` pairs, longest prefix wins."""
+
+    to: str
+    keep_host: bool = False
+    flatten: bool = False
+    maps: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    dry_run: bool = False
+    create_projects: bool = False
+    public: bool = False
+    jobs: int = 4
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise InputError(f"jobs must be at least 1, not {self.jobs}")
+        if self.public and not self.create_projects:
+            raise InputError("--public only applies with --create-projects")
+
+
+def unpack(bundle: Path, settings: UnpackOptions, options: RegistryOptions, *,
+           progress: Progress | None = None) -> UnpackResult:
+    """Open ``bundle`` and push it as ``settings`` say; see ``unpack_bundle``."""
+    started = time.monotonic()
+    with BundleReader.open(bundle) as reader:
+        if not reader.seekable:
+            raise InputError(f"{bundle}: unpack reads blobs in any order; give it a bundle file, not a pipe")
+        result = unpack_bundle(reader, settings, options, progress=progress)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def unpack_bundle(reader: BundleSource, settings: UnpackOptions, options: RegistryOptions, *,
+                  progress: Progress | None = None, client: PushClient | None = None) -> UnpackResult:
+    """Plan and push an open bundle. Raises ``InputError`` for naming problems, ``PushRefusedError``
+    for missing Harbor projects, ``UnreachableError`` and ``Interrupted``; per-image failures come
+    back in the result (``result.failure_error()`` is what to exit with).
+
+    ``client`` pushes through a client the caller owns (tests use an in-memory registry); the
+    Harbor project check, which needs the real host's API, is then left to the caller.
+    """
+    started = time.monotonic()
+    progress = progress or NullProgress()
+    images = list(reader.index.images)
+    targets = plan_targets(images, settings.to, settings.keep_host, settings.flatten, settings.maps)
+    for source, destination in unused_maps(images, settings.maps):
+        progress.warn(f"--map {source}={destination} matches no image in the bundle")
+    plan = build_plan(reader, targets)
+    host = parse_to(settings.to).host
+    if settings.dry_run:
+        outcomes = [ImageOutcome(image.target, image.error is None, image.error) for image in plan.images]
+        return UnpackResult(host, True, plan, outcomes, seconds=time.monotonic() - started)
+    created: list[str] = []
+    if client is not None:
+        result = push_plan(plan, reader, client, host, jobs=settings.jobs, progress=progress)
+    else:
+        created = _prepare_harbor(host, plan, settings, options, progress)
+        with RegistryClient(host, options) as registry:
+            result = push_plan(plan, reader, registry, host, jobs=settings.jobs, progress=progress)
+    result.projects_created = created
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _prepare_harbor(host: str, plan: PushPlan, settings: UnpackOptions, options: RegistryOptions,
+                    progress: Progress) -> list[str]:
+    """On Harbor, check (or create) the projects before the first push; elsewhere do nothing."""
+    repositories = [image.target.repository for image in plan.images if image.error is None]
+    if not repositories or host == DOCKER_HUB:  # Docker Hub is never Harbor; do not ask it
+        return []
+    with HarborProjects(host, options) as api:
+        if not api.is_harbor():
+            if settings.create_projects:
+                progress.warn(f"{host} is not Harbor (no /api/v2.0/systeminfo); --create-projects has no effect")
+            return []
+        flat = sorted({r for r in repositories if "/" not in r})
+        if flat:
+            raise InputError(
+                f"{host} is Harbor, where a repository needs a project as its first path element; "
+                f"{flat[0]} has none: use --to {host}/PROJECT"
+            )
+        created = ensure_projects(api, [project_of(r) for r in repositories],
+                                  create=settings.create_projects, public=settings.public)
+    for name in created:
+        log.debug("created Harbor project %s on %s", name, host)
+    return created

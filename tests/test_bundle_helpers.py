@@ -1,0 +1,217 @@
+"""Synthetic images and bundle surgery for the bundle format tests (imported by test_bundle_*.py).
+
+Images are real enough for skopeo: gzip'd tar layers, configs with matching diff_ids, OCI and
+Docker manifests, an OCI index with two platforms. Random bytes come from seeded generators.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import random
+import subprocess
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import zstandard
+
+from bundler.bundle import BlobSpec, ImageEntry, SkippedEntry, WriteResult, write_bundle
+from bundler.bundle.frames import compress_frames, new_compressor
+from bundler.bundle.seektable import encode_seek_table
+from bundler.bundle.tar import END_OF_ARCHIVE, header_bytes, padding, read_header
+from bundler.digest import Digest
+from bundler.oci import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RawManifest
+
+SEED = 20261123
+CREATED = "2026-11-23T10:00:00Z"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+
+@dataclass
+class ImageSet:
+    """Everything ``write_bundle`` needs, plus the expected bytes of every member."""
+
+    images: list[ImageEntry] = field(default_factory=list)
+    skipped: list[SkippedEntry] = field(default_factory=list)
+    manifests: dict[str, RawManifest] = field(default_factory=dict)
+    blobs: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+
+    def add_blob(self, data: bytes, media_type: str, algorithm: str = "sha256") -> dict:
+        digest = Digest.of(data, algorithm)
+        self.blobs[digest] = (data, media_type)
+        return {"mediaType": media_type, "digest": digest, "size": len(data)}
+
+    def add_manifest(self, document: dict, media_type: str) -> RawManifest:
+        raw = RawManifest.from_bytes(json.dumps(document, indent=3).encode(), media_type)
+        self.manifests[raw.digest] = raw
+        return raw
+
+    @property
+    def specs(self) -> list[BlobSpec]:
+        return [BlobSpec(Digest(d), len(data), media_type) for d, (data, media_type) in self.blobs.items()]
+
+    def open_blob(self, chunk_size: int = 64 * 1024) -> Callable[[BlobSpec], Iterator[bytes]]:
+        def open_blob(spec: BlobSpec) -> Iterator[bytes]:
+            data = self.blobs[spec.digest][0]
+            for start in range(0, len(data), chunk_size):
+                yield data[start : start + chunk_size]
+
+        return open_blob
+
+    def write(self, path: Path, **options) -> WriteResult:
+        options.setdefault("open_blob", self.open_blob())
+        options.setdefault("created", CREATED)
+        options.setdefault("images", self.images)
+        options.setdefault("skipped", self.skipped)
+        options.setdefault("manifests", list(self.manifests.values()))
+        options.setdefault("blobs", self.specs)
+        return write_bundle(path, **options)
+
+    def content(self, digest: str) -> bytes:
+        if digest in self.manifests:
+            return self.manifests[digest].data
+        return self.blobs[digest][0]
+
+
+def layer(rng: random.Random, name: str, size: int) -> tuple[bytes, str]:
+    """A gzip'd tar holding one file of ``size`` random bytes; returns (blob, diff_id)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        info = tarfile.TarInfo(name)
+        info.size = size
+        archive.addfile(info, io.BytesIO(rng.randbytes(size)))
+    uncompressed = raw.getvalue()
+    return gzip.compress(uncompressed, compresslevel=1, mtime=0), "sha256:" + hashlib.sha256(uncompressed).hexdigest()
+
+
+def _image_manifest(images: ImageSet, rng: random.Random, arch: str, sizes: list[int], docker: bool = False,
+                    shared: tuple[bytes, str] | None = None) -> RawManifest:
+    layer_type, config_type = (DOCKER_LAYER, DOCKER_CONFIG) if docker else (OCI_LAYER, OCI_CONFIG)
+    layers = [layer(rng, f"file-{arch}-{n}", size) for n, size in enumerate(sizes)]
+    if shared:
+        layers.insert(0, shared)
+    config = {"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": [d for _, d in layers]},
+              "config": {}}
+    document = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST if docker else OCI_MANIFEST,
+        "config": images.add_blob(json.dumps(config).encode(), config_type),
+        "layers": [images.add_blob(blob, layer_type) for blob, _ in layers],
+    }
+    return images.add_manifest(document, DOCKER_MANIFEST if docker else OCI_MANIFEST)
+
+
+def make_image_set(*, big: bool = False, seed: int = SEED) -> ImageSet:
+    """Four references: a two-platform OCI index (tag and digest-only), a Docker v2 image, an
+    OCI image (with a layer over FRAME_SIZE when ``big``), one skipped line; plus a sha512 blob."""
+    rng = random.Random(seed)
+    images = ImageSet()
+    shared = layer(rng, "shared", 3000)
+    amd64 = _image_manifest(images, rng, "amd64", [2000, 70_000], shared=shared)
+    arm64 = _image_manifest(images, rng, "arm64", [1500], shared=shared)
+    index = images.add_manifest(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": amd64.digest, "size": len(amd64.data),
+                 "platform": {"architecture": "amd64", "os": "linux"}},
+                {"mediaType": OCI_MANIFEST, "digest": arm64.digest, "size": len(arm64.data),
+                 "platform": {"architecture": "arm64", "os": "linux"}},
+            ],
+        },
+        OCI_INDEX,
+    )
+    docker = _image_manifest(images, rng, "amd64", [5000], docker=True)
+    plain = _image_manifest(images, rng, "amd64", [9 * 1024 * 1024 + 123] if big else [40_000])
+    images.add_blob(rng.randbytes(700), "application/octet-stream", "sha512")
+
+    def entry(source: str, reference: str, raw: RawManifest, platforms: list[str]) -> ImageEntry:
+        size = len(raw.data) + sum(len(data) for data, _ in images.blobs.values())
+        return ImageEntry(source=source, reference=reference, digest=raw.digest, media_type=raw.media_type,
+                          platforms=platforms, size=size)
+
+    images.images = [
+        entry("quay.io/calico/node:v3.26.4", "quay.io/calico/node:v3.26.4", index, ["linux/amd64", "linux/arm64"]),
+        entry(f"example.com/multi@{index.digest}", f"example.com/multi@{index.digest}", index,
+              ["linux/amd64", "linux/arm64"]),
+        entry("busybox", "docker.io/library/busybox:latest", docker, ["linux/amd64"]),
+        entry("localhost:5000/team/app:1.0", "localhost:5000/team/app:1.0", plain, ["linux/amd64"]),
+    ]
+    images.skipped = [SkippedEntry(source="example.com/gone:1", reason="manifest unknown")]
+    return images
+
+
+# --- bundle surgery -------------------------------------------------------------------------
+
+
+def decompress_all(bundle: bytes) -> bytes:
+    return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(bundle), read_across_frames=True).read()
+
+
+def split_members(bundle: bytes) -> list[tuple[str, bytes]]:
+    """The (name, data) of every member of a (small, valid) bundle, in order."""
+    tar = decompress_all(bundle)
+    position = 0
+    members = []
+
+    def read_exact(size: int) -> bytes:
+        nonlocal position
+        data = tar[position : position + size]
+        position += size
+        return data
+
+    while (header := read_header(read_exact)) is not None:
+        members.append((header.name, read_exact(header.size)))
+        read_exact(padding(header.size))
+    return members
+
+
+def member_bytes(name: str, data: bytes) -> bytes:
+    return header_bytes(name, len(data)) + data + bytes(padding(len(data)))
+
+
+def craft(members: list[bytes], *, end: bytes = END_OF_ARCHIVE, seek_table: bool = True, level: int = 3) -> bytes:
+    """A bundle file from raw tar member bytes: each member in its own frames, then ``end`` and
+    the seek table, exactly as the writer frames them (but with no checks at all)."""
+    compressor = new_compressor(level)
+    frames = []
+    for raw in [*members, end] if end else members:
+        frames.extend(compress_frames(compressor, raw))
+    body = b"".join(frame for frame, _ in frames)
+    table = encode_seek_table([(len(frame), size) for frame, size in frames]) if seek_table else b""
+    return body + table
+
+
+def rebuild(bundle: bytes, transform: Callable[[list[tuple[str, bytes]]], list[tuple[str, bytes]]]) -> bytes:
+    """Split a bundle into members, let ``transform`` edit the list, frame it again."""
+    return craft([member_bytes(name, data) for name, data in transform(split_members(bundle))])
+
+
+def rewrite_index(members: list[tuple[str, bytes]], edit: Callable[[dict], None]) -> list[tuple[str, bytes]]:
+    """Edit ``imgbundle.json`` as a dict; offsets stay valid since they count from after it."""
+    document = json.loads(members[0][1])
+    edit(document)
+    return [(members[0][0], json.dumps(document).encode()), *members[1:]]
+
+
+def pipe_from(path: Path) -> subprocess.Popen:
+    """``cat path |``: a real non-seekable pipe to read a bundle from."""
+    return subprocess.Popen(["cat", str(path)], stdout=subprocess.PIPE)
+
+
+def test_image_set_is_self_consistent() -> None:
+    """The factory's digests match its bytes, and the same seed gives the same set."""
+    images = make_image_set()
+    for digest, (data, _) in images.blobs.items():
+        assert Digest.of(data, Digest(digest).algorithm) == digest
+    for digest, raw in images.manifests.items():
+        assert Digest.of(raw.data) == digest
+    assert make_image_set().blobs.keys() == images.blobs.keys()

@@ -1,0 +1,266 @@
+"""Writer guarantees: all-or-nothing output, no clobbering, exact blob sizes, bounded look-ahead."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+
+import msgspec
+import pytest
+
+from bundler.bundle import BlobSpec, BundleReader, read_index
+from bundler.bundle import writer as writer_module
+from bundler.digest import Digest
+from bundler.errors import ContentMismatchError, InputError, LocalIOError
+from bundler.oci import RawManifest
+from test_bundle_helpers import make_image_set
+
+
+@pytest.fixture(scope="module")
+def image_set():
+    return make_image_set(big=True)
+
+
+@pytest.fixture(scope="module")
+def reference_bytes(image_set, tmp_path_factory) -> bytes:
+    return image_set.write(tmp_path_factory.mktemp("ref") / "b.tar.zst").path.read_bytes()
+
+
+class Boom(Exception):
+    pass
+
+
+def failing_open_blob(image_set, fail_digest: str, after_chunks: int = 3, error: BaseException | None = None):
+    inner = image_set.open_blob()
+
+    def open_blob(spec: BlobSpec):
+        for number, chunk in enumerate(inner(spec)):
+            if spec.digest == fail_digest and number == after_chunks:
+                raise error or Boom(f"network dropped while reading {spec.digest}")
+            yield chunk
+
+    return open_blob
+
+
+def biggest(image_set) -> str:
+    return max(image_set.blobs, key=lambda d: len(image_set.blobs[d][0]))
+
+
+@pytest.mark.parametrize("jobs", [1, 4])
+def test_failure_midway_leaves_nothing_behind(image_set, tmp_path, jobs) -> None:
+    target = tmp_path / "b.tar.zst"
+    with pytest.raises(Boom, match="network dropped"):
+        image_set.write(target, jobs=jobs, open_blob=failing_open_blob(image_set, biggest(image_set)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupt_midway_leaves_nothing_behind(image_set, tmp_path) -> None:
+    """Ctrl-C (KeyboardInterrupt) propagates and cleans up like any other exception."""
+    target = tmp_path / "b.tar.zst"
+    with pytest.raises(KeyboardInterrupt):
+        image_set.write(target, open_blob=failing_open_blob(image_set, biggest(image_set), error=KeyboardInterrupt()))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_first_failure_wins_and_the_rest_are_cancelled(image_set, tmp_path) -> None:
+    """One blob fails fast while the blob being written stalls: the writer gives up at once."""
+    ordered = sorted(image_set.blobs)
+    slow, failing = ordered[0], ordered[1]
+    started = threading.Event()
+    inner = image_set.open_blob(chunk_size=100)
+
+    def open_blob(spec: BlobSpec):
+        if spec.digest == failing:
+            started.wait(5)
+            raise Boom("second blob failed")
+        for chunk in inner(spec):
+            if spec.digest == slow:
+                started.set()
+                time.sleep(0.01)
+            yield chunk
+
+    begin = time.monotonic()
+    with pytest.raises(Boom, match="second blob failed"):
+        image_set.write(tmp_path / "b.tar.zst", jobs=3, open_blob=open_blob)
+    assert time.monotonic() - begin < 5
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_is_refused_then_overwritten_on_request(image_set, reference_bytes, tmp_path) -> None:
+    target = tmp_path / "b.tar.zst"
+    target.write_bytes(b"precious")
+    with pytest.raises(LocalIOError, match="already exists"):
+        image_set.write(target)
+    assert target.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tar.zst"]
+    (tmp_path / "b.tar.zst.sha256").write_text("stale\n")
+    result = image_set.write(target, overwrite=True)
+    assert target.read_bytes() == reference_bytes
+    assert result.sidecar.read_text() == f"{result.sha256}  b.tar.zst\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tar.zst", "b.tar.zst.sha256"]
+
+
+def test_output_appearing_during_the_write_is_not_clobbered(image_set, tmp_path) -> None:
+    """The final rename is no-clobber: a file created meanwhile survives and the write fails."""
+    target = tmp_path / "b.tar.zst"
+    inner = image_set.open_blob()
+
+    def open_blob(spec: BlobSpec):
+        if not target.exists():
+            target.write_bytes(b"someone else")
+        yield from inner(spec)
+
+    with pytest.raises(LocalIOError, match="already exists"):
+        image_set.write(target, open_blob=open_blob)
+    assert target.read_bytes() == b"someone else"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tar.zst"]
+
+
+def _with_blob(image_set, digest: str, data: bytes):
+    inner = image_set.open_blob()
+
+    def open_blob(spec: BlobSpec):
+        if spec.digest == digest:
+            yield data
+        else:
+            yield from inner(spec)
+
+    return open_blob
+
+
+@pytest.mark.parametrize("change", ["short", "long", "same-size-other-bytes"])
+def test_blob_bytes_must_match_the_spec(image_set, tmp_path, change) -> None:
+    digest = sorted(image_set.blobs)[0]
+    data = image_set.blobs[digest][0]
+    wrong = {"short": data[:-1], "long": data + b"!", "same-size-other-bytes": bytes(len(data))}[change]
+    with pytest.raises(ContentMismatchError, match=digest):
+        image_set.write(tmp_path / "b.tar.zst", open_blob=_with_blob(image_set, digest, wrong))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_digest_check_can_be_left_to_the_caller(image_set, tmp_path) -> None:
+    """With verify_digests=False only sizes are enforced; the reader still catches the lie."""
+    digest = sorted(image_set.blobs)[0]
+    size = len(image_set.blobs[digest][0])
+    result = image_set.write(tmp_path / "b.tar.zst", verify_digests=False,
+                             open_blob=_with_blob(image_set, digest, bytes(size)))
+    with BundleReader.open(result.path) as reader, pytest.raises(Exception, match=digest):
+        b"".join(reader.blob_chunks(digest))
+
+
+def test_spilled_spools_give_identical_bytes(image_set, reference_bytes, tmp_path, monkeypatch) -> None:
+    """With a tiny memory budget the look-ahead spools go to temp files; the output is unchanged."""
+    monkeypatch.setattr(writer_module, "SPOOL_MEMORY", 1024)
+    spilled = []
+    real = writer_module.tempfile.TemporaryFile
+
+    def counting(*args, **kwargs):
+        spilled.append(kwargs.get("dir"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(writer_module.tempfile, "TemporaryFile", counting)
+    ordered = sorted(image_set.blobs)
+    inner = image_set.open_blob()
+
+    def slow_first(spec: BlobSpec):
+        if spec.digest == ordered[0]:
+            time.sleep(0.3)  # let the blobs behind it finish and spool
+        yield from inner(spec)
+
+    result = image_set.write(tmp_path / "b.tar.zst", jobs=4, open_blob=slow_first)
+    assert spilled and set(spilled) == {tmp_path}
+    assert result.path.read_bytes() == reference_bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tar.zst", "b.tar.zst.sha256"]
+
+
+def _count_started_while_first_blocks(image_set, tmp_path, jobs: int, expected: int) -> int:
+    """How many blobs were opened while the first one (the one being written) is stalled."""
+    ordered = sorted(image_set.blobs)
+    release = threading.Event()
+    started: list[str] = []
+    inner = image_set.open_blob()
+
+    def open_blob(spec: BlobSpec):
+        started.append(spec.digest)
+        if spec.digest == ordered[0]:
+            release.wait(10)
+        yield from inner(spec)
+
+    outcome: list[object] = []
+    thread = threading.Thread(target=lambda: outcome.append(image_set.write(tmp_path / "b.tar.zst", jobs=jobs,
+                                                                             open_blob=open_blob)))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while len(started) < expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # would more start if the bound were missing?
+    count = len(started)
+    release.set()
+    thread.join(20)
+    assert outcome and len(started) == len(image_set.blobs)
+    return count
+
+
+def test_look_ahead_is_bounded_by_member_count(image_set, tmp_path) -> None:
+    assert len(image_set.blobs) > 6
+    assert _count_started_while_first_blocks(image_set, tmp_path, jobs=2, expected=4) == 4  # 2 * jobs in flight
+
+
+def test_look_ahead_is_bounded_by_bytes(image_set, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(writer_module, "LOOKAHEAD_BYTES", 1)
+    assert _count_started_while_first_blocks(image_set, tmp_path, jobs=4, expected=2) == 2  # the next one may
+
+
+def test_local_io_errors_are_mapped_and_cleaned_up(image_set, tmp_path, monkeypatch) -> None:
+    with pytest.raises(LocalIOError, match="cannot create"):
+        image_set.write(tmp_path / "missing-dir" / "b.tar.zst")
+
+    def no_space(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(writer_module.os, "fsync", no_space)
+    with pytest.raises(LocalIOError, match="No space left"):
+        image_set.write(tmp_path / "b.tar.zst")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_inputs_that_cannot_make_a_bundle_are_refused(image_set, tmp_path) -> None:
+    some = next(iter(image_set.manifests.values()))
+    with pytest.raises(InputError, match="RFC 3339"):
+        image_set.write(tmp_path / "b.tar.zst", created="yesterday")
+    with pytest.raises(InputError, match="level"):
+        image_set.write(tmp_path / "b.tar.zst", level=0)
+    forged = RawManifest(some.data + b" ", some.media_type, some.digest)
+    with pytest.raises(InputError, match="do not match"):
+        image_set.write(tmp_path / "b.tar.zst", manifests=[forged])
+    bad_original = msgspec.structs.replace(image_set.images[0], original_digest="sha256:short")
+    with pytest.raises(InputError, match="originalDigest"):
+        image_set.write(tmp_path / "b.tar.zst", images=[bad_original])
+    missing = make_image_set()
+    missing.manifests.pop(missing.images[2].digest)
+    with pytest.raises(InputError, match="not among the manifests"):
+        missing.write(tmp_path / "b.tar.zst")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_duplicate_inputs_are_stored_once(image_set, reference_bytes, tmp_path) -> None:
+    from bundler.bundle import write_bundle
+
+    result = write_bundle(
+        tmp_path / "b.tar.zst",
+        images=image_set.images,
+        skipped=image_set.skipped,
+        manifests=[*image_set.manifests.values(), *image_set.manifests.values()],
+        blobs=[*image_set.specs, *reversed(image_set.specs)],
+        open_blob=image_set.open_blob(),
+        created="2026-11-23T10:00:00Z",
+    )
+    assert result.path.read_bytes() == reference_bytes
+    assert read_index(result.path).totals.blobs == len(image_set.blobs)
+    with pytest.raises(InputError, match="different sizes"):
+        spec = image_set.specs[0]
+        write_bundle(tmp_path / "c.tar.zst", images=[], skipped=[], manifests=[],
+                     blobs=[spec, BlobSpec(Digest(spec.digest), spec.size + 1, spec.media_type)],
+                     open_blob=image_set.open_blob(), created="2026-11-23T10:00:00Z")

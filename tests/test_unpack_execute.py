@@ -1,0 +1,295 @@
+"""The push executor against a strict in-memory registry: order, concurrency, failure isolation.
+
+The in-memory registry refuses what Distribution refuses (a manifest before its blobs or children)
+and more (a tag before its manifest exists by digest, two uploads of one digest into one repository
+at once), so a scheduling mistake fails loudly here even when a real registry would let it pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pytest
+
+from bundler.bundle import BundleReader
+from bundler.errors import (
+    CorruptBundleError,
+    Interrupted,
+    PushRefusedError,
+    RegistryError,
+    UnreachableError,
+)
+from bundler.oci import Descriptor, RawManifest
+from bundler.registry import RegistryOptions
+from bundler.unpack import UnpackOptions, unpack_bundle
+from test_unpack_support import (  # noqa: F401 (fixtures)
+    RecordingProgress,
+    SourceSet,
+    build_bundle,
+    bundle_file,
+    expected_state,
+    source_set,
+)
+
+HOST = "mem.invalid"
+OPTIONS = RegistryOptions()
+
+
+class MemoryRegistry:
+    """A strict, thread-safe registry in memory that logs every write."""
+
+    def __init__(self, *, upload_delay: float = 0.002) -> None:
+        self.blobs: dict[str, set[str]] = {}
+        self.manifests: dict[tuple[str, str], RawManifest] = {}
+        self.tags: dict[tuple[str, str], str] = {}
+        self.log: list[tuple[str, str, str]] = []
+        self.uploads: Counter[str] = Counter()
+        self.violations: list[str] = []
+        self.upload_delay = upload_delay
+        self.refuse_blob_repos: set[str] = set()
+        self.refuse_tags: set[tuple[str, str]] = set()
+        self.unreachable_after: int | None = None
+        self._inflight: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+        self.max_parallel = 0
+        self._parallel = 0
+
+    # the PushClient protocol
+
+    def manifest_head(self, repository: str, reference: str) -> Descriptor | None:
+        with self._lock:
+            digest = self.tags.get((repository, reference)) if ":" not in reference else reference
+            raw = self.manifests.get((repository, digest)) if digest else None
+        return raw.descriptor() if raw else None
+
+    def manifest_put(self, repository: str, reference: str, manifest: RawManifest) -> None:
+        with self._lock:
+            self._check_manifest(repository, reference, manifest)
+            self.manifests[(repository, manifest.digest)] = manifest
+            if ":" not in reference:
+                self.tags[(repository, reference)] = manifest.digest
+            self.log.append(("manifest", repository, reference))
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        with self._lock:
+            return digest in self.blobs.get(repository, set())
+
+    def blob_upload(self, repository: str, digest: str, size: int, chunks: Callable[[], Iterable[bytes]], *,
+                    mount_from: str | None = None) -> str:
+        key = (repository, digest)
+        with self._lock:
+            if self.unreachable_after is not None and len(self.log) >= self.unreachable_after:
+                raise UnreachableError(f"{HOST}: connection refused")
+            if repository in self.refuse_blob_repos:
+                raise PushRefusedError(f"{HOST}/{repository}: quota exceeded")
+            if key in self._inflight:
+                self.violations.append(f"concurrent upload of {digest} into {repository}")
+            self._inflight.add(key)
+            self._parallel += 1
+            self.max_parallel = max(self.max_parallel, self._parallel)
+        try:
+            if mount_from and self.blob_exists(mount_from, digest):
+                how = "mounted"
+            else:
+                data = b"".join(chunks())
+                time.sleep(self.upload_delay)
+                if len(data) != size or "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+                    raise RegistryError(f"{repository}@{digest}: DIGEST_INVALID")
+                how = "uploaded"
+            with self._lock:
+                self.blobs.setdefault(repository, set()).add(digest)
+                self.log.append((how, repository, digest))
+                if how == "uploaded":
+                    self.uploads[digest] += 1
+            return how
+        finally:
+            with self._lock:
+                self._inflight.discard(key)
+                self._parallel -= 1
+
+    def _check_manifest(self, repository: str, reference: str, manifest: RawManifest) -> None:
+        if ":" not in reference:
+            if (repository, reference) in self.refuse_tags:
+                raise PushRefusedError(f"{HOST}/{repository}:{reference}: the tag is immutable (412)")
+            if (repository, manifest.digest) not in self.manifests:
+                self.violations.append(f"tag {repository}:{reference} before its manifest")
+        elif manifest.is_index:
+            missing = [c.digest for c in manifest.index().manifests if (repository, c.digest) not in self.manifests]
+            if missing:
+                self.violations.append(f"index {reference} before children {missing}")
+                raise RegistryError(f"{repository}@{reference}: MANIFEST_BLOB_UNKNOWN")
+        else:
+            have = self.blobs.get(repository, set())
+            missing = [b.digest for b in manifest.manifest().blobs if b.digest not in have]
+            if missing:
+                self.violations.append(f"manifest {reference} before blobs {missing}")
+                raise RegistryError(f"{repository}@{reference}: MANIFEST_BLOB_UNKNOWN")
+
+
+def run(bundle: Path, memory: MemoryRegistry, *, to: str = f"{HOST}/m", jobs: int = 8,
+        progress: RecordingProgress | None = None, **settings: object):
+    with BundleReader.open(bundle) as reader:
+        return unpack_bundle(reader, UnpackOptions(to=to, jobs=jobs, **settings), OPTIONS,  # type: ignore[arg-type]
+                             progress=progress, client=memory)
+
+
+def state(memory: MemoryRegistry) -> tuple[dict, set, dict]:
+    return dict(memory.tags), set(memory.manifests), {r: set(b) for r, b in memory.blobs.items()}
+
+
+def test_order_and_single_upload_under_parallelism(bundle_file: Path, source_set: SourceSet) -> None:
+    memory = MemoryRegistry()
+    result = run(bundle_file, memory, jobs=8)
+    expected = expected_state(source_set, lambda image: f"m/{image.path}")
+    assert memory.violations == []
+    assert not result.failed
+    assert memory.max_parallel > 1, "uploads never overlapped: the test did not exercise parallelism"
+    assert set(memory.uploads) == set(expected.blobs) and set(memory.uploads.values()) == {1}
+    assert memory.tags == expected.tags
+    assert {(r, d) for r, d in memory.manifests} == expected.manifests
+    assert memory.blobs == {repo: {d for d, repos in expected.blobs.items() if repo in repos}
+                            for repo in expected.repositories}
+    # within each repository: every tag comes after all of its image's manifests
+    position = {entry: n for n, entry in enumerate(memory.log)}
+    for image in source_set.images:
+        if image.tag:
+            tag_at = position[("manifest", f"m/{image.path}", image.tag)]
+            assert all(position[("manifest", f"m/{image.path}", d)] < tag_at for d in image.manifests)
+
+
+def test_rerun_is_idempotent_and_touches_nothing(bundle_file: Path) -> None:
+    memory = MemoryRegistry()
+    run(bundle_file, memory)
+    before, log_length = state(memory), len(memory.log)
+    again = run(bundle_file, memory)
+    assert state(memory) == before and len(memory.log) == log_length
+    assert (again.blobs_uploaded, again.blobs_mounted, again.manifests_pushed, again.tags_set) == (0, 0, 0, 0)
+
+
+def test_refused_repository_fails_only_its_images_and_others_still_get_shared_blobs(
+        bundle_file: Path, source_set: SourceSet) -> None:
+    memory = MemoryRegistry()
+    memory.refuse_blob_repos = {"m/calico/node"}
+    result = run(bundle_file, memory)
+    failed = {o.target.repository for o in result.failed}
+    assert failed == {"m/calico/node"}
+    assert all(isinstance(o.error, PushRefusedError) for o in result.failed)
+    assert memory.violations == []
+    # calico/cni shares layers with calico/node; it got them although node was first in line
+    cni = next(i for i in source_set.images if i.path == "calico/cni")
+    assert set(cni.blobs) <= memory.blobs["m/calico/cni"]
+    assert ("m/calico/cni", cni.tag) in memory.tags and not any(r == "m/calico/node" for r, _ in memory.tags)
+
+
+def test_immutable_tag_fails_that_image_naming_the_tag(bundle_file: Path) -> None:
+    memory = MemoryRegistry()
+    memory.refuse_tags = {("m/calico/node", "v3.26.4")}
+    result = run(bundle_file, memory)
+    [failed] = result.failed
+    assert isinstance(failed.error, PushRefusedError) and "calico/node:v3.26.4" in failed.reason
+    assert len(result.pushed) == len(result.images) - 1
+
+
+def test_moved_tag_is_reported(bundle_file: Path, source_set: SourceSet) -> None:
+    memory = MemoryRegistry()
+    run(bundle_file, memory)
+    node, cni = (next(i for i in source_set.images if i.path == p) for p in ("calico/node", "calico/cni"))
+    memory.tags[("m/calico/node", node.tag)] = cni.digest  # someone re-tagged it in the meantime
+    memory.manifests[("m/calico/node", cni.digest)] = memory.manifests[("m/calico/cni", cni.digest)]
+    progress = RecordingProgress()
+    result = run(bundle_file, memory, progress=progress)
+    assert result.tags_set == 1 and result.tags_moved == [f"m/calico/node:{node.tag}"]
+    assert memory.tags[("m/calico/node", node.tag)] == node.digest
+    assert any("moved from" in w and cni.digest in w for w in progress.warnings)
+
+
+def test_unreachable_stops_the_run(bundle_file: Path) -> None:
+    memory = MemoryRegistry()
+    memory.unreachable_after = 5
+    with pytest.raises(UnreachableError):
+        run(bundle_file, memory)
+
+
+def test_interrupt_from_progress_becomes_interrupted_and_leaves_no_tag_on_partial_images(
+        bundle_file: Path, source_set: SourceSet) -> None:
+    memory = MemoryRegistry()
+    with pytest.raises(Interrupted):
+        run(bundle_file, memory, jobs=4, progress=RecordingProgress(stop_after=100_000))
+    for (repo, tag), digest in memory.tags.items():
+        image = next(i for i in source_set.images if f"m/{i.path}" == repo and i.tag == tag)
+        assert all((repo, d) in memory.manifests for d in image.manifests)
+        assert set(image.blobs) <= memory.blobs[repo]
+    assert len(memory.tags) < len([i for i in source_set.images if i.tag])
+
+
+def test_bundle_lacking_a_blob_fails_only_when_the_target_lacks_it_too(
+        source_set: SourceSet, tmp_path: Path) -> None:
+    image = next(i for i in source_set.images if i.path == "mirantis/k8s-netchecker-server")
+    layer = max(image.blobs, key=image.blobs.get)
+    thin = SourceSet(source_set.layout, [
+        i if i is not image else type(i)(i.line, i.reference, i.digest, i.media_type, dict(i.manifests),
+                                         {d: s for d, s in i.blobs.items() if d != layer})
+        for i in source_set.images
+    ])
+    bundle = build_bundle(thin, tmp_path / "thin.tar.zst")
+    memory = MemoryRegistry()
+    result = run(bundle, memory)
+    [failed] = result.failed
+    assert failed.target.repository == f"m/{image.path}"
+    assert isinstance(failed.error, CorruptBundleError) and layer in failed.reason
+
+    data = (source_set.layout / "blobs" / "sha256" / layer.split(":")[1]).read_bytes()
+    memory.blob_upload(f"m/{image.path}", layer, len(data), lambda: [data])
+    again = run(bundle, memory)
+    assert not again.failed
+    assert (f"m/{image.path}", image.tag) in memory.tags
+
+
+def test_a_bug_below_becomes_one_imgbundle_error(bundle_file: Path) -> None:
+    from bundler.errors import ImgbundleError
+
+    class Broken(MemoryRegistry):
+        def blob_upload(self, *args: object, **kwargs: object) -> str:
+            raise RuntimeError("boom")
+
+    with pytest.raises(ImgbundleError, match="unexpectedly: RuntimeError: boom") as caught:
+        run(bundle_file, Broken())
+    assert type(caught.value) is ImgbundleError
+
+
+def test_result_summary_and_json(bundle_file: Path) -> None:
+    memory = MemoryRegistry()
+    memory.refuse_blob_repos = {"m/calico/node", "m/calico/cni"}
+    result = run(bundle_file, memory)
+    summary = result.failure_summary()
+    assert summary.startswith(f"2 of {len(result.images)} images failed: ") and "quota exceeded" in summary
+    document = result.as_dict()
+    assert [i["ok"] for i in document["images"]].count(False) == 2
+    assert document["blobs"]["uploaded"] == result.blobs_uploaded and document["dryRun"] is False
+    assert all(i["pinned"].endswith(i["digest"]) for i in document["images"])
+
+
+def test_bundle_lacking_a_child_manifest_fails_that_image_in_the_plan(source_set: SourceSet,
+                                                                      tmp_path: Path) -> None:
+    image = next(i for i in source_set.images if i.path == "calico/cni")
+    child = [d for d in image.manifests if d != image.digest][0]
+    thin = SourceSet(source_set.layout, [
+        i if i is not image else type(i)(i.line, i.reference, i.digest, i.media_type,
+                                         {d: b for d, b in i.manifests.items() if d != child}, dict(i.blobs))
+        for i in source_set.images
+    ])
+    bundle = build_bundle(thin, tmp_path / "thin.tar.zst")
+    dry = run(bundle, MemoryRegistry(), dry_run=True)
+    [failed] = dry.failed
+    assert failed.target.repository == "m/calico/cni" and child in failed.reason
+    assert isinstance(failed.error, CorruptBundleError)
+    memory = MemoryRegistry()
+    result = run(bundle, memory)
+    assert [o.target.repository for o in result.failed] == ["m/calico/cni"]
+    assert not any(repo == "m/calico/cni" for repo, _ in memory.manifests)
+    assert len(result.pushed) == len(source_set.images) - 1
