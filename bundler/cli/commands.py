@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import click
 
 from bundler.cli.output import format_bytes, make_progress, out, parse_size, print_json
 from bundler.cli.tables import image_table, verify_lines
-from bundler.errors import CorruptBundleError, InputError, PartialFailureError
+from bundler.errors import BundleError, CorruptBundleError, InputError
 from bundler.pack import pack, read_requests
 from bundler.platforms import PlatformFilter
 from bundler.registry import RegistryOptions
@@ -72,6 +73,17 @@ def _env_password() -> str:
     return password
 
 
+@contextmanager
+def _naming(bundle: Path) -> Iterator[None]:
+    """Prefix bundle errors with the file's name: the reader only sees a file object."""
+    try:
+        yield
+    except BundleError as error:
+        if str(bundle) in str(error):
+            raise
+        raise type(error)(f"{bundle}: {error}") from error
+
+
 def _output_flags(command: Callable) -> Callable:
     command = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(command)
     return click.option("-q", "--quiet", is_flag=True, help="No progress output; warnings and errors only.")(command)
@@ -128,7 +140,8 @@ def list_command(bundle: Path, as_json: bool) -> None:
     """Show the images in a bundle (reads only its index, instant on any size)."""
     from bundler.bundle import read_index
 
-    index = read_index(bundle)
+    with _naming(bundle):
+        index = read_index(bundle)
     if as_json:
         print_json(index)
         return
@@ -142,7 +155,7 @@ def verify_command(bundle: Path, quiet: bool, as_json: bool) -> None:
     """Prove a bundle whole: its checksum, every blob's digest, every reference."""
     from bundler.verify import verify_bundle
 
-    with make_progress(quiet or as_json) as progress:
+    with make_progress(quiet or as_json) as progress, _naming(bundle):
         report = verify_bundle(bundle, progress=progress)
     if as_json:
         print_json(report.as_dict())
@@ -172,8 +185,11 @@ def unpack_command(bundle, target, keep_host, flatten, maps, dry_run, report, cr
     from bundler.cli.unpack_view import render_unpack
     from bundler.unpack import UnpackOptions, unpack
 
+    from bundler.unpack.mapping import parse_to
+
     parsed_maps = [_parse_map(m) for m in maps]
-    options = _make_registry_options(kwargs, chunk_size=parse_size(chunk_size) if chunk_size else None)
+    host = parse_to(target).host
+    options = _make_registry_options(kwargs, {host}, chunk_size=parse_size(chunk_size) if chunk_size else None)
     settings = UnpackOptions(
         to=target, keep_host=keep_host, flatten=flatten, maps=parsed_maps, dry_run=dry_run,
         create_projects=create_projects, public=public, jobs=options.jobs,
@@ -181,8 +197,9 @@ def unpack_command(bundle, target, keep_host, flatten, maps, dry_run, report, cr
     with make_progress(quiet or as_json or dry_run) as progress:
         result = unpack(bundle, settings, options, progress=progress)
     render_unpack(result, as_json=as_json, report=report)
-    if result.failed:
-        raise PartialFailureError(result.failure_summary())
+    failure = result.failure_error()
+    if failure is not None:
+        raise failure
 
 
 def _parse_map(text: str) -> tuple[str, str]:

@@ -22,7 +22,8 @@ from bundler.errors import InputError
 
 __all__ = ["out", "err", "format_bytes", "parse_size", "make_progress", "print_json"]
 
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 400)
+"""Results on stdout; when piped, wide enough that tables never wrap a reference or digest."""
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

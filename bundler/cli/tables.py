@@ -23,7 +23,7 @@ def image_table(index: BundleIndex) -> Table:
         pad_edge=False,
     )
     for column in ("REFERENCE", "DIGEST", "PLATFORMS", "SIZE"):
-        table.add_column(column, justify="right" if column == "SIZE" else "left", overflow="fold")
+        table.add_column(column, justify="right" if column == "SIZE" else "left", no_wrap=column != "PLATFORMS")
     for image in index.images:
         digest = image.digest if not image.original_digest else f"{image.digest} (was {image.original_digest})"
         table.add_row(image.reference, digest, ", ".join(image.platforms) or "-", format_bytes(image.size))

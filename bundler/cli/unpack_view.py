@@ -1,0 +1,47 @@
+"""What ``unpack`` shows: the dry-run plan, the summary, the JSON and the report file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bundler.cli.output import format_bytes, out, print_json
+from bundler.unpack import UnpackResult, write_report
+
+__all__ = ["render_unpack"]
+
+
+def render_unpack(result: UnpackResult, *, as_json: bool, report: Path | None) -> None:
+    if report is not None:
+        write_report(report, result.report_rows())
+    if as_json:
+        print_json(result.as_dict())
+    elif result.dry_run:
+        _print_plan(result)
+    else:
+        _print_summary(result)
+
+
+def _print_plan(result: UnpackResult) -> None:
+    for outcome in result.images:
+        target = outcome.target
+        out.print(f"{target.source_ref} -> {target.display}@{target.digest}", markup=False)
+    out.print(
+        f"dry run: {len(result.images)} images, {len(result.plan.blobs())} blobs "
+        f"({format_bytes(result.plan.total_blob_bytes)}) would be pushed to {result.registry} if missing",
+        markup=False,
+    )
+
+
+def _print_summary(result: UnpackResult) -> None:
+    for outcome in result.failed:
+        out.print(f"FAILED {outcome.target.display}: {outcome.reason}", markup=False)
+    out.print(
+        f"pushed {len(result.pushed)} of {len(result.images)} images to {result.registry}: "
+        f"blobs {result.blobs_uploaded} uploaded ({format_bytes(result.bytes_uploaded)}), "
+        f"{result.blobs_mounted} mounted, {result.blobs_present} already present; "
+        f"manifests {result.manifests_pushed} pushed, {result.manifests_present} present; "
+        f"tags {result.tags_set} set, {result.tags_present} present; in {result.seconds:.1f}s",
+        markup=False,
+    )
+    for created in result.projects_created:
+        out.print(f"created Harbor project {created}", markup=False)
