@@ -19,7 +19,7 @@ import msgspec
 
 from bundler.bundle import BlobSpec, ImageEntry, SkippedEntry, WriteResult, write_bundle
 from bundler.digest import Digest
-from bundler.errors import ImgbundleError, InputError, RegistryContentError, RegistryError
+from bundler.errors import ImgbundleError, InputError, LocalIOError, RegistryContentError, RegistryError
 from bundler.oci import IMAGE_MANIFEST_TYPES, Descriptor, RawManifest
 from bundler.platforms import PlatformFilter, is_attestation, kept_children
 from bundler.progress import NullProgress, Progress
@@ -252,6 +252,8 @@ def pack(
 ) -> PackResult:
     """Resolve ``requests`` and write them, each blob once, into the bundle at ``output``."""
     started = time.monotonic()
+    if output.exists() and not overwrite:
+        raise LocalIOError(f"{output} exists; use --force to overwrite it")
     with RegistryPool(options) as pool:
         images, skipped = resolve_images(
             requests, pool, filters=filters, skip_missing=skip_missing, jobs=jobs, progress=progress

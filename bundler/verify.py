@@ -118,8 +118,8 @@ def verify_bundle(path: Path, progress: Progress = NullProgress()) -> VerifyRepo
             broken_at = _scan_stream(reader, scan, progress)
         if broken_at is None:
             hashing.drain()
-    if broken_at is not None:
-        _scan_by_seeking(path, index, scan, progress)
+    if broken_at is not None and _scan_by_seeking(path, index, scan, progress):
+        del scan.problems["stream"]  # the member-by-member check says exactly what is wrong
     report = VerifyReport(path, _sidecar_state(path, expected_sha, hashing, broken_at is None))
     _judge(index, scan, report)
     report.seconds = time.monotonic() - started
@@ -186,18 +186,22 @@ def _layout_refs(data: bytes) -> dict[str, str]:
         raise CorruptBundleError(f"index.json does not parse: {error}") from None
 
 
-def _scan_by_seeking(path: Path, index: BundleIndex, scan: _Scan, progress: Progress) -> None:
-    """After the stream broke: check each remaining member on its own through the seek table."""
+def _scan_by_seeking(path: Path, index: BundleIndex, scan: _Scan, progress: Progress) -> bool:
+    """After the stream broke: check each remaining member on its own through the seek table.
+
+    Returns whether that was possible (it is not when the seek table itself is damaged).
+    """
     try:
         reader = BundleReader.open(path)
     except BundleError as error:
         scan.problems.setdefault("seek table", f"cannot check the rest of the bundle: {error}")
-        return
+        return False
     with reader:
         for entry in [*index.manifests, *index.blobs]:
             if entry.digest in scan.seen or entry.digest in scan.problems:
                 continue
             _check_entry(reader, entry, index, scan, progress)
+    return True
 
 
 def _check_entry(reader: BundleReader, entry, index: BundleIndex, scan: _Scan, progress: Progress) -> None:

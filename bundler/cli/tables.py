@@ -35,8 +35,8 @@ def image_table(index: BundleIndex) -> Table:
 def verify_lines(report: VerifyReport) -> list[str]:
     lines = [f"checksum: {report.sidecar}"]
     for problem in report.problems:
-        broken = ", ".join(problem.images) if problem.images else "no image"
-        lines.append(f"BAD {problem.member}: {problem.message} (breaks: {broken})")
+        broken = f" (breaks: {', '.join(problem.images)})" if problem.images else ""
+        lines.append(f"BAD {problem.member}: {problem.message}{broken}")
     if report.ok:
         lines.append(
             f"OK {report.images} images, {report.manifests} manifests, {report.blobs} blobs, "
