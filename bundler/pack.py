@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -18,6 +19,9 @@ from typing import Iterable, Iterator
 import msgspec
 
 from bundler.bundle import BlobSpec, ImageEntry, SkippedEntry, WriteResult, write_bundle
+from bundler.bundle.volumes import existing_outputs
+from bundler.cache import BlobCache
+from bundler.delta import DeltaBase, split_blobs
 from bundler.digest import Digest
 from bundler.errors import ImgbundleError, InputError, LocalIOError, RegistryContentError, RegistryError
 from bundler.oci import IMAGE_MANIFEST_TYPES, Descriptor, RawManifest
@@ -25,6 +29,8 @@ from bundler.platforms import PlatformFilter, is_attestation, kept_children
 from bundler.progress import NullProgress, Progress
 from bundler.reference import Reference, parse_image_list
 from bundler.registry import RegistryOptions, RegistryPool
+from bundler.source import SourcePool
+from bundler.threads import stop_workers
 
 __all__ = ["ImageRequest", "ResolvedImage", "PackResult", "read_requests", "resolve_images", "pack", "created_now"]
 
@@ -75,7 +81,10 @@ class PackResult:
     images: list[ResolvedImage]
     skipped: list[SkippedEntry]
     downloaded_bytes: int
+    """Blob bytes read from the source (registry or storage tree); manifests are not counted."""
     seconds: float
+    cached_bytes: int = 0
+    """Blob bytes served by the local blob cache instead of the source."""
 
 
 def created_now() -> str:
@@ -101,10 +110,13 @@ def read_requests(lines: Iterable[str], source: str, extra: Iterable[str] = ()) 
 class _Resolver:
     """Walks one image's manifests on one registry repository."""
 
-    def __init__(self, pool: RegistryPool, filters: tuple[PlatformFilter, ...], progress: Progress) -> None:
+    def __init__(
+        self, pool: SourcePool, filters: tuple[PlatformFilter, ...], progress: Progress, blobs: "BlobReader"
+    ) -> None:
         self.pool = pool
         self.filters = filters
         self.progress = progress
+        self.blobs = blobs
 
     def resolve(self, request: ImageRequest) -> ResolvedImage:
         reference = request.reference
@@ -161,8 +173,7 @@ class _Resolver:
         """The os/arch of a single-manifest image, read from its (small) config blob."""
         reference = image.request.reference
         config = top.manifest().config
-        client = self.pool.get(reference.registry)
-        data = b"".join(client.blob_chunks(reference.repository, Digest(config.digest), config.size))
+        data = self.blobs.read_small(reference, Digest(config.digest), config.size)
         try:
             fields = msgspec.json.decode(data, type=dict)
         except msgspec.DecodeError:
@@ -183,15 +194,16 @@ def _rewrite_index(raw: RawManifest, kept: list[Descriptor]) -> RawManifest:
 
 def resolve_images(
     requests: list[ImageRequest],
-    pool: RegistryPool,
+    pool: SourcePool,
     *,
     filters: tuple[PlatformFilter, ...] = (),
     skip_missing: bool = False,
     jobs: int = 4,
     progress: Progress = NullProgress(),
+    blobs: "BlobReader | None" = None,
 ) -> tuple[list[ResolvedImage], list[SkippedEntry]]:
     """Resolve every request; fail listing every failing reference, or skip them with ``skip_missing``."""
-    resolver = _Resolver(pool, filters, progress)
+    resolver = _Resolver(pool, filters, progress, blobs or BlobReader(pool))
     progress.phase("resolve", total_items=len(requests))
 
     def attempt(request: ImageRequest) -> ResolvedImage | ImgbundleError:
@@ -202,8 +214,14 @@ def resolve_images(
         finally:
             progress.item_done(request.source)
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as executor:
-        outcomes = list(executor.map(attempt, requests))
+    executor = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="imgbundle-resolve")
+    futures = [executor.submit(attempt, request) for request in requests]
+    try:
+        outcomes = [future.result() for future in futures]
+    except BaseException:  # Ctrl-C: stop now, not after resolving the rest of the list
+        stop_workers(executor, futures)
+        raise
+    executor.shutdown()
     failures = [(r, o) for r, o in zip(requests, outcomes) if isinstance(o, ImgbundleError)]
     if failures and not skip_missing:
         raise _combined_failure(failures, len(requests))
@@ -216,11 +234,22 @@ def resolve_images(
     return images, skipped
 
 
+_FAILURES_SHOWN = 5
+"""A failure message details this many references and counts the rest: one readable line, even for 900."""
+
+
 def _combined_failure(failures: list[tuple[ImageRequest, ImgbundleError]], total: int) -> ImgbundleError:
-    """One error naming every failing reference; its class (so its exit code) is the first failure's."""
+    """One error naming the failing references; its class (so its exit code) is the first failure's."""
     first = failures[0][1]
-    details = "; ".join(f"{request.source}: {error}" for request, error in failures)
-    return type(first)(f"{len(failures)} of {total} references failed: {details}")
+    details = "; ".join(_failure_detail(request, error) for request, error in failures[:_FAILURES_SHOWN])
+    more = f"; and {len(failures) - _FAILURES_SHOWN} more" if len(failures) > _FAILURES_SHOWN else ""
+    return type(first)(f"{len(failures)} of {total} references failed: {details}{more}")
+
+
+def _failure_detail(request: ImageRequest, error: ImgbundleError) -> str:
+    """The error, prefixed with the list line unless the message already starts with the reference."""
+    text = str(error)
+    return text if text.startswith(str(request.reference)) else f"{request.source}: {text}"
 
 
 def unique_blobs(images: list[ResolvedImage]) -> tuple[list[RawManifest], list[BlobSpec], dict[Digest, Reference]]:
@@ -240,8 +269,10 @@ def unique_blobs(images: list[ResolvedImage]) -> tuple[list[RawManifest], list[B
 def pack(
     requests: list[ImageRequest],
     output: Path,
-    options: RegistryOptions,
+    options: RegistryOptions | None = None,
     *,
+    source: SourcePool | None = None,
+    cache: BlobCache | None = None,
     filters: tuple[PlatformFilter, ...] = (),
     skip_missing: bool = False,
     jobs: int = 4,
@@ -249,14 +280,24 @@ def pack(
     created: str | None = None,
     overwrite: bool = False,
     progress: Progress = NullProgress(),
+    since: DeltaBase | None = None,
+    split: int | None = None,
 ) -> PackResult:
-    """Resolve ``requests`` and write them, each blob once, into the bundle at ``output``."""
+    """Resolve ``requests`` and write them, each blob once, into the bundle at ``output``.
+
+    Images are read from ``source`` (which the caller closes), by default from registries reached
+    with ``options``. With ``cache``, blobs it holds are not downloaded and new ones are added to it.
+    With ``since``, a delta bundle: blobs that base brought are left out (see ``bundler.delta``).
+    With ``split``, volumes each smaller than ``split`` bytes.
+    """
     started = time.monotonic()
-    if output.exists() and not overwrite:
-        raise LocalIOError(f"{output} exists; use --force to overwrite it")
-    with RegistryPool(options) as pool:
+    if not overwrite and (existing := existing_outputs(output)):
+        raise LocalIOError(f"{existing[0]} exists; use --force to overwrite it")
+    with ExitStack() as stack:
+        pool = source if source is not None else stack.enter_context(RegistryPool(options))
+        reader = BlobReader(pool, cache, progress)
         images, skipped = resolve_images(
-            requests, pool, filters=filters, skip_missing=skip_missing, jobs=jobs, progress=progress
+            requests, pool, filters=filters, skip_missing=skip_missing, jobs=jobs, progress=progress, blobs=reader
         )
         for image in images:
             if image.original_digest:
@@ -265,14 +306,11 @@ def pack(
                     f"digest {image.original_digest} becomes {image.top.digest}"
                 )
         manifests, blobs, origin = unique_blobs(images)
+        blobs, external = split_blobs(blobs, since) if since is not None else (blobs, [])
         progress.phase("download", total_bytes=sum(b.size for b in blobs), total_items=len(blobs))
-        downloaded = _Counter()
 
         def open_blob(spec: BlobSpec) -> Iterator[bytes]:
-            reference = origin[spec.digest]
-            chunks = pool.get(reference.registry).blob_chunks(reference.repository, spec.digest, spec.size)
-            for chunk in chunks:
-                downloaded.add(len(chunk))
+            for chunk in reader.chunks(origin[spec.digest], spec.digest, spec.size):
                 progress.advance(len(chunk))
                 yield chunk
             progress.item_done(spec.digest)
@@ -288,8 +326,62 @@ def pack(
             level=level,
             jobs=jobs,
             overwrite=overwrite,
+            split=split,
+            base=since.id if since is not None else None,
+            external=external,
+            verify_digests=False,  # every ImageSource (and the cache) verifies as it streams; a second hash costs a core
         )
-    return PackResult(result, images, skipped, downloaded.value, time.monotonic() - started)
+    seconds = time.monotonic() - started
+    return PackResult(result, images, skipped, reader.downloaded.value, seconds, reader.cached.value)
+
+
+class BlobReader:
+    """Every blob byte pack reads: from the cache when it holds the blob, else from the source (counted).
+
+    Config blobs read while resolving stay in memory until the bundle writer asks for them, so a
+    small blob is never fetched twice.
+    """
+
+    def __init__(self, pool: SourcePool, cache: BlobCache | None = None, progress: Progress = NullProgress()) -> None:
+        self.pool = pool
+        self.cache = cache
+        self.progress = progress
+        self.downloaded = _Counter()
+        self.cached = _Counter()
+        self._kept: dict[Digest, bytes] = {}
+        self._lock = threading.Lock()
+
+    def read_small(self, reference: Reference, digest: Digest, size: int) -> bytes:
+        with self._lock:
+            data = self._kept.get(digest)
+        if data is None:
+            data = b"".join(self._read(reference, digest, size))
+            with self._lock:
+                self._kept[digest] = data
+        return data
+
+    def chunks(self, reference: Reference, digest: Digest, size: int) -> Iterator[bytes]:
+        with self._lock:
+            kept = self._kept.pop(digest, None)
+        return iter([kept]) if kept is not None else self._read(reference, digest, size)
+
+    def _read(self, reference: Reference, digest: Digest, size: int) -> Iterator[bytes]:
+        if self.cache is None:
+            return self._fetch(reference, digest, size)
+        hit = self.cache.read(digest, size, on_corrupt=self.progress.warn)
+        if hit is not None:
+            return _counted(hit, self.cached)
+        return self.cache.fill(digest, size, self._fetch(reference, digest, size))
+
+    def _fetch(self, reference: Reference, digest: Digest, size: int) -> Iterator[bytes]:
+        chunks = self.pool.get(reference.registry).blob_chunks(reference.repository, digest, size)
+        return _counted(chunks, self.downloaded)
+
+
+def _counted(chunks: Iterator[bytes], counter: "_Counter") -> Iterator[bytes]:
+    for chunk in chunks:
+        counter.add(len(chunk))
+        yield chunk
 
 
 class _Counter:

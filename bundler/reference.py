@@ -13,7 +13,7 @@ from typing import Iterable
 from bundler.digest import Digest
 from bundler.errors import InputError
 
-__all__ = ["Reference", "parse_reference", "parse_image_list", "DOCKER_HUB", "registry_endpoint"]
+__all__ = ["Reference", "parse_reference", "parse_image_list", "DOCKER_HUB", "registry_endpoint", "mask_userinfo"]
 
 DOCKER_HUB = "docker.io"
 _DOCKER_HUB_ALIASES = {"index.docker.io", "registry-1.docker.io", DOCKER_HUB}
@@ -26,6 +26,8 @@ _HOST_RE = re.compile(
     r"|\[[0-9a-fA-F:]+\])(?::[0-9]+)?$"
 )
 _MAX_NAME = 255
+_URL_PREFIX = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)?(?P<userinfo>[^/@\s]+@)?")
+_USERINFO = re.compile(r"^((?:[a-zA-Z][a-zA-Z0-9+.-]*://)?)[^/\s]*@")
 
 
 @dataclass(frozen=True, order=True)
@@ -76,6 +78,7 @@ def parse_reference(text: str) -> Reference:
     text = text.strip()
     if not text:
         raise InputError("empty image reference")
+    _refuse_url(text)
     rest, digest = _split_digest(text)
     rest, tag = _split_tag(rest)
     registry, repository = _split_registry(rest)
@@ -84,6 +87,23 @@ def parse_reference(text: str) -> Reference:
     if tag is None and digest is None:
         tag = "latest"
     return Reference(registry, repository, tag, digest)
+
+
+def _refuse_url(text: str) -> None:
+    """A reference is not a URL: refuse a scheme or ``user:password@`` (masked, it may be a real password)."""
+    prefix = _URL_PREFIX.match(text)
+    assert prefix is not None  # both groups are optional
+    userinfo = prefix["userinfo"] if "/" in text[prefix.end("userinfo") :] else None  # else ``name@digest``
+    if prefix["scheme"] or userinfo:
+        raise InputError(
+            f"{mask_userinfo(text) if userinfo else text}: write HOST/REPOSITORY[:TAG][@DIGEST], "
+            "without a scheme or credentials (log in with docker login, or pass --username)"
+        )
+
+
+def mask_userinfo(text: str) -> str:
+    """``text`` with what precedes an ``@`` in its host part masked: ``https://u:pw@h/x`` -> ``https://***@h/x``."""
+    return _USERINFO.sub(r"\1***@", text, count=1)
 
 
 def _split_digest(text: str) -> tuple[str, Digest | None]:

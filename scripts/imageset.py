@@ -134,6 +134,8 @@ class Spec:
     alias_of: str = ""
     noncanonical: bool = False
     big_layer: bool = False
+    rebuilt: bool = False
+    """Rebuilt under the same tag: the top app layer is new (``generate(upgrade=True)``)."""
 
     @property
     def name(self) -> str:
@@ -281,6 +283,8 @@ class ImageSet:
     """Digests of the manifests serialised with odd whitespace (an index and one of its children)."""
     pinned: dict[str, str] = field(default_factory=dict)
     """How ``image_list`` writes two refs: name -> ``tag+digest`` or ``digest``."""
+    upgrade: bool = False
+    """The "next month" variant of the set (see ``_upgraded``)."""
 
     @property
     def sharing(self) -> float:
@@ -344,7 +348,31 @@ def _layer_keys(spec: Spec, platform: str) -> list[tuple[str, float]]:
     keys = [(f"base/{spec.base}/{arch}/{i}", w) for i, w in enumerate(BASES[spec.base])]
     keys += [(f"family/{spec.family}/{arch}/{i}", w) for i, w in enumerate(FAMILIES[spec.family])]
     keys += [(f"app/{spec.name}/{arch}/{i}", w) for i, w in enumerate(spec.app)]
+    if spec.rebuilt and spec.app:
+        keys[-1] = (keys[-1][0] + "/rebuilt", keys[-1][1])
     return keys
+
+
+UPGRADE_FROM, UPGRADE_TO = "v3.26.4", "v3.26.5"
+REBUILT = "cilium/cilium:v1.13.4"
+
+
+def _upgraded(specs: list[Spec], sizes: dict[str, int]) -> tuple[list[Spec], dict[str, int]]:
+    """Next month's set, for delta bundles: calico/* moves v3.26.4 -> v3.26.5 (new app layers and configs
+    over the shared ubi and calico family layers) and cilium/cilium is rebuilt under its tag (new top
+    layer). Every other image, and every layer that is kept, is byte-identical to the original set."""
+    new_specs, new_sizes = [], {}
+    for spec in specs:
+        new = spec
+        if spec.family == "calico" and spec.tag == UPGRADE_FROM:
+            new = Spec(**{**asdict(spec), "tag": UPGRADE_TO})
+        elif spec.name == REBUILT:
+            new = Spec(**{**asdict(spec), "rebuilt": True})
+        for platform in () if spec.alias_of else spec.platforms:
+            for (old_key, _), (new_key, _) in zip(_layer_keys(spec, platform), _layer_keys(new, platform)):
+                new_sizes[new_key] = sizes[old_key]
+        new_specs.append(new)
+    return new_specs, new_sizes
 
 
 def _plan_layer_sizes(specs: list[Spec], total_size: int, seed: int, overhead: int) -> dict[str, int]:
@@ -555,18 +583,21 @@ def _diff_id(layer_digest: str) -> str:
 
 
 def generate(out_dir: Path, *, images: int = 60, total_size: int = 300 * MiB, seed: int = 1,
-             big_layer: int = 0) -> ImageSet:
+             big_layer: int = 0, upgrade: bool = False) -> ImageSet:
     """Write an image set as an OCI Image Layout in ``out_dir`` (which must be empty or absent).
 
     The same arguments always give the same bytes. ``total_size`` is the target for all unique blob bytes;
     ``big_layer`` adds one layer of exactly that many bytes on top of it (to the first platform of
-    ``cilium/cilium``), for tests of streaming and of splitting big blobs.
+    ``cilium/cilium``), for tests of streaming and of splitting big blobs. ``upgrade`` makes the same
+    set a month later, sharing most layers with it (see ``_upgraded``): for delta bundles.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} is not empty; the image set must not mix with older blobs")
     specs = _choose_specs(images)
     sizes = _plan_layer_sizes(specs, total_size, seed, overhead=_overhead_estimate(specs))
+    if upgrade:
+        specs, sizes = _upgraded(specs, sizes)
     writer = _LayoutWriter(out_dir)
     gen = _Generator(writer, seed, sizes)
     gen.write_layers(big_layer)
@@ -575,7 +606,7 @@ def generate(out_dir: Path, *, images: int = 60, total_size: int = 300 * MiB, se
     image_set = ImageSet(
         seed=seed, layout=out_dir, images=infos, unique_bytes=sum(writer.sizes.values()),
         image_bytes_sum=sum(i.bytes for i in infos), total_size=total_size, big_layer=big_layer,
-        big_layer_digest=gen.big_layer_digest, noncanonical=gen.noncanonical, pinned=_pins(specs))
+        big_layer_digest=gen.big_layer_digest, noncanonical=gen.noncanonical, pinned=_pins(specs), upgrade=upgrade)
     (out_dir / "imageset.json").write_text(image_set.to_json())
     return image_set
 
@@ -948,6 +979,8 @@ def _generate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--big-layer", type=parse_size, default=0, help="add one layer of this size")
     parser.add_argument("--list-host", default="", help="also write images.list for this registry host")
+    parser.add_argument("--upgrade", action="store_true",
+                        help="the set a month later: calico v3.26.4 -> v3.26.5, cilium rebuilt (for delta bundles)")
     return parser
 
 
@@ -976,7 +1009,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main_generate(args: argparse.Namespace) -> int:
     try:
         image_set = generate(args.out, images=args.images, total_size=args.size, seed=args.seed,
-                             big_layer=args.big_layer)
+                             big_layer=args.big_layer, upgrade=args.upgrade)
     except (ValueError, FileExistsError) as error:
         print(f"imageset: {error}", file=sys.stderr)
         return 2

@@ -11,7 +11,8 @@ meet; a fake would only echo our own assumptions. Four flavours, mirroring what 
 The ``registry_*`` helpers at the bottom read a registry with plain httpx so tests can check results with an
 oracle that is not our own client code.
 
-The config file is written as JSON: it is valid YAML and needs no YAML library.
+The process itself (free port, config, readiness, log tail, stop) is started by scripts/localregistry.py,
+the one launcher the demo and the benchmark use too; a start failure becomes ``pytest.fail`` here.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import http.server
 import json
 import secrets
 import shutil
-import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -36,6 +37,10 @@ from typing import Any
 
 import httpx
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import localregistry  # noqa: E402  (scripts/ is not a package; the benchmark and the demo use it too)
+from localregistry import REGISTRY_BINARY, free_port  # noqa: E402
 
 __all__ = [
     "REGISTRY_BINARY",
@@ -58,9 +63,6 @@ __all__ = [
     "MANIFEST_ACCEPT",
 ]
 
-REGISTRY_BINARY = "/usr/bin/docker-registry"
-START_TIMEOUT_S = 20.0
-START_ATTEMPTS = 3  # a free port found by bind-and-close can be taken by someone else before the registry binds it
 TOKEN_TTL_S = 60
 
 MANIFEST_ACCEPT = ", ".join(
@@ -120,6 +122,8 @@ class TokenRequest:
     user: str | None
     status: int
     granted: list[dict[str, Any]]
+    token: str | None = None
+    """The bearer token issued, so tests can prove it never leaks into output or bundles."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,13 +147,6 @@ def _run(args: list[str], *, input_bytes: bytes | None = None) -> bytes:
     if proc.returncode != 0:
         raise RuntimeError(f"{args[0]} failed ({proc.returncode}): {proc.stderr.decode(errors='replace')}")
     return proc.stdout
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (bind to :0, read, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _require_tools(*names: str) -> None:
@@ -327,6 +324,7 @@ class TokenServer:
         auth_header = req.headers.get("Authorization")
         ok, user = self._authenticate(auth_header)
         granted: list[dict[str, Any]] = []
+        token: str | None = None
         if parsed.path != "/service/token":
             status, body = 404, {"errors": [{"code": "NOT_FOUND", "message": "no such path"}]}
         elif not ok:
@@ -339,7 +337,7 @@ class TokenServer:
         self.requests.append(TokenRequest(path=parsed.path, query=query, scopes=scopes,
                                           service=(query.get("service") or [None])[0],
                                           auth_sent=auth_header is not None, user=user, status=status,
-                                          granted=granted))
+                                          granted=granted, token=token))
         payload = json.dumps(body).encode()
         req.send_response(status)
         req.send_header("Content-Type", "application/json")
@@ -363,17 +361,7 @@ def start_token_server(directory: Path, users: dict[str, str], **kwargs: Any) ->
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Registry process
-
-
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+# Registry process (the launcher itself is scripts/localregistry.py, shared with the demo and the benchmark)
 
 
 def _write_htpasswd(path: Path, users: dict[str, str]) -> None:
@@ -382,69 +370,13 @@ def _write_htpasswd(path: Path, users: dict[str, str]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _registry_config(tmp_dir: Path, port: int, *, tls: CertAuthority | None, htpasswd_file: Path | None,
-                     token: TokenServer | None, extra: dict[str, Any] | None) -> dict[str, Any]:
-    http_cfg: dict[str, Any] = {"addr": f"127.0.0.1:{port}", "secret": secrets.token_hex(16)}
-    if tls is not None:
-        http_cfg["tls"] = {"certificate": str(tls.server_cert), "key": str(tls.server_key)}
-    config: dict[str, Any] = {
-        "version": "0.1",
-        "log": {"level": "warn", "accesslog": {"disabled": True}},
-        "storage": {"filesystem": {"rootdirectory": str(tmp_dir / "storage")}, "delete": {"enabled": True}},
-        "http": http_cfg,
-        "health": {"storagedriver": {"enabled": False}},
-    }
+def _auth_config(htpasswd_file: Path | None, token: TokenServer | None) -> dict[str, Any] | None:
     if htpasswd_file is not None:
-        config["auth"] = {"htpasswd": {"realm": "imgbundle-test", "path": str(htpasswd_file)}}
+        return {"htpasswd": {"realm": "imgbundle-test", "path": str(htpasswd_file)}}
     if token is not None:
-        config["auth"] = {"token": {"realm": token.url, "service": token.service, "issuer": token.issuer,
-                                    "rootcertbundle": str(token.cert_file)}}
-    return _deep_merge(config, extra or {})
-
-
-def _log_tail(log_path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _ssl_context(ca_file: Path | None) -> ssl.SSLContext:
-    """Trust exactly the test CA when there is one, else the system store."""
-    return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, ca_file: Path | None, deadline: float) -> bool:
-    """Poll GET /v2/ until it answers 200 or 401; False if the process died first."""
-    with httpx.Client(verify=_ssl_context(ca_file), timeout=2.0, trust_env=False) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                return False
-            with contextlib.suppress(httpx.TransportError):
-                if client.get(f"{url}/v2/").status_code in (200, 401):
-                    return True
-            time.sleep(0.05)
-    return False
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def _launch(tmp_dir: Path, config: dict[str, Any], attempt: int) -> tuple[subprocess.Popen[bytes], Path, Path]:
-    config_path = tmp_dir / "config.yml"
-    config_path.write_text(json.dumps(config, indent=2))
-    log_path = tmp_dir / f"registry-{attempt}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([REGISTRY_BINARY, "serve", str(config_path)], stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    return proc, config_path, log_path
+        return {"token": {"realm": token.url, "service": token.service, "issuer": token.issuer,
+                          "rootcertbundle": str(token.cert_file)}}
+    return None
 
 
 @contextlib.contextmanager
@@ -459,30 +391,25 @@ def start_registry(tmp_dir: Path, *, tls: CertAuthority | None = None, htpasswd:
     if htpasswd and token:
         raise RuntimeError("a registry has one auth method: choose htpasswd or token")
     _require_tools(REGISTRY_BINARY)
-    (tmp_dir / "storage").mkdir(parents=True, exist_ok=True)
     htpasswd_file = None
     if htpasswd:
         htpasswd_file = tmp_dir / "htpasswd"
         _write_htpasswd(htpasswd_file, htpasswd)
-    scheme = "https" if tls else "http"
     ca_file = tls.ca_cert if tls else None
-    for attempt in range(1, START_ATTEMPTS + 1):
-        port = free_port()
-        config = _registry_config(tmp_dir, port, tls=tls, htpasswd_file=htpasswd_file, token=token,
-                                  extra=extra_config)
-        proc, config_path, log_path = _launch(tmp_dir, config, attempt)
-        url = f"{scheme}://127.0.0.1:{port}"
-        if _wait_ready(proc, url, ca_file, time.monotonic() + START_TIMEOUT_S):
-            break
-        _stop(proc)
-        if "address already in use" not in log_path.read_text(errors="replace") or attempt == START_ATTEMPTS:
-            pytest.fail(f"docker-registry did not start on {url} (config {config_path}); "
-                        f"log tail:\n{_log_tail(log_path)}")
-    reg = _make_registry_record(tmp_dir, port, scheme, config_path, log_path, ca_file, htpasswd, token)
+    try:
+        # pick_port looks free_port up at call time, so a test can monkeypatch this module's free_port
+        proc = localregistry.launch(tmp_dir, tls=(tls.server_cert, tls.server_key) if tls else None,
+                                    ca_file=ca_file, auth=_auth_config(htpasswd_file, token),
+                                    extra_config=extra_config, pick_port=lambda: free_port())
+    except localregistry.RegistryStartError as error:
+        pytest.fail(str(error))
+    port = int(proc.host.rsplit(":", 1)[1])
+    reg = _make_registry_record(tmp_dir, port, proc.scheme, proc.config_path, proc.log_path, ca_file, htpasswd,
+                                token)
     try:
         yield reg
     finally:
-        _stop(proc)
+        proc.stop()
 
 
 def _make_registry_record(tmp_dir: Path, port: int, scheme: str, config_path: Path, log_path: Path,
@@ -500,6 +427,11 @@ def _make_registry_record(tmp_dir: Path, port: int, scheme: str, config_path: Pa
         user = next(iter(htpasswd))
         return RunningRegistry(**common, username=user, password=htpasswd[user])
     return RunningRegistry(**common)
+
+
+def _ssl_context(ca_file: Path | None) -> ssl.SSLContext:
+    """Trust exactly the test CA when there is one, else the system store."""
+    return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
 
 
 def _secret() -> str:

@@ -330,8 +330,6 @@ def test_big_blob_streams_with_bounded_memory(registry: RunningRegistry, big_bun
     assert peak < BIG * 0.4, f"peak {peak / 2**20:.1f} MiB while pushing a {BIG / 2**20:.0f} MiB layer"
 
 
-@pytest.mark.xfail(strict=True, reason="registry client: PATCHed pieces live on in httpx/httpcore reference cycles "
-                                       "until a full GC (reported to helper A); remove this mark once fixed")
 def test_big_blob_in_patch_chunks_with_bounded_memory(registry: RunningRegistry,
                                                       big_bundle: tuple[Path, int]) -> None:
     bundle, total = big_bundle

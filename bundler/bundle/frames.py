@@ -13,6 +13,8 @@ every decompression or truncation problem into ``CorruptBundleError`` naming the
 from __future__ import annotations
 
 import bisect
+import queue
+import threading
 from typing import BinaryIO, Callable, Iterator
 
 import zstandard
@@ -39,6 +41,8 @@ FRAME_SIZE = 4 * 1024 * 1024
 """Most decompressed bytes in one frame: the unit of random access and of parallel work."""
 CHUNK_SIZE = 1024 * 1024
 """Size of the chunks readers hand out; a blob is never held in memory whole."""
+READ_AHEAD = 8
+"""Raw ``CHUNK_SIZE`` pieces a stream reader may read ahead of the decompressor (``_ReadAhead``)."""
 MAX_WINDOW = 8 * 1024 * 1024
 """Largest zstd window a reader accepts; our frames need at most FRAME_SIZE."""
 MAX_FRAME_COMPRESSED = FRAME_SIZE + FRAME_SIZE // 128 + 4096
@@ -63,17 +67,82 @@ class SourceError(Exception):
     """Damaged compressed data; ``Cursor`` adds the member name and raises ``CorruptBundleError``."""
 
 
+class _ReadAhead:
+    """The raw stream read on a helper thread, up to ``READ_AHEAD`` pieces ahead of the consumer.
+
+    Why: whatever ``raw.read`` does (``verify`` hashes the whole file there, for its sidecar) then
+    runs beside the decompression and the member hashes instead of between them; hashlib and
+    zstandard release the GIL, so a second core does that work. A read error is raised to the
+    consumer at the point of the stream where it happened.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=READ_AHEAD)
+        self._stop = threading.Event()
+        self._piece = b""
+        self._offset = 0
+        self._ended = False
+        self._thread = threading.Thread(target=self._run, name="imgbundle-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                data = self._raw.read(CHUNK_SIZE)
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as error:  # noqa: BLE001 - raised again in the consumer's thread
+            self._put(error)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (a whole piece when ``size`` is negative); ``b""`` at the end."""
+        if self._offset == len(self._piece):
+            if self._ended:
+                return b""
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                self._ended = True
+                raise item
+            self._piece, self._offset, self._ended = item, 0, not item
+        if self._offset == 0 and (size < 0 or size >= len(self._piece)):
+            self._offset = len(self._piece)
+            return self._piece
+        end = len(self._piece) if size < 0 else min(len(self._piece), self._offset + size)
+        data, self._offset = self._piece[self._offset : end], end
+        return data
+
+    def close(self) -> None:
+        """Stop reading ahead; waits briefly for the thread (a stalled pipe cannot be interrupted)."""
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+
+
 class StreamSource:
     """Decompressed bytes of a stream of frames read front to back (a file or a pipe).
 
     The compressed bytes pass through a ``FrameTracker`` first, so framing is checked as
-    strictly as through the seek table, and a stream cut inside a frame is noticed.
+    strictly as through the seek table, and a stream cut inside a frame is noticed. With
+    ``read_ahead`` the raw stream is read on a helper thread (see ``_ReadAhead``); then ``close``
+    must be called, and nothing else may read ``raw`` meanwhile.
     """
 
-    def __init__(self, raw: BinaryIO) -> None:
-        self._tracker = FrameTracker(raw, max_content=FRAME_SIZE)
+    def __init__(self, raw: BinaryIO, *, read_ahead: bool = False) -> None:
+        self._ahead = _ReadAhead(raw) if read_ahead else None
+        self._tracker = FrameTracker(self._ahead or raw, max_content=FRAME_SIZE)  # type: ignore[arg-type]
         decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
-        self._reader = decompressor.stream_reader(self._tracker, read_across_frames=True, closefd=False)
+        self._reader = decompressor.stream_reader(
+            self._tracker, read_size=CHUNK_SIZE, read_across_frames=True, closefd=False
+        )
         self._position = 0
 
     def read(self, size: int) -> bytes:
@@ -114,6 +183,10 @@ class StreamSource:
         except FrameError as error:
             raise SourceError(str(error)) from None
 
+    def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead.close()
+
 
 class SeekableSource:
     """Decompressed bytes from frame ``first_frame`` on, one frame at a time, via the seek table."""
@@ -122,23 +195,32 @@ class SeekableSource:
         self._read_at = read_at
         self._table = table
         self._next_frame = first_frame
-        self._frame = memoryview(b"")
+        self._frame = b""
+        self._offset = 0
         self._decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
 
     def read(self, size: int) -> bytes:
-        if not self._frame:
+        """Up to ``size`` bytes of the current frame; a whole frame is handed out as is, without a copy."""
+        if self._offset == len(self._frame):
             if self._next_frame >= self._table.frame_count:
                 return b""
-            self._frame = memoryview(self._load(self._next_frame))
+            self._frame, self._offset = self._load(self._next_frame), 0
             self._next_frame += 1
-        piece, self._frame = self._frame[:size], self._frame[size:]
-        return bytes(piece)
+        if self._offset == 0 and size >= len(self._frame):
+            self._offset = len(self._frame)
+            return self._frame
+        end = min(len(self._frame), self._offset + size)
+        piece, self._offset = self._frame[self._offset : end], end
+        return piece
 
     def starts_frame(self, position: int) -> bool:
         return self._table.frame_starting_at(position) is not None
 
     def finish(self) -> None:
         """Nothing to do: the seek table was checked against the file when it was opened."""
+
+    def close(self) -> None:
+        """Nothing to release: every read goes through ``read_at``."""
 
     def _load(self, number: int) -> bytes:
         """Decompress one frame, refusing it unless its header matches the seek table entry."""
@@ -229,6 +311,10 @@ class Cursor:
             self._source.finish()
         except SourceError as error:
             raise CorruptBundleError(f"{self.label}: {error}") from None
+
+    def close(self) -> None:
+        """Release the source (stops a stream's read-ahead thread)."""
+        self._source.close()
 
     def at_end(self) -> bool:
         """True when the decompressed data is exhausted (reads at most one more byte)."""

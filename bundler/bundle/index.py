@@ -8,8 +8,9 @@ that chain, totals that add up), so later code can trust every number in it.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from typing import Annotated
+from typing import Annotated, Sequence
 
 import msgspec
 
@@ -25,8 +26,11 @@ __all__ = [
     "ImageEntry",
     "SkippedEntry",
     "MemberEntry",
+    "ExternalEntry",
     "Totals",
+    "DELTA_VERSION",
     "blob_path",
+    "bundle_id",
     "encode_index",
     "encode_json",
     "decode_index",
@@ -34,6 +38,8 @@ __all__ = [
 
 FORMAT_NAME = "imgbundle"
 FORMAT_VERSION = "1.0"
+DELTA_VERSION = "1.1"
+"""Written by bundles that use the 1.1 fields (``base``, ``external``): delta bundles."""
 SUPPORTED_MAJOR = 1
 INDEX_NAME = "imgbundle.json"
 
@@ -71,6 +77,14 @@ class MemberEntry(msgspec.Struct, frozen=True, rename="camel"):
     offset: Count
 
 
+class ExternalEntry(msgspec.Struct, frozen=True, rename="camel"):
+    """A blob the images need that a delta bundle leaves to its base: the target must hold it."""
+
+    digest: DigestText
+    size: Count
+    media_type: str
+
+
 class Totals(msgspec.Struct, frozen=True, rename="camel"):
     images: Count
     manifests: Count
@@ -79,7 +93,7 @@ class Totals(msgspec.Struct, frozen=True, rename="camel"):
     blob_bytes: Count
 
 
-class BundleIndex(msgspec.Struct, frozen=True, rename="camel"):
+class BundleIndex(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
     format: str
     version: str
     created: str
@@ -89,6 +103,10 @@ class BundleIndex(msgspec.Struct, frozen=True, rename="camel"):
     manifests: list[MemberEntry]
     blobs: list[MemberEntry]
     totals: Totals
+    base: DigestText | None = None
+    """Format 1.1, delta bundles only: the id (``bundle_id``) of the bundle this one builds on."""
+    external: list[ExternalEntry] = []
+    """Format 1.1, delta bundles only: blobs the images need that the base carried, sorted by digest."""
 
 
 class _Head(msgspec.Struct):
@@ -114,6 +132,14 @@ def blob_path(digest: str) -> str:
     """The member name (and OCI layout path) of a manifest or blob."""
     algorithm, _, hex_digits = digest.partition(":")
     return f"blobs/{algorithm}/{hex_digits}"
+
+
+def bundle_id(index: BundleIndex) -> str:
+    """What a delta names its base by: ``sha256:`` of every carried manifest and blob digest, sorted,
+    one per line. It depends on the content only, so a bundle and the JSON that ``list --json``
+    exports from it have the same id, and so does any bundle of any version carrying the same members."""
+    digests = sorted([*(entry.digest for entry in index.manifests), *(entry.digest for entry in index.blobs)])
+    return "sha256:" + hashlib.sha256("".join(f"{digest}\n" for digest in digests).encode()).hexdigest()
 
 
 def encode_index(index: BundleIndex) -> bytes:
@@ -169,9 +195,22 @@ def check_index(index: BundleIndex) -> None:
     _check_offsets([*index.manifests, *index.blobs])
     _check_images(index, {entry.digest: entry for entry in index.manifests})
     _check_totals(index)
+    _check_external(index, manifest_digests)
 
 
-def _check_sorted_unique(entries: list[MemberEntry], what: str) -> None:
+def _check_external(index: BundleIndex, manifest_digests: set[str]) -> None:
+    """A delta's expected blobs: sorted, unique, not carried, and only with a base to come from."""
+    if not index.external:
+        return
+    if index.base is None:
+        raise CorruptBundleError(f"{INDEX_NAME}: external blobs listed without a base bundle")
+    _check_sorted_unique(index.external, "external blobs")
+    carried = manifest_digests | {entry.digest for entry in index.blobs}
+    if carried.intersection(entry.digest for entry in index.external):
+        raise CorruptBundleError(f"{INDEX_NAME}: a digest is listed both as carried and as external")
+
+
+def _check_sorted_unique(entries: Sequence[MemberEntry | ExternalEntry], what: str) -> None:
     digests = [entry.digest for entry in entries]
     if any(a >= b for a, b in zip(digests, digests[1:])):
         raise CorruptBundleError(f"{INDEX_NAME}: {what} are not sorted by digest or not unique")

@@ -41,6 +41,7 @@ from bundler.bundle.layout import (
 )
 from bundler.bundle.seektable import SeekTable, SeekTableError, parse_seek_table
 from bundler.bundle.tar import BLOCK, END_OF_ARCHIVE, TarFormatError, TarHeader, member_length, padding, read_header
+from bundler.bundle.volumes import BundleFiles, VolumeFile, open_bundle
 from bundler.digest import Digest, DigestVerifier
 from bundler.errors import BundleError, ContentMismatchError, CorruptBundleError, LocalIOError, NotABundleError
 
@@ -61,7 +62,7 @@ KIND_OCI_INDEX = "oci-index"
 KIND_MANIFEST = "manifest"
 KIND_BLOB = "blob"
 
-Source = Union[str, "os.PathLike[str]", BinaryIO]
+Source = Union[str, "os.PathLike[str]", BundleFiles, BinaryIO]
 _MEMBER_NAME_RE = re.compile(r"^blobs/(sha256/[a-f0-9]{64}|sha512/[a-f0-9]{128})$")
 _FIXED_NAMES = frozenset({INDEX_NAME, LAYOUT_NAME, OCI_INDEX_NAME})
 
@@ -106,6 +107,8 @@ class BundleReader:
         self._path = path
         self._table = table
         self._stream_cursor = stream_cursor
+        self._stream_source = stream_cursor
+        """Kept to be closed: a piped bundle is read ahead on a helper thread."""
         self._lock = threading.Lock()
         self._manifests = {entry.digest: entry for entry in index.manifests}
         self._blobs = {entry.digest: entry for entry in index.blobs}
@@ -126,9 +129,13 @@ class BundleReader:
         seekable = _is_seekable(file)
         if seekable:
             file.seek(0)
-        index_bytes, index_length, cursor = _read_index_member(file)
-        index = decode_index(index_bytes)
-        table = _read_seek_table(file, index, index_length) if seekable else None
+        index_bytes, index_length, cursor = _read_index_member(file, read_ahead=not seekable)
+        try:
+            index = decode_index(index_bytes)
+            table = _read_seek_table(file, index, index_length) if seekable else None
+        except BaseException:
+            cursor.close()
+            raise
         return cls(
             index=index,
             index_bytes=index_bytes,
@@ -145,6 +152,8 @@ class BundleReader:
         return self._table is not None
 
     def close(self) -> None:
+        if self._stream_source is not None:
+            self._stream_source.close()
         if self._owns_file:
             self._file.close()
 
@@ -300,7 +309,7 @@ class _DataStream:
     def __iter__(self) -> Iterator[bytes]:
         held: bytes | None = None
         while self._remaining:
-            chunk = self._cursor.read_some(min(CHUNK_SIZE, self._remaining))
+            chunk = self._cursor.read_some(min(FRAME_SIZE, self._remaining))  # whole frames pass uncopied
             self._remaining -= len(chunk)
             self._verifier.update(chunk)
             if held is not None:
@@ -383,12 +392,10 @@ def read_index(source: Source) -> BundleIndex:
 
 
 def _open_file(source: Source) -> tuple[BinaryIO, bool, Path | None]:
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            return open(path, "rb"), True, path
-        except OSError as error:
-            raise LocalIOError(f"cannot open {path}: {error.strerror or error}") from None
+    """The file, whether we own it, and a path to reopen it by (none for volumes: they are shared)."""
+    if isinstance(source, (str, os.PathLike, BundleFiles)):
+        file = open_bundle(source)
+        return file, True, (None if isinstance(file, VolumeFile) else Path(file.name))
     return source, False, None
 
 
@@ -448,12 +455,13 @@ def _read_fully(file: BinaryIO, size: int) -> bytes:
     return b"".join(parts)
 
 
-def _read_index_member(file: BinaryIO) -> tuple[bytes, int, Cursor]:
+def _read_index_member(file: BinaryIO, *, read_ahead: bool = False) -> tuple[bytes, int, Cursor]:
     """The ``imgbundle.json`` bytes, the length of that member, and the cursor just after it.
 
     A lenient probe first decides whether this is a bundle at all (``NotABundleError``: empty,
     not zstd, not tar, another first member); then the strict reader reads the same bytes again
-    and every problem it finds is damage (``CorruptBundleError``).
+    and every problem it finds is damage (``CorruptBundleError``). With ``read_ahead`` (for a
+    front-to-back scan) the cursor reads the file on a helper thread: close it when done.
     """
     try:
         magic = _read_fully(file, 4)
@@ -465,7 +473,17 @@ def _read_index_member(file: BinaryIO) -> tuple[bytes, int, Cursor]:
         raise NotABundleError("not a bundle: not zstd-compressed")
     recorder = _Recorder(_Prefixed(magic, file))
     _probe_first_header(recorder)
-    cursor = Cursor(StreamSource(_Prefixed(bytes(recorder.recorded), file)))  # type: ignore[arg-type]
+    source = StreamSource(_Prefixed(bytes(recorder.recorded), file), read_ahead=read_ahead)  # type: ignore[arg-type]
+    cursor = Cursor(source)
+    try:
+        return _read_index_data(cursor)
+    except BaseException:
+        cursor.close()
+        raise
+
+
+def _read_index_data(cursor: Cursor) -> tuple[bytes, int, Cursor]:
+    """The index member through the strict cursor (see ``_read_index_member``)."""
     cursor.label = INDEX_NAME
     header = _read_header(cursor)
     if header is None or header.name != INDEX_NAME:

@@ -8,10 +8,12 @@ from pathlib import Path
 
 from bundler.errors import CorruptBundleError, LocalIOError
 
-__all__ = ["sidecar_path", "format_sidecar", "read_sidecar", "file_sha256", "check_sidecar"]
+__all__ = ["sidecar_path", "format_sidecar", "read_sidecar", "read_sidecar_lines", "file_sha256", "check_sidecar"]
 
 _READ_SIZE = 1024 * 1024
 _LINE_RE = re.compile(r"^([a-f0-9]{64}) [ *](.+)\n?$")
+_MAX_LINES_BYTES = 1024 * 1024
+"""A split bundle's sidecar: one line per volume, at most 1000 volumes."""
 
 
 def sidecar_path(path: Path) -> Path:
@@ -40,6 +42,27 @@ def read_sidecar(path: Path) -> str | None:
     if not match:
         raise CorruptBundleError(f"{sidecar.name}: not a sha256sum line")
     return match.group(1)
+
+
+def read_sidecar_lines(path: Path) -> list[tuple[str, str]] | None:
+    """``(hex digest, file name)`` of every line of the sidecar ``path`` (not of a bundle: the sidecar
+    itself); ``None`` if there is none. A split bundle's sidecar has one line per volume."""
+    try:
+        with open(path, "rb") as file:
+            text = file.read(_MAX_LINES_BYTES).decode("utf-8", "replace")
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise LocalIOError(f"cannot read {path}: {error.strerror or error}") from None
+    lines = []
+    for line in text.splitlines():
+        match = _LINE_RE.match(line)
+        if not match:
+            raise CorruptBundleError(f"{Path(path).name}: not a sha256sum line: {line[:100]!r}")
+        lines.append((match.group(1), match.group(2)))
+    if not lines:
+        raise CorruptBundleError(f"{Path(path).name}: empty")
+    return lines
 
 
 def file_sha256(path: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from typing import NoReturn
@@ -10,9 +11,11 @@ from typing import NoReturn
 import click
 
 from bundler import __version__
+from bundler.cli.cache_cmd import cache_group
 from bundler.cli.commands import list_command, pack_command, unpack_command, verify_command
 from bundler.cli.output import err
 from bundler.errors import ImgbundleError, Interrupted, LocalIOError
+from bundler.threads import lingering_workers
 
 __all__ = ["main", "cli"]
 
@@ -41,24 +44,36 @@ cli.add_command(pack_command)
 cli.add_command(list_command)
 cli.add_command(verify_command)
 cli.add_command(unpack_command)
+cli.add_command(cache_group)
 
 
-def _raise_on_sigterm(signum: int, frame: object) -> NoReturn:
-    raise Interrupted("terminated", exit_code=143)
+_signalled: list[int] = []
+
+
+def _on_signal(signum: int, frame: object) -> NoReturn:
+    """The first SIGINT or SIGTERM raises in the main thread so that cleanup runs (temporary files
+    removed, workers stopped within CANCEL_GRACE); a second one exits at once, for whoever will not wait."""
+    code = 143 if signum == signal.SIGTERM else 130
+    if _signalled:
+        os.write(2, b"imgbundle: error: forced exit by a second signal; temporary files may remain\n")
+        os._exit(code)
+    _signalled.append(signum)
+    if signum == signal.SIGTERM:
+        raise Interrupted("terminated (SIGTERM); run the same command again to finish", exit_code=code)
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run the CLI; every failure ends as one line on stderr and the error class's exit code."""
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     try:
         cli.main(args=argv, prog_name="imgbundle", standalone_mode=False)
-    except click.exceptions.Abort:
-        _fail(Interrupted("interrupted"))
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        _fail(Interrupted("interrupted (Ctrl-C); run the same command again to finish"))
     except click.ClickException as error:
         error.show()
         sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        _fail(Interrupted("interrupted"))
     except ImgbundleError as error:
         _fail(error)
     except OSError as error:
@@ -71,4 +86,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 def _fail(error: ImgbundleError) -> NoReturn:
     err.print(f"imgbundle: error: {error}", markup=False, highlight=False)
+    if lingering_workers():  # stuck on a stalled connection; everything to clean up is cleaned up
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(error.exit_code)
     sys.exit(error.exit_code)

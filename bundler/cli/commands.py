@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 from pathlib import Path
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
 
 import click
 
 from bundler.cli.output import format_bytes, make_progress, out, parse_size, print_json
+from bundler.bundle.index import bundle_id
+from bundler.bundle.volumes import BundleFiles, bundle_from_paths
 from bundler.cli.tables import image_table, verify_lines
 from bundler.errors import BundleError, CorruptBundleError, InputError
-from bundler.pack import pack, read_requests
+from bundler.cache import BlobCache
+from bundler.pack import ImageRequest, pack, read_requests
 from bundler.platforms import PlatformFilter
-from bundler.registry import RegistryOptions
+from bundler.reference import Reference
+from bundler.registry import RegistryOptions, RegistryPool
+from bundler.source import SingleSourcePool, SourcePool, discover, discover_registry, registry_target
+from bundler.storage import StorageTree
+
+if TYPE_CHECKING:
+    from bundler.bundle import WriteResult
+    from bundler.delta import DeltaBase
+    from bundler.verify import VerifyReport
 
 __all__ = ["pack_command", "list_command", "verify_command", "unpack_command"]
 
@@ -89,6 +101,50 @@ def _output_flags(command: Callable) -> Callable:
     return click.option("-q", "--quiet", is_flag=True, help="No progress output; warnings and errors only.")(command)
 
 
+def _source_flags(command: Callable) -> Callable:
+    """Where pack reads from besides an image list: a registry's storage tree or a whole registry."""
+    options = [
+        click.option("--from-storage", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="PATH",
+                     help="Pack every tagged image of a registry storage tree (the dir holding docker/registry/v2)."),
+        click.option("--storage-host", default="localhost", show_default=True, metavar="HOST",
+                     help="With --from-storage: registry host written in the bundle's references."),
+        click.option("--all-from", metavar="REGISTRY[/PROJECT]",
+                     help="Pack every tag of every repository (under PROJECT) of a registry or Harbor."),
+        click.option("--repo", "repos", multiple=True, metavar="PATTERN",
+                     help="With --from-storage/--all-from: only repositories matching this glob (repeatable)."),
+        click.option("--no-cache", is_flag=True, help="Neither read nor fill the local blob cache."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _choose_source(stack: ExitStack, refs: tuple[str, ...], list_file, kwargs: dict, *, from_storage: Path | None,
+                   storage_host: str, all_from: str | None, repos: tuple[str, ...]
+                   ) -> tuple[list[ImageRequest], RegistryOptions, SourcePool | None]:
+    """The requests, registry options and source pool (None: registries by reference) of one pack."""
+    if sum([bool(refs or list_file), from_storage is not None, all_from is not None]) != 1:
+        raise InputError("give images (arguments or -f FILE), --from-storage PATH or --all-from REGISTRY: one of them")
+    if repos and not (from_storage or all_from):
+        raise InputError("--repo selects repositories of --from-storage or --all-from")
+    if from_storage is not None:
+        host, _ = registry_target(storage_host, "--storage-host")
+        tree = StorageTree(from_storage)
+        options = _make_registry_options(kwargs, set())
+        return _whole(discover(tree, host, patterns=repos)), options, stack.enter_context(SingleSourcePool(host, tree))
+    if all_from is not None:
+        options = _make_registry_options(kwargs, {registry_target(all_from)[0]})
+        pool = stack.enter_context(RegistryPool(options))
+        return _whole(discover_registry(pool, all_from, repos)), options, pool
+    lines = list(list_file) if list_file else []
+    requests = read_requests(lines, list_file.name if list_file else "args", refs)
+    return requests, _make_registry_options(kwargs, {r.reference.registry for r in requests}), None
+
+
+def _whole(references: list[Reference]) -> list[ImageRequest]:
+    return [ImageRequest(str(reference), reference) for reference in references]
+
+
 @click.command("pack")
 @click.argument("refs", nargs=-1)
 @click.option("-f", "--file", "list_file", type=click.File("r"), help="Image list, one reference per line ('-' = stdin).")
@@ -100,19 +156,32 @@ def _output_flags(command: Callable) -> Callable:
 @click.option("--level", type=click.IntRange(1, 19), default=3, show_default=True, help="zstd compression level.")
 @click.option("--created", metavar="RFC3339", help="Timestamp recorded in the bundle (default: now or SOURCE_DATE_EPOCH).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--split", metavar="SIZE",
+              help="Write volumes NAME.000, NAME.001 … each smaller than SIZE (e.g. 4G for FAT32, 3900M).")
+@click.option("--since", type=click.Path(dir_okay=False, path_type=Path), metavar="OLD",
+              help="Delta bundle: leave out blobs that bundle OLD (or its 'list --json' output) brought.")
+@_source_flags
 @_registry_options
 @_output_flags
-def pack_command(refs, list_file, output, platforms, skip_missing, level, created, force, quiet, as_json, **kwargs):
-    """Resolve images from registries into one bundle: every blob once, manifests byte-exact."""
-    lines = list(list_file) if list_file else []
-    requests = read_requests(lines, list_file.name if list_file else "args", refs)
+def pack_command(refs, list_file, output, platforms, skip_missing, level, created, force, from_storage, storage_host,
+                 all_from, repos, no_cache, quiet, as_json, **kwargs):
+    """Resolve images from registries into one bundle: every blob once, manifests byte-exact.
+
+    Images come from the references given, from a registry's storage directory (--from-storage,
+    no registry running), or from every repository of a registry or Harbor project (--all-from).
+    """
     filters = tuple(PlatformFilter.parse(p) for p in platforms)
-    options = _make_registry_options(kwargs, {r.reference.registry for r in requests})
-    with make_progress(quiet or as_json) as progress:
-        result = pack(
-            requests, output, options, filters=filters, skip_missing=skip_missing, jobs=options.jobs,
-            level=level, created=created, overwrite=force, progress=progress,
-        )
+    split, since = _split_and_since(kwargs)
+    with ExitStack() as stack:
+        requests, options, source = _choose_source(stack, refs, list_file, kwargs, from_storage=from_storage,
+                                                   storage_host=storage_host, all_from=all_from, repos=repos)
+        cache = None if no_cache or from_storage is not None else BlobCache()
+        with make_progress(quiet or as_json) as progress:
+            result = pack(
+                requests, output, options, source=source, cache=cache, filters=filters, skip_missing=skip_missing,
+                jobs=options.jobs, level=level, created=created, overwrite=force, progress=progress,
+                since=since, split=split,
+            )
     write = result.write
     if as_json:
         print_json({
@@ -120,54 +189,131 @@ def pack_command(refs, list_file, output, platforms, skip_missing, level, create
             "bundleBytes": write.compressed_size, "images": len(result.images),
             "skipped": [s.source for s in result.skipped], "blobs": write.index.totals.blobs,
             "blobBytes": write.index.totals.blob_bytes, "downloadedBytes": result.downloaded_bytes,
-            "seconds": round(result.seconds, 3),
+            "cachedBytes": result.cached_bytes, "seconds": round(result.seconds, 3),
+            **_volumes_and_delta_json(write),
         })
         return
     totals = write.index.totals
     out.print(
         f"packed {len(result.images)} images ({len(result.skipped)} skipped), {totals.manifests} manifests and "
         f"{totals.blobs} blobs ({format_bytes(totals.blob_bytes)}) into {write.path} "
-        f"({format_bytes(write.compressed_size)}) in {result.seconds:.1f}s",
+        f"({format_bytes(write.compressed_size)}) in {result.seconds:.1f}s"
+        + (f", {format_bytes(result.cached_bytes)} of blobs from the cache" if result.cached_bytes else ""),
         markup=False,
     )
     out.print(f"sha256 {write.sha256}  {write.sidecar.name}", markup=False)
+    for line in _volumes_and_delta_lines(write):
+        out.print(line, markup=False)
+
+
+def _split_and_since(kwargs: dict) -> tuple[int | None, "DeltaBase | None"]:
+    """``--split`` in bytes and the ``--since`` base, read before anything is fetched."""
+    from bundler.delta import load_base
+
+    split, since = kwargs.pop("split"), kwargs.pop("since")
+    return (parse_size(split) if split else None), (load_base(since) if since else None)
+
+
+def _volumes_and_delta_json(write: "WriteResult") -> dict:
+    index = write.index
+    fields: dict = {"volumes": [str(path) for path in write.volumes]} if write.volumes else {}
+    if index.base:
+        fields.update(base=index.base, externalBlobs=len(index.external),
+                      externalBytes=sum(entry.size for entry in index.external))
+    return fields
+
+
+def _volumes_and_delta_lines(write: "WriteResult") -> list[str]:
+    lines = []
+    if write.volumes:
+        lines.append(f"{len(write.volumes)} volumes: {write.volumes[0].name} … {write.volumes[-1].name}")
+    index = write.index
+    if index.base:
+        left = sum(entry.size for entry in index.external)
+        lines.append(f"delta of base {index.base}: {len(index.external)} blobs ({format_bytes(left)}) left to the base")
+    return lines
+
+
+def _expected_lines(report: "VerifyReport") -> list[str]:
+    """A delta's verify lists what it does not carry: the target registry must hold these blobs."""
+    if not report.base:
+        return []
+    lines = [f"delta of base {report.base}: expects {len(report.expected)} blob(s) on the target"]
+    lines += [f"expects {entry.digest} ({format_bytes(entry.size)})" for entry in report.expected]
+    return lines
+
+
+def _bundle_argument(*, allow_dash: bool) -> Callable:
+    """BUNDLE...: a bundle file, a volume or the bare NAME of a split bundle, or every volume of one set."""
+    return click.argument("bundle", nargs=-1, required=True,
+                          type=click.Path(dir_okay=False, allow_dash=allow_dash, path_type=Path))
+
+
+def _bundle_files(paths: tuple[Path, ...]) -> "Path | BundleFiles":
+    """The bundle the arguments name; ``-`` (standard input) is passed on as is. A name under which
+    there is nothing, not even volumes, is a usage error (exit 2), as for any missing file argument."""
+    if len(paths) == 1 and str(paths[0]) == "-":
+        return paths[0]
+    missing = [path for path in paths if not os.path.lexists(path)]
+    bare_name = len(paths) == 1 and any(paths[0].parent.glob(glob.escape(paths[0].name) + ".[0-9][0-9][0-9]"))
+    if missing and not bare_name:
+        raise click.BadParameter(f"{str(missing[0])!r} does not exist.", param_hint="'BUNDLE...'")
+    return bundle_from_paths(paths)
+
+
+def _stdin_if_dash(bundle: Path) -> tuple[Path, BinaryIO | None]:
+    """``-`` means the bundle comes on standard input: a pipe, read once from front to back."""
+    if str(bundle) == "-":
+        return Path("<stdin>"), sys.stdin.buffer
+    return bundle, None
 
 
 @click.command("list")
-@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_bundle_argument(allow_dash=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle index as JSON.")
-def list_command(bundle: Path, as_json: bool) -> None:
-    """Show the images in a bundle (reads only its index, instant on any size)."""
-    from bundler.bundle import read_index
+def list_command(bundle: tuple[Path, ...], as_json: bool) -> None:
+    """Show the images in a bundle (reads only its index and seek table, instant on any size; '-' = stdin)."""
+    from bundler.bundle import BundleReader, read_index
 
+    bundle, stream = _stdin_if_dash(_bundle_files(bundle))
     with _naming(bundle):
-        index = read_index(bundle)
+        if stream is not None:
+            index = read_index(stream)
+        else:
+            with BundleReader.open(bundle) as reader:  # checks the seek table too: a truncated copy shows at once
+                index = reader.index
     if as_json:
         print_json(index)
         return
     out.print(image_table(index))
+    out.print(f"bundle id {bundle_id(index)}", markup=False)
+    if index.base:
+        expected = sum(entry.size for entry in index.external)
+        out.print(f"delta of base {index.base}: expects {len(index.external)} blobs ({format_bytes(expected)}) "
+                  "on the target", markup=False)
 
 
 @click.command("verify")
-@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_bundle_argument(allow_dash=True)
 @_output_flags
-def verify_command(bundle: Path, quiet: bool, as_json: bool) -> None:
-    """Prove a bundle whole: its checksum, every blob's digest, every reference."""
+def verify_command(bundle: tuple[Path, ...], quiet: bool, as_json: bool) -> None:
+    """Prove a bundle whole: its checksum, every blob's digest, every reference ('-' = stdin)."""
     from bundler.verify import verify_bundle
 
+    bundle, stream = _stdin_if_dash(_bundle_files(bundle))
     with make_progress(quiet or as_json) as progress, _naming(bundle):
-        report = verify_bundle(bundle, progress=progress)
+        report = verify_bundle(bundle, progress=progress, stream=stream)
     if as_json:
         print_json(report.as_dict())
     else:
-        for line in verify_lines(report):
+        for line in verify_lines(report) + _expected_lines(report):
             out.print(line, markup=False)
     if not report.ok:
         raise CorruptBundleError(f"{bundle}: {len(report.problems)} problem(s); {report.broken_summary()}")
 
 
 @click.command("unpack")
-@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_bundle_argument(allow_dash=False)
 @click.option("--to", "target", required=True, metavar="HOST[/PREFIX]", help="Registry (and path prefix) to push into.")
 @click.option("--keep-host", is_flag=True, help="Keep the source registry host as the first path element.")
 @click.option("--flatten", is_flag=True, help="Turn the remaining '/' in paths into '-' (one-level registries).")
@@ -187,6 +333,7 @@ def unpack_command(bundle, target, keep_host, flatten, maps, dry_run, report, cr
 
     from bundler.unpack.mapping import parse_to
 
+    bundle = _bundle_files(bundle)
     parsed_maps = [_parse_map(m) for m in maps]
     host = parse_to(target).host
     options = _make_registry_options(kwargs, {host}, chunk_size=parse_size(chunk_size) if chunk_size else None)
@@ -194,7 +341,7 @@ def unpack_command(bundle, target, keep_host, flatten, maps, dry_run, report, cr
         to=target, keep_host=keep_host, flatten=flatten, maps=parsed_maps, dry_run=dry_run,
         create_projects=create_projects, public=public, jobs=options.jobs,
     )
-    with make_progress(quiet or as_json or dry_run) as progress:
+    with make_progress(quiet or as_json or dry_run) as progress, _naming(bundle):
         result = unpack(bundle, settings, options, progress=progress)
     render_unpack(result, as_json=as_json, report=report)
     failure = result.failure_error()

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from contextlib import closing
+from contextlib import closing, contextmanager
 from typing import Callable, Iterable, Iterator, TypeVar
 
 import httpx
 import msgspec
 
 from bundler.digest import Digest, DigestVerifier
-from bundler.errors import ContentMismatchError, InputError, RegistryContentError, RegistryError
+from bundler.errors import ContentMismatchError, ImgbundleError, InputError, RegistryContentError, RegistryError
 from bundler.oci import (
     ACCEPT_MANIFESTS,
     DOCKER_SCHEMA1,
@@ -30,9 +30,9 @@ from bundler.oci import (
 from bundler.reference import registry_endpoint
 from bundler.registry import urls
 from bundler.registry.auth import SCOPES_EXTENSION, RegistryAuth, find_credentials, pull_scope, push_scope
-from bundler.registry.errors import mapped, raise_for_answer, redact_url
+from bundler.registry.errors import map_httpx_error, mapped, raise_for_answer, redact_url
 from bundler.registry.options import MiB, RegistryOptions
-from bundler.registry.retry import RETRYABLE, RetryPolicy, retry_call
+from bundler.registry.retry import RETRYABLE, RETRYABLE_STATUSES, RetryPolicy, Transient, is_outage, retry_call
 from bundler.registry.transport import SchemeChooser, make_http_client, read_limited
 
 __all__ = ["RegistryClient", "MOUNTED", "UPLOADED"]
@@ -49,6 +49,8 @@ MAX_REDIRECTS = 5
 MAX_ERROR_BODY = 64 * 1024
 OCTETS = "application/octet-stream"
 CATALOG_SCOPE = "registry:catalog:*"
+_STATUS_ANSWERS = frozenset(range(200, 500)) - RETRYABLE_STATUSES
+"""Answers to an upload-status GET that settle whether to resume (204) or start over (the rest)."""
 
 
 class _Page(msgspec.Struct):
@@ -70,6 +72,7 @@ class RegistryClient:
         self._http = make_http_client(self.endpoint, self.options, self._auth)
         self._schemes = SchemeChooser(self.endpoint, self.options)
         self._policy = RetryPolicy.from_options(self.options)
+        self._outage = _Outage(self.endpoint)
         self._storage: dict[str, httpx.Client] = {}
         self._storage_lock = threading.Lock()
 
@@ -93,7 +96,7 @@ class RegistryClient:
         return build(self._schemes.scheme(self._http), self.endpoint, *args)
 
     def _run(self, what: str, attempt: Callable[[], T]) -> T:
-        with mapped(self.endpoint, what):
+        with mapped(self.endpoint, what), self._outage.guard(what):
             return retry_call(self._policy, what, attempt)
 
     def _send(
@@ -219,7 +222,7 @@ class RegistryClient:
         what = self._what(repository, digest)
         verifier = DigestVerifier(digest, size, what="blob")
         budget = self._policy.start(what)
-        with mapped(self.endpoint, what):
+        with mapped(self.endpoint, what), self._outage.guard(what):
             while True:
                 try:
                     for chunk in self._blob_body(repository, digest, verifier.received, what):
@@ -232,13 +235,13 @@ class RegistryClient:
 
     def _blob_body(self, repository: str, digest: str, offset: int, what: str) -> Iterator[bytes]:
         """The body from ``offset`` on; a server that ignores ``Range`` (200) has its first bytes skipped."""
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={offset}-"} if offset else {})}
         response = self._open_blob(self._url(urls.blob, repository, digest), headers, repository, what)
         with closing(response):
             skip = offset if response.status_code == 200 else 0
             if response.status_code == 206:
                 _check_range(response, offset, what)
-            for chunk in response.iter_bytes(READ_CHUNK):
+            for chunk in _body_chunks(response):
                 if skip >= len(chunk):
                     skip -= len(chunk)
                     continue
@@ -286,17 +289,21 @@ class RegistryClient:
     ) -> str:
         """Put a blob into ``repository``; ``"mounted"`` when the registry could take it from ``mount_from``.
 
-        ``chunks`` is called once per attempt: a retry restarts the upload in a fresh session.
+        ``chunks`` is called once per attempt. A retry resumes a chunked upload where the registry
+        says it stands (bytes before that are read again but not sent); anything else restarts the
+        upload in a fresh session.
         """
         what = self._what(repository, digest)
+        session = _Session()
 
         def attempt() -> str:
-            session = None
-            if mount_from and mount_from != repository:
-                mounted, session = self._mount(repository, digest, mount_from, what)
+            resumed = self._resume(session, repository, what)
+            if resumed is None and mount_from and mount_from != repository:
+                mounted, resumed = self._mount(repository, digest, mount_from, what)
                 if mounted:
                     return MOUNTED
-            self._upload(session or self._start_upload(repository, what), repository, digest, size, chunks(), what)
+            session.location = resumed or self._start_upload(repository, what)
+            self._upload(session, repository, digest, size, chunks(), what)
             return UPLOADED
 
         return self._run(what, attempt)
@@ -321,39 +328,62 @@ class RegistryClient:
         response.close()
         return _location(response, url, what)
 
+    def _resume(self, session: "_Session", repository: str, what: str) -> httpx.URL | None:
+        """The Location to go on with an interrupted chunked upload, ``session.offset`` set; None: start over.
+
+        Distribution cancels the session when our Location's ``_state`` is stale (a PATCH that
+        reached it but whose answer we lost); then, as on any answer but 204, a fresh one starts.
+        """
+        location, session.location, session.offset = session.location, None, 0
+        if location is None or not session.chunked:
+            return None
+        response = self._send("GET", location, what=what, scopes=[push_scope(repository)], ok=_STATUS_ANSWERS)
+        response.close()
+        end = response.headers.get("range", "").rpartition("-")[2]
+        if response.status_code != 204 or not end.isdigit() or int(end) == 0:  # "0-0" may mean 0 or 1 byte
+            return None
+        session.offset = int(end) + 1
+        log.debug("%s: resuming the upload at byte %d", what, session.offset)
+        return _location(response, location, what, default=location)
+
     def _upload(
-        self, location: httpx.URL, repository: str, digest: str, size: int, data: Iterable[bytes], what: str
+        self, session: "_Session", repository: str, digest: str, size: int, data: Iterable[bytes], what: str
     ) -> None:
-        """Monolithic PUT for small blobs, else PATCH chunks and a final PUT; check the stored digest."""
+        """Monolithic PUT for small blobs, else PATCH chunks from ``session.offset``, then PUT; check the digest."""
         scopes = [push_scope(repository)]
         data = _exactly(data, size)
         chunk_size = self.options.upload_chunk_size(size)
+        session.chunked = chunk_size is not None
         if chunk_size is None:
             headers = {"Content-Type": OCTETS, "Content-Length": str(size)}
             content: Iterable[bytes] = data
         else:
-            location = self._patch_chunks(location, _rechunk(data, chunk_size), scopes, what)
+            pieces = _rechunk(_skip(data, session.offset), chunk_size, size - session.offset)
+            self._patch_chunks(session, pieces, scopes, what)
             headers, content = {"Content-Length": "0"}, b""
-        url = urls.with_digest(location, digest)
+        assert session.location is not None
+        url = urls.with_digest(session.location, digest)
         response = self._send(
             "PUT", url, what=what, scopes=scopes, ok=(201,), write=True, headers=headers, content=content
         )
         response.close()
         _check_served_digest(response, digest, what)
 
-    def _patch_chunks(self, location: httpx.URL, pieces: Iterable[bytes], scopes: list[str], what: str) -> httpx.URL:
-        """PATCH each piece, always to the latest Location (its ``_state`` carries the offset); the last Location."""
-        offset = 0
+    def _patch_chunks(self, session: "_Session", pieces: Iterable["_Piece"], scopes: list[str], what: str) -> None:
+        """PATCH each piece, always to the latest Location (its ``_state`` carries the offset), kept in ``session``."""
         for piece in pieces:
-            end = offset + len(piece) - 1
-            headers = {"Content-Type": OCTETS, "Content-Range": f"{offset}-{end}", "Content-Length": str(len(piece))}
+            assert session.location is not None
+            end = session.offset + len(piece) - 1
+            headers = {
+                "Content-Type": OCTETS, "Content-Range": f"{session.offset}-{end}", "Content-Length": str(len(piece))
+            }
             response = self._send(
-                "PATCH", location, what=what, scopes=scopes, ok=(202,), write=True, headers=headers, content=piece
+                "PATCH", session.location, what=what, scopes=scopes, ok=(202,), write=True, headers=headers,
+                content=piece,
             )
             response.close()
-            location = _location(response, location, what, default=location)
-            offset = end + 1
-        return location
+            session.location = _location(response, session.location, what, default=session.location)
+            session.offset = end + 1
 
     # ----------------------------------------------------------------------------------------------
     # Listings
@@ -392,6 +422,44 @@ class RegistryClient:
         """``GET /v2/``: fails early and clearly when the host is unreachable, untrusted or refuses us."""
         what = self.host
         self._run(what, lambda: self._send("GET", self._url(urls.ping), what=what, scopes=[]).close())
+
+
+class _Session:
+    """A chunked upload under way: its latest Location and the bytes the registry has acknowledged."""
+
+    def __init__(self) -> None:
+        self.location: httpx.URL | None = None
+        self.offset = 0
+        self.chunked = False
+
+
+class _Outage:
+    """Remembers that this host used up a whole retry budget without an answer: down, busy or shutting us out.
+
+    Later operations then fail at once with the same kind of error instead of each spending its own
+    budget, so a run against a registry that is down for good ends in about one budget, not one per
+    image. An operation that succeeds meanwhile (one already under way) clears it.
+    """
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.error: tuple[type[ImgbundleError], str] | None = None
+        """The class of the error that ended the budget, and its message without the reference."""
+
+    @contextmanager
+    def guard(self, what: str) -> Iterator[None]:
+        """Inside ``mapped``: fail at once after an outage; remember a new one."""
+        first = self.error
+        if first is not None:
+            raise first[0](f"{what}: not tried, an earlier request gave up: {first[1]}")
+        try:
+            yield
+        except RETRYABLE as failure:
+            if is_outage(failure):
+                error = failure.final if isinstance(failure, Transient) else map_httpx_error(failure, self.host, what)
+                self.error = type(error), str(error).removeprefix(f"{what}: ")
+            raise
+        self.error = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -470,13 +538,83 @@ def _exactly(data: Iterable[bytes], size: int) -> Iterator[bytes]:
         raise ContentMismatchError(f"blob source gave {sent} bytes, expected {size}")
 
 
-def _rechunk(data: Iterable[bytes], size: int) -> Iterator[bytes]:
-    """``data`` regrouped into pieces of exactly ``size`` bytes (the last one shorter)."""
-    buffer = bytearray()
+def _skip(data: Iterable[bytes], count: int) -> Iterator[bytes]:
+    """``data`` without its first ``count`` bytes (the part a resumed upload already delivered)."""
     for chunk in data:
-        buffer += chunk
-        while len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
-    if buffer:
-        yield bytes(buffer)
+        if count >= len(chunk):
+            count -= len(chunk)
+            continue
+        yield chunk[count:] if count else chunk
+        count = 0
+
+
+def _body_chunks(response: httpx.Response) -> Iterator[bytes]:
+    """The body in ``READ_CHUNK`` pieces (the last one shorter); a resumed download restarts at a piece border.
+
+    Reads the raw socket pieces into one reused buffer: a third cheaper in CPU than httpx's own
+    re-chunking. A server that compresses despite ``Accept-Encoding: identity`` is decoded.
+    """
+    if response.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
+        yield from response.iter_bytes(READ_CHUNK)
+        return
+    buffer, filled = bytearray(READ_CHUNK), 0
+    for piece in response.iter_raw():
+        view = memoryview(piece)
+        while view:
+            take = min(READ_CHUNK - filled, len(view))
+            buffer[filled : filled + take] = view[:take]
+            filled += take
+            view = view[take:]
+            if filled == READ_CHUNK:
+                yield bytes(buffer)
+                filled = 0
+    if filled:
+        yield bytes(buffer[:filled])
+
+
+def _rechunk(data: Iterable[bytes], size: int, total: int) -> Iterator["_Piece"]:
+    """``total`` bytes of ``data`` as pieces of exactly ``size`` bytes (the last one shorter), each streamed.
+
+    A piece is a PATCH body read from ``data`` while it is sent, never a ``size``-byte copy: httpx keeps
+    a sent request in a reference cycle until a full GC, and that would keep every copy alive.
+    """
+    chunks = _Chunks(data)
+    for start in range(0, total, size):
+        yield _Piece(chunks, min(size, total - start))
+    chunks.end()
+
+
+class _Chunks:
+    """A chunk stream read in consecutive byte ranges; a chunk that straddles two ranges is split."""
+
+    def __init__(self, data: Iterable[bytes]) -> None:
+        self._data = iter(data)
+        self._rest = b""
+
+    def take(self, length: int) -> Iterator[bytes]:
+        while length > 0:
+            chunk = self._rest or next(self._data, b"")
+            if not chunk:
+                raise ContentMismatchError("blob source ended before its declared size")
+            chunk, self._rest = (chunk, b"") if len(chunk) <= length else (chunk[:length], chunk[length:])
+            length -= len(chunk)
+            yield chunk
+
+    def end(self) -> None:
+        """Every byte was taken: more data is refused as ``_exactly`` would refuse it."""
+        if self._rest or next(self._data, b""):
+            raise ContentMismatchError("blob source gave more than its declared size")
+
+
+class _Piece:
+    """``length`` bytes of a ``_Chunks`` stream: sized for Content-Length, read only when iterated."""
+
+    def __init__(self, chunks: _Chunks, length: int) -> None:
+        self._chunks = chunks
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks.take(self._length)

@@ -15,6 +15,7 @@ lose their userinfo and token-like query values, ``Bearer``/``Basic`` values are
 
 from __future__ import annotations
 
+import logging
 import re
 import ssl
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ __all__ = [
     "parse_error_body",
     "redact",
     "redact_url",
+    "install_log_redaction",
     "OciError",
 ]
 
@@ -52,6 +54,13 @@ _SECRET_PARAM = re.compile(
 )
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
 _AUTH_VALUE = re.compile(r"(?i)\b(Bearer|Basic)\s+(?!realm)[A-Za-z0-9._~+/-]{8,}=*")
+_SECRET_HEADER = re.compile(
+    r"(?i)((?:set-cookie|cookie)['\"]?\s*[:,]\s*b?['\"]?)[^'\"\r\n]+"
+)
+_HTTP_LOGGERS = ("httpx", "httpcore.connection", "httpcore.connection_pool", "httpcore.http11", "httpcore.http2",
+                 "httpcore.proxy", "httpcore.socks")
+"""httpcore traces every response's headers at DEBUG (Harbor's ``sid`` session cookie among them), httpx
+every URL at INFO (a storage back end's pre-signed URL carries its signature)."""
 _HARBOR_MISSING_PROJECT = re.compile(r"(?i)project\s+(\S+)\s+not\s+found")
 _CONTENT_CODES = frozenset({"DIGEST_INVALID", "SIZE_INVALID"})
 
@@ -59,12 +68,32 @@ _CONTENT_CODES = frozenset({"DIGEST_INVALID", "SIZE_INVALID"})
 def redact(text: str) -> str:
     """``text`` without userinfo in URLs, token-like query values or Authorization values."""
     text = _USERINFO.sub(r"\1***@", text)
+    text = _SECRET_HEADER.sub(r"\1***", text)
     text = _SECRET_PARAM.sub(r"\1***", text)
     return _AUTH_VALUE.sub(r"\1 ***", text)
 
 
 def redact_url(url: httpx.URL | str) -> str:
     return redact(str(url))
+
+
+class _RedactingFilter(logging.Filter):
+    """Passes every record of the HTTP libraries, with ``redact`` applied to its message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def install_log_redaction() -> None:
+    """Put the redacting filter on httpx's and httpcore's loggers (a logger's filters do not reach its children)."""
+    for name in _HTTP_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactingFilter) for f in logger.filters):
+            logger.addFilter(_RedactingFilter())
 
 
 def _one_line(text: str) -> str:
@@ -157,7 +186,7 @@ def raise_for_answer(
     """Raise the error for a non-success answer; as ``Transient`` when its status is worth a retry."""
     error = map_status(response, what, body=body, write=write, auth_hint=auth_hint)
     if response.status_code in RETRYABLE_STATUSES:
-        raise Transient(error, parse_retry_after(response.headers.get("retry-after")))
+        raise Transient(error, parse_retry_after(response.headers.get("retry-after")), response.status_code)
     raise error
 
 

@@ -18,7 +18,7 @@ from typing import Iterable
 import httpx
 import msgspec
 
-from bundler.errors import AuthError, InputError, PushRefusedError, RegistryError, UnreachableError
+from bundler.errors import AuthError, InputError, NotFoundError, PushRefusedError, RegistryError, UnreachableError
 from bundler.registry.auth import find_credentials
 from bundler.registry.errors import mapped, raise_for_answer
 from bundler.registry.options import RegistryOptions
@@ -33,6 +33,10 @@ API = "/api/v2.0"
 PROJECT_NAME_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 """Harbor's rule for project names (``src/common/utils``); stricter than a repository component."""
 _MAX_BODY = 64 * 1024
+_MAX_PAGE_BODY = 4 * 1024 * 1024
+"""A page of repositories carries free-text descriptions; allow more than an error body."""
+REPOSITORIES_PAGE_SIZE = 100
+"""Harbor's maximum ``page_size``."""
 _HARBOR_KEYS = ("auth_mode", "harbor_version", "primary_auth_mode", "registry_url")
 """Fields of Harbor's ``GeneralInfo``; an anonymous caller gets at least ``auth_mode``."""
 
@@ -68,25 +72,25 @@ class HarborProjects:
         self._http.close()
 
     def _url(self, path: str, params: dict[str, str] | None = None) -> httpx.URL:
+        """Called inside the retried attempt: a dropped probe is retried like any request."""
         if self._scheme is None:
-            with mapped(self.host, f"{self.host}{API}"):
-                self._scheme = self._chooser.scheme(self._http)
+            self._scheme = self._chooser.scheme(self._http)
         return httpx.URL(f"{self._scheme}://{self.host}{API}{path}", params=params)
 
     def _send(self, method: str, path: str, what: str, *, params: dict[str, str] | None = None,
-              body: dict[str, object] | None = None, auth: bool = True) -> tuple[int, bytes]:
+              body: dict[str, object] | None = None, auth: bool = True,
+              limit: int = _MAX_BODY) -> tuple[int, bytes]:
         """One API call with retries on 5xx/429/dropped connections; returns status and (capped) body."""
-        url = self._url(path, params)
         content = msgspec.json.encode(body) if body is not None else None
         headers = {"Accept": "application/json"}
         if content is not None:
             headers["Content-Type"] = "application/json"
 
         def attempt() -> tuple[int, bytes]:
-            request = self._http.build_request(method, url, content=content, headers=headers)
+            request = self._http.build_request(method, self._url(path, params), content=content, headers=headers)
             response = self._http.send(request, auth=self._auth if auth else None, stream=True)
             try:
-                data = read_limited(response, _MAX_BODY) if method != "HEAD" else b""
+                data = read_limited(response, limit) if method != "HEAD" else b""
                 if response.status_code >= 500 or response.status_code == 429:
                     raise_for_answer(response, what, body=data)
                 return response.status_code, data
@@ -142,6 +146,42 @@ class HarborProjects:
                 f"use an administrator or a system robot with the project-create permission"
             )
         raise PushRefusedError(f"{what}: Harbor answered {status} ({reason})")
+
+    def list_repositories(self, project: str) -> list[str]:
+        """Every repository of ``project`` as ``project/name``, page by page (``/v2/_catalog`` is admin-only)."""
+        check_project_name(project)
+        what = f"repositories of Harbor project {project} on {self.host}"
+        names: list[str] = []
+        for page in range(1, 100_000):
+            params = {"page": str(page), "page_size": str(REPOSITORIES_PAGE_SIZE)}
+            status, data = self._send("GET", f"/projects/{project}/repositories", what, params=params,
+                                      limit=_MAX_PAGE_BODY)
+            batch = _repository_page(status, data, what)
+            names.extend(batch)
+            if len(batch) < REPOSITORIES_PAGE_SIZE:
+                break
+        return names
+
+
+class _Repository(msgspec.Struct):
+    name: str
+
+
+def _repository_page(status: int, data: bytes, what: str) -> list[str]:
+    """Names on one page of ``GET /projects/{p}/repositories``, or the error its status means."""
+    reason = _api_message(data) or f"HTTP {status}"
+    if status == 401:
+        raise AuthError(f"{what}: credentials refused or missing ({reason}); docker login or --username")
+    if status == 403:
+        raise AuthError(f"{what}: access denied ({reason})")
+    if status == 404:
+        raise NotFoundError(f"{what}: not found ({reason}); is the project name right, and is this a Harbor?")
+    if status != 200:
+        raise RegistryError(f"{what}: Harbor answered {status} ({reason})")
+    try:
+        return [repository.name for repository in msgspec.json.decode(data, type=list[_Repository])]
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise RegistryError(f"{what}: the answer is not a list of repositories") from None
 
 
 def check_project_name(name: str) -> None:

@@ -22,12 +22,14 @@ from bundler.registry.options import Backoff, RegistryOptions
 
 __all__ = [
     "RETRYABLE_STATUSES",
+    "OUTAGE_STATUSES",
     "RETRYABLE",
     "Transient",
     "RetryPolicy",
     "Budget",
     "retry_call",
     "is_retryable",
+    "is_outage",
     "parse_retry_after",
     "find_cause",
 ]
@@ -41,6 +43,10 @@ _sleep = time.sleep  # tests replace it to record the waits
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 """Request timeout, too early, rate limited, and the 5xx a busy or restarting registry answers."""
 
+OUTAGE_STATUSES = frozenset({429, 502, 503, 504})
+"""Answers that, still there after a whole retry budget, say the host is down or shutting us out
+(not that one object is bad, as a 500 may): later requests to that host are not worth their budget."""
+
 
 class Transient(Exception):
     """A retryable answer; carries the error to raise once the retry budget is spent.
@@ -48,10 +54,11 @@ class Transient(Exception):
     Internal to ``bundler.registry``: the error mapping turns it into ``final`` at the boundary.
     """
 
-    def __init__(self, final: RegistryError, retry_after: float | None = None) -> None:
+    def __init__(self, final: RegistryError, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(str(final))
         self.final = final
         self.retry_after = retry_after
+        self.status = status
 
 
 RETRYABLE = (httpx.TransportError, Transient)
@@ -65,6 +72,15 @@ def is_retryable(failure: BaseException) -> bool:
     if isinstance(failure, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)):
         return False
     return isinstance(failure, httpx.TransportError) and find_cause(failure, ssl.SSLError) is None
+
+
+def is_outage(failure: BaseException) -> bool:
+    """A failure that speaks for the whole host: no connection, no answer in time, or an outage status."""
+    if isinstance(failure, Transient):
+        return failure.status in OUTAGE_STATUSES
+    if isinstance(failure, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)):
+        return False
+    return isinstance(failure, httpx.TransportError)
 
 
 def find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:

@@ -19,6 +19,7 @@ import httpx
 
 from bundler.errors import LocalIOError
 from bundler.registry import urls
+from bundler.registry.errors import install_log_redaction
 from bundler.registry.retry import find_cause
 from bundler.registry.options import RegistryOptions
 
@@ -80,6 +81,7 @@ class _NoCookies(CookieJar):
 
 def make_http_client(host: str, options: RegistryOptions, auth: httpx.Auth | None = None) -> httpx.Client:
     """One pooled HTTP/1.1 client for ``host``; environment proxies apply except on loopback."""
+    install_log_redaction()
     return httpx.Client(
         auth=auth,
         verify=ssl_context(host, options),
@@ -119,9 +121,13 @@ class SchemeChooser:
         try:
             client.get(urls.ping("https", self.host), auth=None).close()
             return "https"
-        except httpx.ConnectError as https_error:
-            if _untrusted_certificate(https_error) or not _speaks_plain_http(client, self.host):
+        except httpx.ConnectError as error:
+            if _untrusted_certificate(error):
                 raise
+            https_error = error
+        # outside the ``except``: a fault on the plain probe must not carry the TLS error as its context
+        if not _speaks_plain_http(client, self.host):
+            raise https_error
         log.debug("%s does not speak TLS; using plain http", self.host)
         return "http"
 
@@ -132,13 +138,14 @@ def _untrusted_certificate(exc: BaseException) -> bool:
 
 
 def _speaks_plain_http(client: httpx.Client, host: str) -> bool:
-    """A registry's answer to ``/v2/`` over http; a TLS server's "400 plain HTTP sent to HTTPS" is not one."""
-    try:
-        response = client.get(urls.ping("http", host), auth=None)
-    except httpx.TransportError:
-        return False
+    """Whether ``/v2/`` over http gets an HTTP answer; a TLS server's "400 plain HTTP sent to HTTPS" is not one.
+
+    A busy registry's 5xx or 429 is still a plain-HTTP answer. A dropped connection or timeout is
+    raised (retryable), so that one fault on this probe does not pass for a broken TLS handshake.
+    """
+    response = client.get(urls.ping("http", host), auth=None)
     response.close()
-    return response.status_code != 400 and response.status_code < 500
+    return response.status_code != 400
 
 
 def read_limited(response: httpx.Response, limit: int) -> bytes:

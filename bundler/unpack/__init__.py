@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Sequence
 
 from bundler.bundle import BundleReader
+from bundler.bundle.volumes import BundleFiles
 from bundler.errors import InputError
 from bundler.progress import NullProgress, Progress
 from bundler.reference import DOCKER_HUB
 from bundler.registry import RegistryClient, RegistryOptions
 from bundler.registry.harbor import HarborProjects, ensure_projects, project_of
 from bundler.unpack.execute import PushClient, push_plan
+from bundler.unpack.expected import check_expected
 from bundler.unpack.mapping import Target, parse_to, plan_targets, unused_maps
 from bundler.unpack.plan import BundleSource, PushPlan, build_plan
 from bundler.unpack.result import ImageOutcome, UnpackResult, write_report
@@ -61,7 +63,7 @@ class UnpackOptions:
             raise InputError("--public only applies with --create-projects")
 
 
-def unpack(bundle: Path, settings: UnpackOptions, options: RegistryOptions, *,
+def unpack(bundle: Path | BundleFiles, settings: UnpackOptions, options: RegistryOptions, *,
            progress: Progress | None = None) -> UnpackResult:
     """Open ``bundle`` and push it as ``settings`` say; see ``unpack_bundle``."""
     started = time.monotonic()
@@ -95,14 +97,31 @@ def unpack_bundle(reader: BundleSource, settings: UnpackOptions, options: Regist
         return UnpackResult(host, True, plan, outcomes, seconds=time.monotonic() - started)
     created: list[str] = []
     if client is not None:
+        mounted = _check_expected(plan, reader, client, settings, progress)
         result = push_plan(plan, reader, client, host, jobs=settings.jobs, progress=progress)
     else:
         created = _prepare_harbor(host, plan, settings, options, progress)
         with RegistryClient(host, options) as registry:
+            mounted = _check_expected(plan, reader, registry, settings, progress)
             result = push_plan(plan, reader, registry, host, jobs=settings.jobs, progress=progress)
+    result.blobs_mounted += mounted
+    result.blobs_present -= mounted
     result.projects_created = created
     result.seconds = time.monotonic() - started
     return result
+
+
+def _check_expected(plan: PushPlan, reader: BundleSource, client: PushClient, settings: UnpackOptions,
+                    progress: Progress) -> int:
+    """A delta bundle: the blobs it leaves to its base must be on the target before anything is pushed;
+    returns how many were mounted from another repository of this push."""
+    external = getattr(reader.index, "external", ())
+    if not external:
+        return 0
+    base = getattr(reader.index, "base", None)
+    check = check_expected(plan, [entry.digest for entry in external], client, base=base, jobs=settings.jobs,
+                           progress=progress)
+    return check.mounted
 
 
 def _prepare_harbor(host: str, plan: PushPlan, settings: UnpackOptions, options: RegistryOptions,

@@ -30,6 +30,7 @@ from bundler.digest import Digest
 from bundler.errors import CorruptBundleError, ImgbundleError, Interrupted, UnreachableError
 from bundler.oci import Descriptor, RawManifest
 from bundler.progress import NullProgress, Progress
+from bundler.threads import stop_workers
 from bundler.unpack.plan import BlobPlan, BundleSource, ImagePlan, PushPlan
 from bundler.unpack.result import ImageOutcome, UnpackResult
 
@@ -124,18 +125,19 @@ class _Push:
     # ---- orchestration
 
     def run(self) -> UnpackResult:
-        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="unpack") as executor:
-            self.executor = executor
-            try:
-                self._check_tops()
-                self._check_rest()
-                self._push()
-            except KeyboardInterrupt:
-                raise Interrupted("unpack interrupted; run it again to push the rest") from None
-            except ImgbundleError:
-                raise
-            except Exception as error:  # a bug below us; still one line for the user, never a traceback
-                raise ImgbundleError(f"unpack failed unexpectedly: {type(error).__name__}: {error}") from error
+        self.executor = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="unpack")
+        try:
+            self._check_tops()
+            self._check_rest()
+            self._push()
+        except KeyboardInterrupt:
+            raise Interrupted("unpack interrupted; run it again to push the rest") from None
+        except ImgbundleError:
+            raise
+        except Exception as error:  # a bug below us; still one line for the user, never a traceback
+            raise ImgbundleError(f"unpack failed unexpectedly: {type(error).__name__}: {error}") from error
+        finally:
+            self.executor.shutdown(wait=False)  # _run_jobs waited for its jobs (on an error, for a bounded time)
         self.result.images = [self._outcome(image) for image in self.plan.images]
         return self.result
 
@@ -402,7 +404,8 @@ class _Push:
                     self._finish(job, future.result(), ready, order)
         except BaseException:
             self.cancel.set()
-            wait(inflight)
+            assert self.executor is not None
+            stop_workers(self.executor, inflight)
             raise
 
     def _start(self, job: _Job) -> dict[Fact, object]:

@@ -20,7 +20,7 @@ from typing import Iterable, Protocol, Sequence
 
 from bundler.digest import Digest
 from bundler.errors import InputError
-from bundler.reference import Reference, parse_reference
+from bundler.reference import Reference, mask_userinfo, parse_reference
 
 __all__ = ["Target", "ImageLike", "TargetSpec", "parse_to", "plan_targets", "unused_maps", "normalise_map"]
 
@@ -81,8 +81,11 @@ class TargetSpec:
 def parse_to(to: str) -> TargetSpec:
     """Split and check ``HOST[/PREFIX]``; the host needs a dot, a port or be ``localhost``."""
     text = to.strip().strip("/")
-    if "://" in text:
-        raise InputError(f"--to {to!r}: give HOST[/PREFIX] without a scheme (e.g. harbor.example.com/mirror)")
+    if "://" in text or "@" in text:
+        raise InputError(
+            f"--to {mask_userinfo(to)!r}: give HOST[/PREFIX] without a scheme or credentials "
+            "(e.g. harbor.example.com/mirror; log in with docker login, or pass --username)"
+        )
     host, _, prefix = text.partition("/")
     if not host or not _looks_like_host(host):
         raise InputError(f"--to {to!r}: must start with a registry host (with a dot or a port, or localhost)")

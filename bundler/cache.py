@@ -1,0 +1,252 @@
+"""A local, content-addressed blob cache, so that repeated packs download only manifests.
+
+Entries live at ``ROOT/blobs/sha256/<hex>`` (``ROOT`` is platformdirs' user cache dir for
+``imgbundle``, or ``IMGBUNDLE_CACHE_DIR``). Nothing in it is trusted: an entry is hashed before it
+is used and deleted when it does not match, and new entries are written to ``ROOT/tmp`` and renamed
+into place only after their digest and size were checked. The cache is an optimisation: when it
+cannot be written (disk full, read-only) the pack goes on without it. Least recently used entries
+(by mtime, refreshed on every hit) go first when ``prune`` caps its size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+import platformdirs
+
+from bundler.digest import Digest, DigestVerifier
+from bundler.errors import ContentMismatchError, LocalIOError
+
+__all__ = ["BlobCache", "CacheInfo", "PruneResult", "CACHE_ENV", "default_cache_dir"]
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "IMGBUNDLE_CACHE_DIR"
+READ_CHUNK = 1024 * 1024
+STALE_TEMP_SECONDS = 24 * 3600
+"""Temp files older than this belong to a pack that died; ``prune`` removes them."""
+
+
+def default_cache_dir() -> Path:
+    """``$IMGBUNDLE_CACHE_DIR``, else the user cache dir (``~/.cache/imgbundle`` on Linux)."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override)
+    return Path(platformdirs.user_cache_dir("imgbundle", appauthor=False))
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    root: Path
+    entries: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    removed: int
+    removed_bytes: int
+    kept: int
+    kept_bytes: int
+
+
+@dataclass(frozen=True)
+class _Entry:
+    path: Path
+    size: int
+    used: float
+
+
+class BlobCache:
+    """Blobs by digest on local disk; thread-safe (every write goes to its own temp file)."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    def blobs_dir(self, algorithm: str = "sha256") -> Path:
+        return self.root / "blobs" / algorithm
+
+    def path(self, digest: Digest) -> Path:
+        return self.blobs_dir(digest.algorithm) / digest.hex
+
+    # Reading and filling -------------------------------------------------------------------------
+
+    def read(
+        self, digest: Digest, size: int, on_corrupt: Callable[[str], None] = log.warning
+    ) -> Iterator[bytes] | None:
+        """The cached blob in chunks, or None when there is no entry or it was damaged (then deleted).
+
+        The entry is hashed before this returns; the chunks come from the same open file.
+        """
+        handle = self._open_verified(digest, size, on_corrupt)
+        return None if handle is None else _file_chunks(handle)
+
+    def fill(self, digest: Digest, size: int, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """``chunks`` passed through; stored as the entry only when they ended matching ``digest`` and ``size``."""
+        with _Filling(self, digest, size) as filling:
+            for chunk in chunks:
+                filling.write(chunk)
+                yield chunk
+            filling.commit()
+
+    def _open_verified(self, digest: Digest, size: int, on_corrupt: Callable[[str], None]) -> BinaryIO | None:
+        """An open entry whose bytes hash to ``digest`` (rewound), or None; a bad entry is deleted."""
+        path = self.path(digest)
+        try:
+            handle = path.open("rb")
+        except OSError:
+            return None
+        try:
+            verifier = DigestVerifier(digest, size, what=f"cached blob {digest}")
+            while chunk := handle.read(READ_CHUNK):
+                verifier.update(chunk)
+            verifier.check()
+            handle.seek(0)
+        except (ContentMismatchError, OSError) as error:
+            handle.close()
+            on_corrupt(f"cache entry {path} is damaged ({error}); deleted, fetching the blob again")
+            _unlink(path)
+            return None
+        _touch(path)
+        return handle
+
+    def _temp(self, digest: Digest) -> tuple[BinaryIO, Path] | None:
+        """A new temp file beside the entries, or None when the cache cannot be written."""
+        directory = self.root / "tmp"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f"{digest.hex[:16]}.", suffix=".part", dir=directory)
+        except OSError as error:
+            log.warning("blob cache %s is not writable (%s); packing without it", self.root, error)
+            return None
+        return os.fdopen(fd, "wb"), Path(name)
+
+    # Housekeeping --------------------------------------------------------------------------------
+
+    def _entries(self) -> list[_Entry]:
+        entries = []
+        blobs = self.root / "blobs"
+        for algorithm in _listdir(blobs):
+            for name in _listdir(blobs / algorithm):
+                path = blobs / algorithm / name
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:  # pruned by another process meanwhile
+                    continue
+                entries.append(_Entry(path, stat.st_size, stat.st_mtime))
+        return entries
+
+    def info(self) -> CacheInfo:
+        entries = self._entries()
+        return CacheInfo(self.root, len(entries), sum(e.size for e in entries))
+
+    def prune(self, max_bytes: int) -> PruneResult:
+        """Delete least recently used entries until at most ``max_bytes`` remain; drop stale temp files."""
+        self._drop_stale_temps()
+        entries = sorted(self._entries(), key=lambda e: (e.used, e.path.name))
+        total = sum(e.size for e in entries)
+        removed = removed_bytes = 0
+        for entry in entries:
+            if total - removed_bytes <= max_bytes:
+                break
+            _unlink(entry.path)
+            removed += 1
+            removed_bytes += entry.size
+        return PruneResult(removed, removed_bytes, len(entries) - removed, total - removed_bytes)
+
+    def _drop_stale_temps(self) -> None:
+        directory = self.root / "tmp"
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for name in _listdir(directory):
+            path = directory / name
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+class _Filling:
+    """One blob being written into the cache: temp file, verified, renamed; abandoned on any trouble."""
+
+    def __init__(self, cache: BlobCache, digest: Digest, size: int) -> None:
+        self._cache = cache
+        self._digest = digest
+        self._verifier = DigestVerifier(digest, size, what=f"blob {digest} for the cache")
+        self._temp: tuple[BinaryIO, Path] | None = None
+
+    def __enter__(self) -> "_Filling":
+        self._temp = self._cache._temp(self._digest)
+        return self
+
+    def write(self, chunk: bytes) -> None:
+        if self._temp is None:
+            return
+        try:
+            self._verifier.update(chunk)
+            self._temp[0].write(chunk)
+        except (OSError, ContentMismatchError) as error:
+            self._abandon(error)
+
+    def commit(self) -> None:
+        if self._temp is None:
+            return
+        handle, temp = self._temp
+        try:
+            self._verifier.check()
+            handle.close()
+            target = self._cache.path(self._digest)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp, target)
+            self._temp = None
+        except (OSError, ContentMismatchError) as error:
+            self._abandon(error)
+
+    def _abandon(self, error: Exception) -> None:
+        log.warning("not caching %s: %s", self._digest, error)
+        self.__exit__()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._temp is not None:
+            handle, temp = self._temp
+            self._temp = None
+            handle.close()
+            _unlink(temp)
+
+
+def _file_chunks(handle: BinaryIO) -> Iterator[bytes]:
+    with handle:
+        while chunk := handle.read(READ_CHUNK):
+            yield chunk
+
+
+def _listdir(directory: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        raise LocalIOError(f"{error.strerror or error}: {directory}") from None
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        log.warning("cannot remove %s: %s", path, error)
+
+
+def _touch(path: Path) -> None:
+    """Mark an entry used now (mtime, since atime is often not kept): prune keeps it longest."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass

@@ -1,0 +1,525 @@
+"""Benchmark imgbundle against skopeo's offline flow and against the wire floor, in one run.
+
+    python3 scripts/bench.py --images 60 --size 1G --runs 3 --out /tmp/imgbundle-bench [--big-layer 2G]
+
+Why: users pick an air-gap tool on two numbers, the size of what goes on the USB stick and the time the
+two ends take. Every run times, against the same seeded source registry:
+
+1. skopeo as operators script it today (kubespray-style ``images.sh save/load``): per image
+   ``skopeo sync --all --preserve-digests --src docker --dest dir``, then ``tar | zstd -T0 -3``; on the far
+   side ``zstd -d | tar x`` and per image ``skopeo sync --all --preserve-digests --src dir --dest docker``
+   into a fresh target A. skopeo cannot address ``name:tag@digest``, so those refs go as ``name@digest``;
+   each image goes to ``images/<repository parent>`` so that nested paths survive the round trip.
+2. ``imgbundle pack``, ``verify``, ``unpack`` into a fresh target B.
+3. The floor: a plain parallel GET of every unique blob (hashing as it reads), and a plain parallel
+   monolithic upload (POST, PUT ?digest=) of them into a fresh target C, both with ``--jobs`` threads.
+
+Both targets are then checked: every reference resolves to the source digest (a wrong result is not a
+result). Each phase runs as a child process under GNU time (its ``wait4``): CPU seconds of the process and
+its children, and the peak RSS of the largest of them (for ``tar | zstd`` the larger of the two). The registries' own CPU is recorded in the JSON, not in the table.
+Medians over ``--runs`` go to ``bench.json`` and ``bench.md`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import platform
+import queue
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import imageset  # noqa: E402  (scripts/ is not a package)
+import localregistry  # noqa: E402
+
+MiB = 1024 * 1024
+READ_SIZE = MiB
+MANIFEST_ACCEPT = imageset.MANIFEST_ACCEPT
+GNU_TIME = "/usr/bin/time"
+SKOPEO = ["skopeo", "--insecure-policy"]
+"""As in the field notes: no signature policy is configured on these machines."""
+
+TARGETS = {
+    "bundle / skopeo tar.zst": ("<=", 0.52),
+    "skopeo pull+tar / pack": (">=", 5.0),
+    "pack / GET floor": ("<=", 2.0),
+    "skopeo extract+push / unpack": (">=", 2.5),
+    "unpack / upload floor": ("<=", 1.3),
+    "verify MiB/s": (">=", 500.0),
+    "pack peak RSS MiB": ("<", 150.0),
+    "verify peak RSS MiB": ("<", 150.0),
+    "unpack peak RSS MiB": ("<", 150.0),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Measuring child processes
+
+
+@dataclass
+class Phase:
+    """One timed step: wall seconds, CPU seconds and peak RSS of its child processes, bytes it moved."""
+
+    name: str
+    seconds: float = 0.0
+    cpu: float = 0.0
+    peak_rss_kib: int = 0
+    bytes: int = 0
+    output_bytes: int = 0
+    registry_cpu: float = 0.0
+    commands: int = 0
+
+    @property
+    def mib_s(self) -> float:
+        return self.bytes / MiB / self.seconds if self.seconds else 0.0
+
+
+class BenchError(RuntimeError):
+    """A step failed or a target holds the wrong content; the message says which."""
+
+
+def _cpu_of(pid: int) -> float:
+    """utime + stime of a live process, from /proc (the registries are not our waited children)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(name: str, commands: Sequence[Sequence[str]], *, log: Path, moved: int,
+            registries: Sequence[localregistry.RegistryProcess] = ()) -> Phase:
+    """Run ``commands`` one after another under GNU time; a failing command aborts with its log tail.
+
+    Why GNU time and not our own ``os.wait4``: a child forked from this (large) Python process reports
+    our RSS as its own peak, because Linux carries the pre-exec high-water mark over; ``time`` is small.
+    """
+    phase = Phase(name, bytes=moved, commands=len(commands))
+    usage_file = log.with_name(log.name + ".rusage")
+    os.sync()  # the previous phase's dirty pages are flushed now, not on this phase's clock
+    registry_before = sum(_cpu_of(r.pid) for r in registries)
+    started = time.monotonic()
+    with log.open("ab") as sink:
+        for argv in commands:
+            sink.write(("$ " + " ".join(argv) + "\n").encode())
+            sink.flush()
+            code = subprocess.call([GNU_TIME, "-f", "%M %U %S", "-o", str(usage_file), *argv], stdout=sink,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            peak_kib, user, system = usage_file.read_text().split()[-3:]
+            phase.cpu += float(user) + float(system)
+            phase.peak_rss_kib = max(phase.peak_rss_kib, int(peak_kib))
+            if code != 0:
+                raise BenchError(f"{name}: {argv[0]} exited {code}; see {log}:\n{_tail(log)}")
+    phase.seconds = time.monotonic() - started
+    phase.registry_cpu = sum(_cpu_of(r.pid) for r in registries) - registry_before
+    return phase
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The image set and what each target must hold
+
+
+@dataclass(frozen=True)
+class Expected:
+    """A reference path on a target (``repo:tag`` or ``repo@digest``) and the digest it must resolve to."""
+
+    path: str
+    digest: str
+
+
+def ensure_set(sets_dir: Path, images: int, size: int, big_layer: int, seed: int) -> imageset.ImageSet:
+    """Reuse a set generated earlier with the same parameters, else generate it (seconds per GiB)."""
+    directory = sets_dir / f"i{images}-s{size}-b{big_layer}-seed{seed}"
+    if (directory / "imageset.json").exists():
+        return imageset.ImageSet.load(directory)
+    shutil.rmtree(directory, ignore_errors=True)
+    print(f"generating {images} images, {size / MiB:.0f} MiB (+{big_layer / MiB:.0f} MiB big layer) in {directory}",
+          flush=True)
+    return imageset.generate(directory, images=images, total_size=size, seed=seed, big_layer=big_layer)
+
+
+def skopeo_refs(image_set: imageset.ImageSet) -> list[Expected]:
+    """What skopeo can be asked for: ``name:tag@digest`` pins become ``name@digest``."""
+    out = []
+    for info in image_set.images:
+        pinned = image_set.pinned.get(info.name)
+        out.append(Expected(f"{info.repository}@{info.digest}" if pinned else info.name, info.digest))
+    return out
+
+
+def imgbundle_refs(image_set: imageset.ImageSet) -> list[Expected]:
+    """What ``unpack`` must leave: the tag (also of a tag+digest pin) and, for digest-only pins, the digest."""
+    return [Expected(f"{i.repository}@{i.digest}" if image_set.pinned.get(i.name) == "digest" else i.name, i.digest)
+            for i in image_set.images]
+
+
+def check_target(base_url: str, expected: Sequence[Expected], what: str) -> None:
+    """Every reference on the target serves a manifest whose sha256 is the source digest."""
+    wrong = []
+    with httpx.Client(base_url=base_url, trust_env=False, timeout=30) as client:
+        for item in expected:
+            repo, ref = _split(item.path)
+            response = client.get(f"/v2/{repo}/manifests/{ref}", headers={"Accept": MANIFEST_ACCEPT})
+            got = "sha256:" + hashlib.sha256(response.content).hexdigest() if response.status_code == 200 else ""
+            if got != item.digest:
+                wrong.append(f"{item.path}: {response.status_code} {got or response.text[:80]}")
+    if wrong:
+        raise BenchError(f"{what}: {len(wrong)} of {len(expected)} references wrong: {wrong[:5]}")
+
+
+def _split(path: str) -> tuple[str, str]:
+    if "@" in path:
+        repo, digest = path.split("@", 1)
+        return repo, digest
+    repo, tag = path.rsplit(":", 1)
+    return repo, tag
+
+
+def unique_blobs(image_set: imageset.ImageSet) -> list[tuple[str, int, str]]:
+    """(digest, size, a repository holding it) for every config and layer blob, each once."""
+    tags = imageset._read_layout(image_set.layout)  # the seeder's own walk of the layout
+    return [(digest, size, repos[0]) for digest, (size, repos) in imageset._blob_repositories(tags).items()]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The floor: plain GETs and monolithic uploads with http.client, one connection per thread
+
+
+def _parallel(jobs: int, items: Sequence[tuple[str, int, str]], work: Callable[[http.client.HTTPConnection,
+              tuple[str, int, str]], None], host: str) -> None:
+    """Run ``work(connection, item)`` over ``items`` on ``jobs`` threads, each with its own keep-alive connection."""
+    todo: queue.Queue[tuple[str, int, str]] = queue.Queue()
+    for item in sorted(items, key=lambda i: -i[1]):  # biggest first: no straggler at the end
+        todo.put(item)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        connection = http.client.HTTPConnection(host, timeout=300, blocksize=READ_SIZE)
+        try:
+            while not errors:
+                try:
+                    item = todo.get_nowait()
+                except queue.Empty:
+                    return
+                work(connection, item)
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def floor_get(host: str, blobs: Sequence[tuple[str, int, str]], jobs: int) -> None:
+    def get(connection: http.client.HTTPConnection, item: tuple[str, int, str]) -> None:
+        digest, size, repo = item
+        connection.request("GET", f"/v2/{repo}/blobs/{digest}")
+        response = connection.getresponse()
+        if response.status != 200:
+            raise BenchError(f"GET {digest}: {response.status}")
+        sha, buffer, received = hashlib.sha256(), bytearray(READ_SIZE), 0
+        view = memoryview(buffer)
+        while n := response.readinto(view):
+            sha.update(view[:n])
+            received += n
+        if received != size or "sha256:" + sha.hexdigest() != digest:
+            raise BenchError(f"GET {digest}: wrong content")
+
+    _parallel(jobs, blobs, get, host)
+
+
+def floor_put(host: str, layout: Path, blobs: Sequence[tuple[str, int, str]], jobs: int) -> None:
+    def put(connection: http.client.HTTPConnection, item: tuple[str, int, str]) -> None:
+        digest, size, repo = item
+        connection.request("POST", f"/v2/{repo}/blobs/uploads/", headers={"Content-Length": "0"})
+        response = connection.getresponse()
+        response.read()
+        if response.status != 202:
+            raise BenchError(f"POST upload {digest}: {response.status}")
+        location = urllib.parse.urlsplit(response.headers["Location"])
+        target = f"{location.path}?{location.query}&digest={digest}"
+        with (layout / "blobs" / "sha256" / digest.split(":", 1)[1]).open("rb") as body:
+            connection.request("PUT", target, body=body,
+                               headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"})
+            response = connection.getresponse()
+            response.read()
+        if response.status != 201:
+            raise BenchError(f"PUT {digest}: {response.status}")
+
+    _parallel(jobs, blobs, put, host)
+
+
+def _floor_main(argv: list[str]) -> int:
+    """``bench.py floor-get|floor-put HOST LAYOUT JOBS``: the floor runs as a child so that it is measured alike."""
+    kind, host, layout, jobs = argv[0], argv[1], Path(argv[2]), int(argv[3])
+    blobs = unique_blobs(imageset.ImageSet.load(layout))
+    if kind == "floor-get":
+        floor_get(host, blobs, jobs)
+    else:
+        floor_put(host, layout, blobs, jobs)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One run: the three flows
+
+
+@dataclass
+class Bench:
+    image_set: imageset.ImageSet
+    source: localregistry.RegistryProcess
+    list_file: Path
+    work: Path
+    jobs: int
+    imgbundle: list[str]
+    unique: int = field(init=False)
+    """Config and layer bytes, each blob once: what the floor moves."""
+
+    def __post_init__(self) -> None:
+        self.unique = sum(size for _, size, _ in unique_blobs(self.image_set))
+
+    def run(self, number: int) -> dict[str, Phase]:
+        run_dir = self.work / f"run-{number}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        phases: dict[str, Phase] = {}
+        try:
+            phases.update(self.skopeo_flow(run_dir))
+            phases.update(self.imgbundle_flow(run_dir))
+            phases.update(self.floor_flow(run_dir))
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        return phases
+
+    def _target(self, stack: ExitStack, run_dir: Path, name: str) -> localregistry.RegistryProcess:
+        return stack.enter_context(localregistry.local_registry(run_dir / name))
+
+    def skopeo_flow(self, run_dir: Path) -> dict[str, Phase]:
+        refs = skopeo_refs(self.image_set)
+        images, extracted, tarball = run_dir / "images", run_dir / "extracted", run_dir / "images.tar.zst"
+        log = run_dir / "skopeo.log"
+        pulls = [[*SKOPEO, "sync", "--all", "--preserve-digests", "--src-tls-verify=false", "--src", "docker",
+                  "--dest", "dir", f"{self.source.host}/{ref.path}", str(images / _parent(ref.path))] for ref in refs]
+        with ExitStack() as stack:
+            target = self._target(stack, run_dir, "target-a")
+            pull = measure("skopeo pull", pulls, log=log, moved=0, registries=[self.source])
+            pull.bytes = pull.output_bytes = _tree_bytes(images)
+            tar = measure("tar + zstd", [_bash(f"tar -C {images} -cf - . | zstd -T0 -3 -q -o {tarball}")],
+                          log=log, moved=pull.bytes)
+            tar.output_bytes = tarball.stat().st_size
+            shutil.rmtree(images)
+            extracted.mkdir()
+            extract = measure("zstd -d + tar x", [_bash(f"zstd -d -q -c {tarball} | tar -C {extracted} -xf -")],
+                              log=log, moved=pull.bytes)
+            tarball.unlink()
+            pushes = [[*SKOPEO, "sync", "--all", "--preserve-digests", "--dest-tls-verify=false", "--src", "dir",
+                       "--dest", "docker", str(extracted / ref.path), _join(target.host, _parent(ref.path))]
+                      for ref in refs]
+            push = measure("skopeo push", pushes, log=log, moved=pull.bytes, registries=[target])
+            check_target(target.url, refs, "skopeo's target")
+        return {p.name: p for p in (pull, tar, extract, push)}
+
+    def imgbundle_flow(self, run_dir: Path) -> dict[str, Phase]:
+        bundle, log = run_dir / "bundle.tar.zst", run_dir / "imgbundle.log"
+        jobs = ["--jobs", str(self.jobs)]
+        with ExitStack() as stack:
+            target = self._target(stack, run_dir, "target-b")
+            pack = measure("imgbundle pack", [[*self.imgbundle, "pack", "-q", "--no-cache", "-f", str(self.list_file),
+                                               "-o", str(bundle), *jobs]],
+                           log=log, moved=self.image_set.unique_bytes, registries=[self.source])
+            pack.output_bytes = bundle.stat().st_size
+            verify = measure("imgbundle verify", [[*self.imgbundle, "verify", "-q", str(bundle)]], log=log,
+                             moved=self.image_set.unique_bytes)
+            unpack = measure("imgbundle unpack", [[*self.imgbundle, "unpack", "-q", str(bundle), "--to", target.host,
+                                                   *jobs]],
+                             log=log, moved=self.image_set.unique_bytes, registries=[target])
+            check_target(target.url, imgbundle_refs(self.image_set), "imgbundle's target")
+        return {p.name: p for p in (pack, verify, unpack)}
+
+    def floor_flow(self, run_dir: Path) -> dict[str, Phase]:
+        me = [sys.executable, str(Path(__file__).resolve())]
+        log, layout = run_dir / "floor.log", str(self.image_set.layout)
+        with ExitStack() as stack:
+            target = self._target(stack, run_dir, "target-c")
+            get = measure("GET floor", [[*me, "floor-get", self.source.host, layout, str(self.jobs)]], log=log,
+                          moved=self.unique, registries=[self.source])
+            put = measure("upload floor", [[*me, "floor-put", target.host, layout, str(self.jobs)]], log=log,
+                          moved=self.unique, registries=[target])
+        return {p.name: p for p in (get, put)}
+
+
+def _bash(script: str) -> list[str]:
+    return ["bash", "-o", "pipefail", "-c", script]
+
+
+def _parent(path: str) -> str:
+    """``a/b/c:tag`` -> ``a/b``; ``pause@sha256:..`` -> ``.``: where skopeo sync puts (or finds) the image."""
+    repo, _ = _split(path)
+    return str(Path(repo).parent)
+
+
+def _join(host: str, parent: str) -> str:
+    return host if parent == "." else f"{host}/{parent}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Summary
+
+
+def ratios(phases: dict[str, Phase]) -> dict[str, float]:
+    p = phases
+    skopeo_tar = p["tar + zstd"].output_bytes
+    return {
+        "bundle / skopeo tar.zst": p["imgbundle pack"].output_bytes / skopeo_tar,
+        "skopeo pull+tar / pack": (p["skopeo pull"].seconds + p["tar + zstd"].seconds) / p["imgbundle pack"].seconds,
+        "pack / GET floor": p["imgbundle pack"].seconds / p["GET floor"].seconds,
+        "skopeo extract+push / unpack": (p["zstd -d + tar x"].seconds + p["skopeo push"].seconds)
+        / p["imgbundle unpack"].seconds,
+        "unpack / upload floor": p["imgbundle unpack"].seconds / p["upload floor"].seconds,
+        "verify MiB/s": p["imgbundle verify"].mib_s,
+        "pack peak RSS MiB": p["imgbundle pack"].peak_rss_kib / 1024,
+        "verify peak RSS MiB": p["imgbundle verify"].peak_rss_kib / 1024,
+        "unpack peak RSS MiB": p["imgbundle unpack"].peak_rss_kib / 1024,
+    }
+
+
+def median_phases(runs: list[dict[str, Phase]]) -> dict[str, Phase]:
+    out = {}
+    for name in runs[0]:
+        values = [run[name] for run in runs]
+        med = Phase(name)
+        for attr in ("seconds", "cpu", "peak_rss_kib", "bytes", "output_bytes", "registry_cpu"):
+            setattr(med, attr, statistics.median(getattr(v, attr) for v in values))
+        out[name] = med
+    return out
+
+
+def markdown(phases: dict[str, Phase], ratio: dict[str, float], meta: dict[str, object]) -> str:
+    lines = [f"{meta['images']} images, {meta['unique_bytes'] / MiB:.0f} MiB unique "
+             f"({meta['image_bytes_sum'] / MiB:.0f} MiB summed over images), big layer "
+             f"{meta['big_layer'] / MiB:.0f} MiB; medians of {meta['runs']} runs; {meta['machine']}", "",
+             "| phase | seconds | MiB/s | peak RSS MiB | CPU s | output bytes |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for phase in phases.values():
+        output = f"{phase.output_bytes:,.0f}" if phase.output_bytes else ""
+        lines.append(f"| {phase.name} | {phase.seconds:.2f} | {phase.mib_s:.0f} | {phase.peak_rss_kib / 1024:.0f} | "
+                     f"{phase.cpu:.2f} | {output} |")
+    lines += ["", "| ratio | measured | target | |", "|---|---:|---:|---|"]
+    for name, value in ratio.items():
+        op, goal = TARGETS[name]
+        ok = {"<=": value <= goal, ">=": value >= goal, "<": value < goal}[op]
+        lines.append(f"| {name} | {value:.2f} | {op} {goal:g} | {'met' if ok else 'missed'} |")
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    cpu = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} CPU {cpu}, {memory:.0f} GiB RAM, {platform.system()} {platform.release()}, " \
+           f"Python {platform.python_version()}"
+
+
+def imgbundle_command() -> list[str]:
+    found = shutil.which("imgbundle")
+    return [found] if found else [sys.executable, "-m", "bundler"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=60)
+    parser.add_argument("--size", type=imageset.parse_size, default=1024 * MiB, help="unique blob bytes, e.g. 1G")
+    parser.add_argument("--big-layer", type=imageset.parse_size, default=0, help="add one layer this big, e.g. 2G")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=4, help="parallel transfers for imgbundle and the floor")
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "imgbundle-bench",
+                        help="sets, registries, logs and results (bench.json, bench.md); not the repository")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["floor-get"], ["floor-put"]):
+        return _floor_main(argv)
+    args = _parser().parse_args(argv)
+    for tool in ("skopeo", "zstd", "tar", GNU_TIME):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"bench: {tool} is missing (.ci/install-deps installs it)")
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    image_set = ensure_set(out / "sets", args.images, args.size, args.big_layer, args.seed)
+    with localregistry.local_registry(out / "source" / image_set.layout.name) as source:  # kept: re-seeding skips blobs
+        seeded = imageset.seed_registry(image_set.layout, source.url, jobs=args.jobs)
+        print(f"source {source.host}: {seeded.tags_pushed} tags, {seeded.bytes_uploaded / MiB:.0f} MiB seeded in "
+              f"{seeded.seconds:.1f}s", flush=True)
+        list_file = out / "images.list"
+        list_file.write_text(image_set.image_list(source.host))
+        bench = Bench(image_set, source, list_file, out / "work", args.jobs, imgbundle_command())
+        runs = []
+        for number in range(1, args.runs + 1):
+            phases = bench.run(number)
+            runs.append(phases)
+            print(f"run {number}: " + ", ".join(f"{p.name} {p.seconds:.1f}s" for p in phases.values()), flush=True)
+    return _report(out, args, image_set, runs)
+
+
+def _report(out: Path, args: argparse.Namespace, image_set: imageset.ImageSet, runs: list[dict[str, Phase]]) -> int:
+    per_run = [ratios(run) for run in runs]
+    ratio = {name: statistics.median(r[name] for r in per_run) for name in per_run[0]}
+    medians = median_phases(runs)
+    meta: dict[str, object] = {"images": len(image_set.images), "unique_bytes": image_set.unique_bytes,
+                               "image_bytes_sum": image_set.image_bytes_sum, "big_layer": image_set.big_layer,
+                               "runs": len(runs), "jobs": args.jobs, "machine": machine(),
+                               "command": "python3 scripts/bench.py " + " ".join(sys.argv[1:])}
+    table = markdown(medians, ratio, meta)
+    (out / "bench.md").write_text(table)
+    data = {"meta": meta, "median": {k: asdict(v) for k, v in medians.items()}, "ratios": ratio,
+            "runs": [{k: asdict(v) for k, v in run.items()} for run in runs], "run_ratios": per_run}
+    (out / "bench.json").write_text(json.dumps(data, indent=2) + "\n")
+    print(table + f"\nwritten: {out / 'bench.md'}, {out / 'bench.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (BenchError, localregistry.RegistryStartError, imageset.SeedError) as error:
+        print(f"bench: {error}", file=sys.stderr)
+        sys.exit(1)

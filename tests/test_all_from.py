@@ -1,0 +1,197 @@
+"""``pack --all-from REGISTRY[/PROJECT]``: every tag of every repository, from the catalog or from Harbor's API.
+
+The open-catalog case runs against a real Distribution, paginated with a tiny page size so that
+``Link: rel="next"`` is followed. Harbor's closed catalog is played by a stub on 127.0.0.1 that
+answers ``/v2/_catalog`` with 401/403/404, serves ``/api/v2.0/projects/{p}/repositories`` page by page
+(basic auth required), and passes every other ``/v2/`` request through to the real registry.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import threading
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from bundler.errors import AuthError, InputError, NotFoundError
+from bundler.registry import RegistryClient
+from bundler.registry import harbor
+from fixtures_images import seed_into
+from fixtures_registry import RunningRegistry, registry_catalog, start_registry
+from test_storage import bundle_index, run_cli
+
+PROJECTS = ("proj", "team")
+PASSWORD = "harbor-stub-pw"
+
+
+@dataclass
+class Source:
+    registry: RunningRegistry
+    digests: dict[str, str]
+    """``repo:tag`` (without project) -> top digest."""
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory, small_imageset) -> Iterator[Source]:
+    with start_registry(tmp_path_factory.mktemp("all-from-registry")) as reg:
+        for project in PROJECTS:
+            seed_into(reg, small_imageset, repo_prefix=project)
+        yield Source(reg, {info.name: info.digest for info in small_imageset.images})
+
+
+def packed(capsys: pytest.CaptureFixture[str], tmp_path: Path, *args: str) -> dict[str, str]:
+    """``reference -> digest`` of the bundle that ``pack ARGS`` wrote; the pack must succeed."""
+    bundle = tmp_path / "all.tar.zst"
+    code, _, stderr = run_cli(capsys, "pack", *args, "-o", str(bundle), "-q", "--no-cache")
+    assert code == 0, stderr
+    return {image["reference"]: image["digest"] for image in bundle_index(capsys, bundle)["images"]}
+
+
+def test_project_from_a_paginated_catalog(source: Source, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """One entry per page: 22 repositories and nginx's two tags are complete only if every next page is followed."""
+    monkeypatch.setattr(RegistryClient, "page_size", 1)
+    host = source.registry.host
+    assert packed(capsys, tmp_path, "--all-from", f"{host}/proj") == {
+        f"{host}/proj/{name}": digest for name, digest in source.digests.items()}
+
+
+def test_whole_registry_filtered_by_patterns(source: Source, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    host = source.registry.host
+    got = packed(capsys, tmp_path, "--all-from", host, "--repo", "team/calico/*", "--repo", "*/pause")
+    expected = {f"{host}/team/{n}": d for n, d in source.digests.items() if n.startswith("calico/")}
+    expected |= {f"{host}/{p}/pause:3.9": source.digests["pause:3.9"] for p in PROJECTS}
+    assert got == expected
+
+
+# --------------------------------------------------------------------------------------------------
+# Harbor: catalog closed to non-admins, repositories listed by the project API
+
+
+@dataclass
+class HarborStub:
+    upstream: RunningRegistry
+    catalog_status: int
+    host: str = ""
+    pages: list[tuple[str, int, int]] = field(default_factory=list)
+    """(project, page, page_size) of every repositories request that passed auth."""
+
+
+def _handler(stub: HarborStub, client: httpx.Client) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            self._route()
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self._route()
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+        def _route(self) -> None:
+            url = urllib.parse.urlsplit(self.path)
+            if url.path == "/v2/_catalog":  # as Harbor's v2auth answers a user without the admin role
+                challenge = {"Www-Authenticate": 'Basic realm="harbor"'} if stub.catalog_status == 401 else {}
+                self._json(stub.catalog_status, {"errors": [{"code": "UNAUTHORIZED",
+                                                             "message": "unauthorized to list catalog"}]}, challenge)
+            elif url.path.startswith("/api/v2.0/projects/") and url.path.endswith("/repositories"):
+                self._repositories(url.path.split("/")[4], urllib.parse.parse_qs(url.query))
+            elif url.path.startswith("/v2/"):
+                self._pass_through()
+            else:
+                self._json(404, {"errors": [{"code": "NOT_FOUND", "message": "no such API"}]})
+
+        def _repositories(self, project: str, query: dict[str, list[str]]) -> None:
+            expected = "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
+            if self.headers.get("Authorization") != expected:
+                self._json(401, {"errors": [{"code": "UNAUTHORIZED", "message": "unauthorized"}]})
+                return
+            names = sorted(r for r in registry_catalog(stub.upstream) if r.startswith(project + "/"))
+            if not names:
+                self._json(404, {"errors": [{"code": "NOT_FOUND", "message": f"project {project} not found"}]})
+                return
+            page, size = int(query["page"][0]), int(query["page_size"][0])
+            stub.pages.append((project, page, size))
+            chunk = names[(page - 1) * size: page * size]
+            body = [{"id": n, "name": name, "project_id": 1, "artifact_count": 1} for n, name in enumerate(chunk)]
+            self._json(200, body, {"X-Total-Count": str(len(names))})
+
+        def _pass_through(self) -> None:
+            headers = {k: v for k, v in self.headers.items() if k.lower() in ("accept", "range")}
+            answer = client.request(self.command, f"{stub.upstream.url}{self.path}", headers=headers)
+            self.send_response(answer.status_code)
+            for name in ("content-type", "docker-content-digest", "link", "content-range", "location"):
+                if name in answer.headers:
+                    self.send_header(name, answer.headers[name])
+            self.send_header("Content-Length", answer.headers.get("content-length", str(len(answer.content))))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(answer.content)
+
+        def _json(self, status: int, value: object, extra: dict[str, str] | None = None) -> None:
+            data = json.dumps(value).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, text in (extra or {}).items():
+                self.send_header(name, text)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+    return Handler
+
+
+@pytest.fixture(params=[401, 403, 404])
+def harbor_stub(request: pytest.FixtureRequest, source: Source,
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[HarborStub]:
+    """The stub, with the registry credentials for it in the environment (``--username admin``)."""
+    stub = HarborStub(source.registry, request.param)
+    monkeypatch.setenv("IMGBUNDLE_PASSWORD", PASSWORD)
+    with httpx.Client(timeout=30) as client:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(stub, client))
+        stub.host = f"127.0.0.1:{server.server_address[1]}"
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        thread.start()
+        try:
+            yield stub
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def test_closed_catalog_falls_back_to_harbor_projects_api(harbor_stub: HarborStub, source: Source, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every page of the project's repositories is read; a sample is packed through the stub."""
+    monkeypatch.setattr(harbor, "REPOSITORIES_PAGE_SIZE", 5)
+    host = harbor_stub.host
+    got = packed(capsys, tmp_path, "--all-from", f"{host}/team", "--username", "admin", "--repo", "*/calico/*",
+                 "--repo", "*/k8s/sig-storage/*")
+    assert got == {f"{host}/team/{name}": digest for name, digest in source.digests.items()
+                   if name.startswith(("calico/", "k8s/sig-storage/"))}
+    assert len(got) == 3
+    repositories = len({name.split(":")[0] for name in source.digests})
+    assert harbor_stub.pages == [("team", n, 5) for n in range(1, repositories // 5 + 2)]
+
+
+@pytest.mark.parametrize("harbor_stub", [401], indirect=True)
+@pytest.mark.parametrize("target, user, error, message", [
+    ("{host}", "admin", InputError, "name a project: --all-from {host}/PROJECT"),
+    ("{host}/nosuch", "admin", NotFoundError, "Harbor project nosuch"),
+    ("{host}/team", "mallory", AuthError, "credentials refused"),
+])
+def test_closed_catalog_failures_say_why(harbor_stub: HarborStub, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         target: str, user: str, error: type, message: str) -> None:
+    code, _, stderr = run_cli(capsys, "pack", "--all-from", target.format(host=harbor_stub.host), "--username", user,
+                              "-o", str(tmp_path / "x.tar.zst"), "-q")
+    assert code == error.exit_code and message.format(host=harbor_stub.host) in stderr, stderr
+    assert not (tmp_path / "x.tar.zst").exists()

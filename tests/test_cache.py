@@ -1,0 +1,171 @@
+"""The local blob cache: filled while packing, verified on every read, capped least-recently-used first.
+
+The end-to-end checks pack the small image set from a real registry twice: the second pack must
+read no blob byte from the registry and write the same bundle, byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from bundler.cache import BlobCache
+from bundler.digest import Digest
+from fixtures_registry import RunningRegistry
+from test_storage import run_cli
+
+CREATED = "2024-02-03T04:05:06Z"
+
+
+def blob(text: str, size: int = 3000) -> tuple[Digest, bytes]:
+    data = (text.encode() * (size // len(text) + 1))[:size]
+    return Digest.of(data), data
+
+
+def pieces(data: bytes, size: int = 1000) -> list[bytes]:
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+def store(cache: BlobCache, digest: Digest, data: bytes) -> None:
+    assert b"".join(cache.fill(digest, len(data), iter(pieces(data)))) == data
+
+
+def test_an_entry_appears_only_after_the_whole_verified_stream(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path)
+    digest, data = blob("layer")
+    stream = cache.fill(digest, len(data), iter(pieces(data)))
+    next(stream)
+    assert not cache.path(digest).exists()
+    stream.close()  # the pack stopped after one chunk
+    assert not cache.path(digest).exists() and list((tmp_path / "tmp").iterdir()) == []
+    store(cache, digest, data)
+    assert cache.path(digest).read_bytes() == data
+    assert cache.path(digest) == tmp_path / "blobs" / "sha256" / digest.hex
+    assert b"".join(cache.read(digest, len(data))) == data
+
+
+def test_a_lying_stream_passes_through_but_is_not_cached(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path)
+    digest, data = blob("promised")
+    _, other = blob("served!!")
+    assert b"".join(cache.fill(digest, len(data), iter(pieces(other)))) == other
+    assert not cache.path(digest).exists() and cache.read(digest, len(data)) is None
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "extend"])
+def test_a_damaged_entry_is_deleted_never_served(tmp_path: Path, damage: str) -> None:
+    cache = BlobCache(tmp_path)
+    digest, data = blob("config")
+    store(cache, digest, data)
+    bad = bytearray(data)
+    if damage == "flip":
+        bad[100] ^= 0x40
+    elif damage == "truncate":
+        del bad[-1]
+    else:
+        bad += b"x"
+    cache.path(digest).write_bytes(bytes(bad))
+    warnings: list[str] = []
+    assert cache.read(digest, len(data), on_corrupt=warnings.append) is None
+    assert not cache.path(digest).exists()
+    assert len(warnings) == 1 and str(cache.path(digest)) in warnings[0]
+
+
+def test_prune_drops_least_recently_used_first(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path)
+    entries = [blob(name, 1000) for name in ("oldest", "middle", "newest")]
+    for age, (digest, data) in zip((300, 200, 100), entries):
+        store(cache, digest, data)
+        stamp = time.time() - age
+        os.utime(cache.path(digest), (stamp, stamp))
+    oldest, middle, newest = (digest for digest, _ in entries)
+    assert cache.read(oldest, 1000) is not None  # a hit makes it the most recently used
+    result = cache.prune(2000)
+    assert (result.removed, result.removed_bytes, result.kept, result.kept_bytes) == (1, 1000, 2, 2000)
+    assert not cache.path(middle).exists() and cache.path(oldest).exists() and cache.path(newest).exists()
+    assert cache.info().entries == 2 and cache.info().bytes == 2000
+
+
+def test_prune_removes_temp_files_of_dead_packs(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path)
+    (tmp_path / "tmp").mkdir()
+    stale, fresh = tmp_path / "tmp" / "dead.part", tmp_path / "tmp" / "running.part"
+    stale.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    os.utime(stale, (time.time() - 3 * 86400,) * 2)
+    cache.prune(10**9)
+    assert not stale.exists() and fresh.exists()
+
+
+def test_an_unwritable_cache_never_fails_the_stream(tmp_path: Path) -> None:
+    root = tmp_path / "not-a-dir"
+    root.write_text("a file where the cache should be")
+    cache = BlobCache(root)
+    digest, data = blob("still works")
+    assert b"".join(cache.fill(digest, len(data), iter(pieces(data)))) == data
+    assert cache.read(digest, len(data)) is None
+
+
+# --------------------------------------------------------------------------------------------------
+# Packing with the cache, against a real registry
+
+
+def pack_json(capsys: pytest.CaptureFixture[str], image_list: Path, output: Path, *extra: str) -> dict:
+    code, stdout, stderr = run_cli(capsys, "pack", "-f", str(image_list), "-o", str(output), "--created", CREATED,
+                                   "--json", "--force", *extra)
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    result["stderr"] = stderr
+    return result
+
+
+def test_second_pack_downloads_no_blob_and_writes_the_same_bundle(
+        seeded_registry: tuple[RunningRegistry, object], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    registry, image_set = seeded_registry
+    monkeypatch.setenv("IMGBUNDLE_CACHE_DIR", str(tmp_path / "cache"))
+    image_list = tmp_path / "images.list"
+    image_list.write_text(image_set.image_list(registry.host))
+
+    first = pack_json(capsys, image_list, tmp_path / "first.tar.zst")
+    assert first["downloadedBytes"] == first["blobBytes"] > 0 and first["cachedBytes"] == 0
+    cache = BlobCache(tmp_path / "cache")
+    assert (cache.info().entries, cache.info().bytes) == (first["blobs"], first["blobBytes"])
+
+    second = pack_json(capsys, image_list, tmp_path / "second.tar.zst")
+    assert second["downloadedBytes"] == 0 and second["cachedBytes"] == second["blobBytes"]
+    assert (tmp_path / "second.tar.zst").read_bytes() == (tmp_path / "first.tar.zst").read_bytes()
+
+    damaged = max(cache.blobs_dir().iterdir(), key=lambda p: p.stat().st_size)
+    content = bytearray(damaged.read_bytes())
+    content[-1] ^= 0x01
+    damaged.write_bytes(bytes(content))
+    third = pack_json(capsys, image_list, tmp_path / "third.tar.zst")
+    assert third["downloadedBytes"] == len(content) and "is damaged" in third["stderr"]
+    assert "sha256:" + hashlib.sha256(damaged.read_bytes()).hexdigest() == f"sha256:{damaged.name}"
+    assert (tmp_path / "third.tar.zst").read_bytes() == (tmp_path / "first.tar.zst").read_bytes()
+
+    untouched = {p.name: p.stat().st_mtime_ns for p in cache.blobs_dir().iterdir()}
+    no_cache = pack_json(capsys, image_list, tmp_path / "fourth.tar.zst", "--no-cache")
+    assert no_cache["downloadedBytes"] == no_cache["blobBytes"] and no_cache["cachedBytes"] == 0
+    assert {p.name: p.stat().st_mtime_ns for p in cache.blobs_dir().iterdir()} == untouched
+
+
+def test_cache_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGBUNDLE_CACHE_DIR", str(tmp_path))
+    cache = BlobCache()
+    for n in range(4):
+        store(cache, *blob(f"entry-{n}", 1024))
+    code, stdout, _ = run_cli(capsys, "cache", "info", "--json")
+    assert code == 0 and json.loads(stdout) == {"path": str(tmp_path), "blobs": 4, "bytes": 4096}
+    code, stdout, _ = run_cli(capsys, "cache", "prune", "--max-size", "2K", "--json")
+    assert code == 0 and json.loads(stdout)["removed"] == 2 and cache.info().bytes == 2048
+    assert run_cli(capsys, "cache", "prune", "--max-size", "lots")[0] == 3
+    code, stdout, _ = run_cli(capsys, "cache", "prune", "--all")
+    assert code == 0 and "removed 2 blobs" in stdout and cache.info().entries == 0
