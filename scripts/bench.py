@@ -10,14 +10,17 @@ two ends take. Every run times, against the same seeded source registry:
    side ``zstd -d | tar x`` and per image ``skopeo sync --all --preserve-digests --src dir --dest docker``
    into a fresh target A. skopeo cannot address ``name:tag@digest``, so those refs go as ``name@digest``;
    each image goes to ``images/<repository parent>`` so that nested paths survive the round trip.
-2. ``imgbundle pack``, ``verify``, ``unpack`` into a fresh target B.
+2. ``imgbundle pack --no-cache`` (a cold pack, like skopeo's), ``verify``, ``unpack`` into a fresh target B.
 3. The floor: a plain parallel GET of every unique blob (hashing as it reads), and a plain parallel
    monolithic upload (POST, PUT ?digest=) of them into a fresh target C, both with ``--jobs`` threads.
 
 Both targets are then checked: every reference resolves to the source digest (a wrong result is not a
-result). Each phase runs as a child process under GNU time (its ``wait4``): CPU seconds of the process and
-its children, and the peak RSS of the largest of them (for ``tar | zstd`` the larger of the two). The registries' own CPU is recorded in the JSON, not in the table.
-Medians over ``--runs`` go to ``bench.json`` and ``bench.md`` in ``--out``.
+result). Each phase runs as a child process under GNU time (its ``wait4``): CPU seconds of the process
+and its children, and the peak RSS of the largest of them (for ``tar | zstd`` the larger of the two);
+the registries' own CPU goes to the JSON only. Dirty pages are flushed (``sync``) before each phase;
+imgbundle's fsync of its bundle is on its clock, skopeo's flow never fsyncs. MiB/s is the bytes a phase
+moved: skopeo's per-image ``dir/`` trees, the unique blobs for imgbundle and the floor. Medians over
+``--runs`` go to ``bench.json`` and ``bench.md`` in ``--out``.
 """
 
 from __future__ import annotations

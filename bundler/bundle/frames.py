@@ -195,23 +195,17 @@ class SeekableSource:
         self._read_at = read_at
         self._table = table
         self._next_frame = first_frame
-        self._frame = b""
-        self._offset = 0
+        self._frame = memoryview(b"")
         self._decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
 
     def read(self, size: int) -> bytes:
-        """Up to ``size`` bytes of the current frame; a whole frame is handed out as is, without a copy."""
-        if self._offset == len(self._frame):
+        if not self._frame:
             if self._next_frame >= self._table.frame_count:
                 return b""
-            self._frame, self._offset = self._load(self._next_frame), 0
+            self._frame = memoryview(self._load(self._next_frame))
             self._next_frame += 1
-        if self._offset == 0 and size >= len(self._frame):
-            self._offset = len(self._frame)
-            return self._frame
-        end = min(len(self._frame), self._offset + size)
-        piece, self._offset = self._frame[self._offset : end], end
-        return piece
+        piece, self._frame = self._frame[:size], self._frame[size:]
+        return bytes(piece)
 
     def starts_frame(self, position: int) -> bool:
         return self._table.frame_starting_at(position) is not None

@@ -309,7 +309,7 @@ class _DataStream:
     def __iter__(self) -> Iterator[bytes]:
         held: bytes | None = None
         while self._remaining:
-            chunk = self._cursor.read_some(min(FRAME_SIZE, self._remaining))  # whole frames pass uncopied
+            chunk = self._cursor.read_some(min(CHUNK_SIZE, self._remaining))
             self._remaining -= len(chunk)
             self._verifier.update(chunk)
             if held is not None:

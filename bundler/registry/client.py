@@ -118,7 +118,8 @@ class RegistryClient:
         extensions = {SCOPES_EXTENSION: scopes}
         request = http.build_request(method, url, headers=headers, content=content, extensions=extensions)
         response = http.send(request, stream=stream)
-        log.debug("%s %s -> %d", method, redact_url(url), response.status_code)
+        if log.isEnabledFor(logging.DEBUG):  # redacting a URL costs more than the rest of the logging call
+            log.debug("%s %s -> %d", method, redact_url(url), response.status_code)
         if response.status_code in ok:
             return response
         try:
