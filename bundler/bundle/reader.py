@@ -363,14 +363,7 @@ class _ReadAt:
 def _pread(file: BinaryIO, offset: int, size: int) -> bytes:
     try:
         file.seek(offset)
-        parts = []
-        while size:
-            part = file.read(size)
-            if not part:
-                break
-            parts.append(part)
-            size -= len(part)
-        return b"".join(parts)
+        return _read_fully(file, size)
     except OSError as error:
         raise LocalIOError(f"cannot read the bundle: {error.strerror or error}") from None
 
