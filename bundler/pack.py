@@ -26,7 +26,7 @@ from bundler.digest import Digest
 from bundler.errors import ImgbundleError, InputError, LocalIOError, RegistryContentError, RegistryError
 from bundler.oci import IMAGE_MANIFEST_TYPES, Descriptor, RawManifest
 from bundler.platforms import PlatformFilter, is_attestation, kept_children
-from bundler.progress import NullProgress, Progress
+from bundler.progress import NULL_PROGRESS, Progress
 from bundler.reference import Reference, parse_image_list
 from bundler.registry import RegistryOptions, RegistryPool
 from bundler.source import SourcePool
@@ -199,7 +199,7 @@ def resolve_images(
     filters: tuple[PlatformFilter, ...] = (),
     skip_missing: bool = False,
     jobs: int = 4,
-    progress: Progress = NullProgress(),
+    progress: Progress = NULL_PROGRESS,
     blobs: "BlobReader | None" = None,
 ) -> tuple[list[ResolvedImage], list[SkippedEntry]]:
     """Resolve every request; fail listing every failing reference, or skip them with ``skip_missing``."""
@@ -279,7 +279,7 @@ def pack(
     level: int = 3,
     created: str | None = None,
     overwrite: bool = False,
-    progress: Progress = NullProgress(),
+    progress: Progress = NULL_PROGRESS,
     since: DeltaBase | None = None,
     split: int | None = None,
 ) -> PackResult:
@@ -342,7 +342,7 @@ class BlobReader:
     small blob is never fetched twice.
     """
 
-    def __init__(self, pool: SourcePool, cache: BlobCache | None = None, progress: Progress = NullProgress()) -> None:
+    def __init__(self, pool: SourcePool, cache: BlobCache | None = None, progress: Progress = NULL_PROGRESS) -> None:
         self.pool = pool
         self.cache = cache
         self.progress = progress

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["Progress", "NullProgress"]
+__all__ = ["Progress", "NullProgress", "NULL_PROGRESS"]
 
 
 class Progress(Protocol):
@@ -39,3 +39,7 @@ class NullProgress:
 
     def warn(self, message: str) -> None:
         pass
+
+
+NULL_PROGRESS = NullProgress()
+"""The shared do-nothing instance, for default arguments."""

@@ -31,7 +31,7 @@ from bundler.bundle.volumes import (
 from bundler.digest import Digest
 from bundler.errors import BundleError, CorruptBundleError
 from bundler.oci import REF_NAME_ANNOTATION, parse_index, parse_manifest
-from bundler.progress import NullProgress, Progress
+from bundler.progress import NULL_PROGRESS, Progress
 
 __all__ = ["Problem", "VerifyReport", "verify_bundle"]
 
@@ -124,7 +124,7 @@ class _Scan:
 
 
 def verify_bundle(
-    path: Path | BundleFiles, progress: Progress = NullProgress(), *, stream: BinaryIO | None = None
+    path: Path | BundleFiles, progress: Progress = NULL_PROGRESS, *, stream: BinaryIO | None = None
 ) -> VerifyReport:
     """Check the sidecar checksum, every member, and that every reference resolves inside the bundle.
 
