@@ -3,12 +3,17 @@
 Two phases, both on ``jobs`` threads:
 
 ``check``  HEAD each image's top manifest; one that is there implies everything below it (a
-           registry refuses a manifest whose blobs or children are missing). HEAD the remaining
-           manifests, blobs and tags.
-``push``   a dependency graph: a blob job per digest (upload once into the first repository
-           that lacks it, then mount into the others), a manifest job per (repository, digest)
-           after its blobs or children, a tag job after its top manifest. A tag therefore never
-           points at something incomplete, and a failure only stops what depends on it.
+           registry refuses a manifest whose blobs or children are missing). HEAD the tags (to
+           tell a moved tag) and the blobs the bundle does not carry (a delta's base).
+``push``   a dependency graph: a blob job per digest (HEAD the first repository that may lack it
+           and upload unless it is there, then mount into the others: a mount answers for a blob
+           that is already there too), a manifest job per (repository, digest) after its blobs or
+           children (a PUT of a manifest that is there is harmless, so it is not HEADed first), a
+           tag job after its top manifest. A tag therefore never points at something incomplete,
+           and a failure only stops what depends on it.
+
+Why HEADs only where they can save an upload: on an empty target every request that only
+confirms an absence is wasted, and requests, not bytes, are what costs a registry its CPU.
 
 Fatal for the whole run: ``UnreachableError`` and interruption (Ctrl-C, or an exception from the
 progress callback); running uploads stop at their next chunk. Everything else fails the items
@@ -171,16 +176,14 @@ class _Push:
             self.known.setdefault(_blob(repository, digest), _PRESENT)
 
     def _check_rest(self) -> None:
-        """HEAD every manifest, blob and tag not yet known, each (repository, digest) once."""
+        """HEAD the tags and the blobs outside the bundle not yet known, each (repository, digest) once."""
         checks: dict[Fact, Callable[[], object]] = {}
         for image in self.images:
             repository = image.target.repository
-            for digest in image.manifests:
-                fact = _manifest(repository, digest)
-                checks.setdefault(fact, lambda f=fact: self._head_manifest(f))
             for digest in image.blobs:
-                fact = _blob(repository, digest)
-                checks.setdefault(fact, lambda f=fact: self._head_blob(f))
+                if digest not in self.plan.bundle_blobs:
+                    fact = _blob(repository, digest)
+                    checks.setdefault(fact, lambda f=fact: self._head_blob(f))
             if image.target.tag:
                 fact = _tag(repository, image.target.tag)
                 checks.setdefault(fact, lambda f=fact, i=image: self._head_tag(f, i.target.digest))
@@ -210,11 +213,10 @@ class _Push:
         return _PRESENT if found is not None and found.digest == fact[2] else None
 
     def _head_blob(self, fact: Fact) -> object:
+        """A blob the bundle does not carry: the target has it, or nothing that needs it can be pushed."""
         if self.client.blob_exists(fact[1], fact[2]):
             return _PRESENT
-        if Digest(fact[2]) not in self.plan.bundle_blobs:
-            return CorruptBundleError(f"the bundle lacks blob {fact[2]} and {fact[1]} does not have it")
-        return None
+        return CorruptBundleError(f"the bundle lacks blob {fact[2]} and {fact[1]} does not have it")
 
     def _head_tag(self, fact: Fact, digest: str) -> str | None:
         found = self.client.manifest_head(fact[1], fact[2])
@@ -312,12 +314,15 @@ class _Push:
     # ---- the work itself (worker threads)
 
     def _place_blob(self, blob: BlobPlan, repositories: list[str], source: str | None) -> dict[Fact, object]:
-        """Upload once into the first repository that takes it, then mount into the others."""
+        """Upload once into the first repository that lacks it, then mount into the others."""
         results: dict[Fact, object] = {}
         chunks = self._chunk_source(blob.digest)
         for position, repository in enumerate(repositories):
             fact = _blob(repository, blob.digest)
             try:
+                if source is None and self._already_there(repository, blob):
+                    results[fact], source = _PRESENT, repository
+                    continue
                 how = self.client.blob_upload(repository, blob.digest, blob.size or 0, chunks, mount_from=source)
             except CorruptBundleError as error:  # the bundle's bytes are bad: every repository would get them
                 return {**results, **{_blob(r, blob.digest): error for r in repositories[position:]}}
@@ -330,6 +335,15 @@ class _Push:
             source = source or repository
             self._count_blob(how, blob.size or 0)
         return results
+
+    def _already_there(self, repository: str, blob: BlobPlan) -> bool:
+        """HEAD before an upload (an earlier run may have sent it); a blob found counts as sent for progress."""
+        if not self.client.blob_exists(repository, blob.digest):
+            return False
+        with self.lock:
+            self.result.blobs_present += 1
+        self.progress.advance(blob.size or 0)
+        return True
 
     def _count_blob(self, how: str, size: int) -> None:
         with self.lock:
