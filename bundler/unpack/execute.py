@@ -9,8 +9,10 @@ Two phases, both on ``jobs`` threads:
            and upload unless it is there, then mount into the others: a mount answers for a blob
            that is already there too), a manifest job per (repository, digest) after its blobs or
            children (a PUT of a manifest that is there is harmless, so it is not HEADed first), a
-           tag job after its top manifest. A tag therefore never points at something incomplete,
-           and a failure only stops what depends on it.
+           tag job after its top manifest (the first missing tag of a top manifest that is not there
+           PUTs it by tag instead: one request stores it and sets the tag, as docker push does).
+           A tag therefore never points at something incomplete, and a failure only stops what
+           depends on it.
 
 Why HEADs only where they can save an upload: on an empty target every request that only
 confirms an absence is wasted, and requests, not bytes, are what costs a registry its CPU.
@@ -228,7 +230,8 @@ class _Push:
     def _push(self) -> None:
         self._count_present()
         rank = self._image_rank()
-        jobs = self._blob_jobs(rank) + self._manifest_jobs(rank) + self._tag_jobs()
+        carried = self._carried_tops()
+        jobs = self._blob_jobs(rank) + self._manifest_jobs(rank, carried) + self._tag_jobs(carried)
         upload_bytes = sum(blob.size or 0 for blob in self._blobs_to_upload())
         self.progress.phase("push", total_bytes=upload_bytes, total_items=len(self.plan.images))
         for image in self.plan.images:
@@ -281,23 +284,38 @@ class _Push:
                              lambda b=blob, m=missing, s=source: self._place_blob(b, m, s)))
         return jobs
 
-    def _manifest_jobs(self, rank: dict[Fact, int]) -> list[_Job]:
+    def _carried_tops(self) -> dict[Fact, Fact]:
+        """Top manifests still to push that a tag will carry: ``PUT …/manifests/TAG`` stores the manifest
+        and sets the tag in one request (as docker push does), so the PUT by digest would be a second,
+        fully validated copy of the same bytes. Maps the top manifest's fact to its first missing tag."""
+        carried: dict[Fact, Fact] = {}
+        for image in self.images:
+            target = image.target
+            top, tag = _manifest(target.repository, target.digest), _tag(target.repository, target.tag or "")
+            if target.tag and top not in self.known and tag not in self.known and tag not in carried.values():
+                carried.setdefault(top, tag)
+        return carried
+
+    def _needs(self, repository: str, digest: str) -> tuple[Fact, ...]:
+        """What must be in ``repository`` before the manifest ``digest``: its blobs, or its children."""
+        node = self.plan.manifests[digest]
+        return tuple(_blob(repository, b) for b in node.blobs) + tuple(_manifest(repository, c) for c in node.children)
+
+    def _manifest_jobs(self, rank: dict[Fact, int], carried: dict[Fact, Fact]) -> list[_Job]:
         jobs: dict[Fact, _Job] = {}
         for image in self.images:
             repository = image.target.repository
             for digest in image.manifests:
                 fact = _manifest(repository, digest)
-                if fact in self.known or fact in jobs:
+                if fact in self.known or fact in jobs or fact in carried:
                     continue
-                node = self.plan.manifests[digest]
-                needs = tuple(_blob(repository, b) for b in node.blobs) + tuple(
-                    _manifest(repository, c) for c in node.children
-                )
-                jobs[fact] = _Job(f"manifest {repository}@{digest}", (1, rank[fact]), needs, (fact,),
-                                  lambda f=fact, raw=node.raw: self._put_manifest(f, f[2], raw))
+                raw = self.plan.manifests[digest].raw
+                jobs[fact] = _Job(f"manifest {repository}@{digest}", (1, rank[fact]), self._needs(repository, digest),
+                                  (fact,), lambda f=fact, r=raw: self._put_manifest(f, f[2], r))
         return list(jobs.values())
 
-    def _tag_jobs(self) -> list[_Job]:
+    def _tag_jobs(self, carried: dict[Fact, Fact]) -> list[_Job]:
+        carriers = {tag: top for top, tag in carried.items()}
         jobs: dict[Fact, _Job] = {}
         for number, image in enumerate(self.images):
             target = image.target
@@ -307,8 +325,13 @@ class _Push:
             if fact in self.known or fact in jobs:
                 continue
             raw = self.plan.manifests[target.digest].raw
-            jobs[fact] = _Job(f"tag {target.display}", (0, number), (_manifest(target.repository, target.digest),),
-                              (fact,), lambda f=fact, r=raw: self._put_manifest(f, f[2], r))
+            top = _manifest(target.repository, target.digest)
+            if fact in carriers:
+                needs, produces = self._needs(target.repository, target.digest), (fact, top)
+            else:
+                needs, produces = (top,), (fact,)
+            jobs[fact] = _Job(f"tag {target.display}", (0, number), needs, produces,
+                              lambda f=fact, r=raw, p=produces: self._put_manifest(f, f[2], r, p))
         return list(jobs.values())
 
     # ---- the work itself (worker threads)
@@ -371,25 +394,29 @@ class _Push:
 
         return chunks
 
-    def _put_manifest(self, fact: Fact, reference: str, raw: RawManifest) -> dict[Fact, object]:
+    def _put_manifest(self, fact: Fact, reference: str, raw: RawManifest,
+                      produces: tuple[Fact, ...] = ()) -> dict[Fact, object]:
+        """PUT ``raw`` under ``reference``; settles ``produces`` (a tag that carries its manifest: both)."""
+        produces = produces or (fact,)
         try:
             self.client.manifest_put(fact[1], reference, raw)
         except UnreachableError:
             raise
         except ImgbundleError as error:
-            return {fact: error}
+            return {settled: error for settled in produces}
         previous = self.tag_digests.get(fact) if fact[0] == "tag" else None
         moved = previous is not None and previous != raw.digest
         with self.lock:
-            if fact[0] == "tag":
-                self.result.tags_set += 1
-                if moved:
-                    self.result.tags_moved.append(f"{fact[1]}:{fact[2]}")
-            else:
-                self.result.manifests_pushed += 1
+            for settled in produces:
+                if settled[0] == "tag":
+                    self.result.tags_set += 1
+                else:
+                    self.result.manifests_pushed += 1
+            if moved:
+                self.result.tags_moved.append(f"{fact[1]}:{fact[2]}")
         if moved:
             self.progress.warn(f"{self.result.registry}/{fact[1]}:{fact[2]} moved from {previous} to {raw.digest}")
-        return {fact: "pushed"}
+        return {settled: "pushed" for settled in produces}
 
     # ---- the scheduler (main thread only)
 
