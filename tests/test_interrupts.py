@@ -54,7 +54,12 @@ SIGNALS = [pytest.param(signal.SIGINT, 130, "interrupted", id="SIGINT"),
 class SlowProxy:
     """Forwards 127.0.0.1:port to a registry, ``rate`` bytes per second per connection and direction
     (``None``: full speed). With ``stall_after``, once that many bytes came from the registry in all,
-    nothing more is forwarded either way: connections stay open and silent."""
+    nothing more is forwarded either way: connections stay open and silent.
+
+    ``reset`` cuts every connection opened before it, and their bytes are never counted again: a stalled
+    connection of an earlier, finished command holds a chunk, and once the stall lifts that chunk must
+    not count as the next command's (it would make its transfer look under way before it even started).
+    """
 
     def __init__(self, backend: str) -> None:
         host, port = backend.rsplit(":", 1)
@@ -66,6 +71,8 @@ class SlowProxy:
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._sockets: list[socket.socket] = []
+        self._generation = 0
+        """Bumped by ``reset``: a connection counts only while its generation is the current one."""
         self._server = socket.create_server(("127.0.0.1", 0))
         self.host = f"127.0.0.1:{self._server.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -81,17 +88,22 @@ class SlowProxy:
                 upstream = socket.create_connection(self._backend)
             except OSError:
                 return
-            self._sockets += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+            with self._lock:
+                self._sockets += [client, upstream]
+                generation = self._generation
+            for source, sink, from_backend in ((client, upstream, False), (upstream, client, True)):
+                pump = threading.Thread(target=self._pump, args=(source, sink, from_backend, generation), daemon=True)
+                pump.start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, from_backend: bool) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, from_backend: bool, generation: int) -> None:
         try:
             while data := source.recv(16 * 1024):
                 while self.stalled and not self._stopped.is_set():
                     time.sleep(0.05)
                 sink.sendall(data)
                 with self._lock:
+                    if generation != self._generation:
+                        return  # cut by reset(): these bytes belong to an earlier command
                     if from_backend:
                         self.from_backend += len(data)
                     else:
@@ -102,24 +114,30 @@ class SlowProxy:
             pass
         finally:
             for end in (source, sink):
-                try:
-                    end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                _shutdown(end)
 
     def reset(self) -> None:
-        """Full speed, no stall, counters at zero."""
-        self.rate, self.stall_after, self.from_backend, self.to_backend = None, None, 0, 0
+        """Full speed, no stall, counters at zero, and every connection so far cut and no longer counted."""
+        with self._lock:
+            self._generation += 1
+            self.rate, self.stall_after, self.from_backend, self.to_backend = None, None, 0, 0
+            earlier = list(self._sockets)
+        for end in earlier:  # shut down, not closed: a pump may be inside recv() on it (stop() closes)
+            _shutdown(end)
 
     def stop(self) -> None:
         self._stopped.set()
         self._server.close()
         for end in self._sockets:
-            try:
-                end.shutdown(socket.SHUT_RDWR)
-                end.close()
-            except OSError:
-                pass
+            _shutdown(end)
+            end.close()
+
+
+def _shutdown(end: socket.socket) -> None:
+    try:
+        end.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 @pytest.fixture
