@@ -199,6 +199,22 @@ def test_immutable_tag_fails_that_image_naming_the_tag(bundle_file: Path) -> Non
     assert len(result.pushed) == len(result.images) - 1
 
 
+def test_immutable_tag_pointing_elsewhere_still_gets_the_manifest_by_digest(bundle_file: Path,
+                                                                           source_set: SourceSet) -> None:
+    """An upgrade meets Harbor's tag immutability: the tag stays, but ``image@sha256:`` pins must resolve."""
+    node, cni = (next(i for i in source_set.images if i.path == p) for p in ("calico/node", "calico/cni"))
+    memory = MemoryRegistry()
+    run(bundle_file, memory, to=f"{HOST}/old")  # cni's manifest somewhere, so the old tag can point at it
+    memory.manifests[("m/calico/node", cni.digest)] = memory.manifests[("old/calico/cni", cni.digest)]
+    memory.tags[("m/calico/node", node.tag)] = cni.digest
+    memory.refuse_tags = {("m/calico/node", node.tag)}
+    result = run(bundle_file, memory)
+    [failed] = result.failed
+    assert isinstance(failed.error, PushRefusedError) and failed.target.repository == "m/calico/node"
+    assert memory.tags[("m/calico/node", node.tag)] == cni.digest
+    assert ("m/calico/node", node.digest) in memory.manifests
+
+
 def test_moved_tag_is_reported(bundle_file: Path, source_set: SourceSet) -> None:
     memory = MemoryRegistry()
     run(bundle_file, memory)

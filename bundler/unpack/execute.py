@@ -9,7 +9,7 @@ Two phases, both on ``jobs`` threads:
            and upload unless it is there, then mount into the others: a mount answers for a blob
            that is already there too), a manifest job per (repository, digest) after its blobs or
            children (a PUT of a manifest that is there is harmless, so it is not HEADed first), a
-           tag job after its top manifest (the first missing tag of a top manifest that is not there
+           tag job after its top manifest (the first new tag of a top manifest that is not there
            PUTs it by tag instead: one request stores it and sets the tag, as docker push does).
            A tag therefore never points at something incomplete, and a failure only stops what
            depends on it.
@@ -287,12 +287,16 @@ class _Push:
     def _carried_tops(self) -> dict[Fact, Fact]:
         """Top manifests still to push that a tag will carry: ``PUT …/manifests/TAG`` stores the manifest
         and sets the tag in one request (as docker push does), so the PUT by digest would be a second,
-        fully validated copy of the same bytes. Maps the top manifest's fact to its first missing tag."""
+        fully validated copy of the same bytes. Maps the top manifest's fact to its first new tag.
+
+        Only a tag the target does not have yet carries: one that points elsewhere may be immutable
+        (Harbor answers 412), and the manifest must still land by digest for ``@sha256:`` pins."""
         carried: dict[Fact, Fact] = {}
         for image in self.images:
             target = image.target
             top, tag = _manifest(target.repository, target.digest), _tag(target.repository, target.tag or "")
-            if target.tag and top not in self.known and tag not in self.known and tag not in carried.values():
+            new_tag = tag in self.tag_digests and self.tag_digests[tag] is None
+            if target.tag and new_tag and top not in self.known and tag not in carried.values():
                 carried.setdefault(top, tag)
         return carried
 
