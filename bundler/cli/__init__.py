@@ -13,6 +13,7 @@ import click
 from bundler import __version__
 from bundler.cli.cache_cmd import cache_group
 from bundler.cli.commands import list_command, pack_command, unpack_command, verify_command
+from bundler.cli.malloc import tune_malloc
 from bundler.cli.output import err
 from bundler.errors import ImgbundleError, Interrupted, LocalIOError
 from bundler.threads import lingering_workers
@@ -65,6 +66,7 @@ def _on_signal(signum: int, frame: object) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run the CLI; every failure ends as one line on stderr and the error class's exit code."""
+    tune_malloc()
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
