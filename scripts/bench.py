@@ -17,12 +17,13 @@ two ends take. Every run times, against the same seeded source registry:
 Both targets are then checked: every reference resolves to the source digest (a wrong result is not a
 result). Each phase runs as a child process under GNU time (its ``wait4``): CPU seconds of the process
 and its children, and the peak RSS of the largest of them (for ``tar | zstd`` the larger of the two);
-the registries' own CPU is read from ``/proc`` around each phase. Their sum over the cores is the phase's
-CPU bound, the least time it could take here; the table shows each ratio at the bounds too: where even
-that misses a target, better overlap cannot meet it, only less CPU (ours or the registry's) can. Dirty pages are flushed (``sync``) before each phase;
-imgbundle's fsync of its bundle is on its clock, skopeo's flow never fsyncs. MiB/s is the bytes a phase
-moved: skopeo's per-image ``dir/`` trees, the unique blobs for imgbundle and the floor. Medians over
-``--runs`` go to ``bench.json`` and ``bench.md`` in ``--out``.
+the registries' own CPU is read from ``/proc`` around each phase. The phase's CPU and theirs, divided by
+the cores, is its CPU bound: the least time it could take here. The table shows each ratio at the bounds
+too; where even that misses a target, better overlap cannot meet it, only less CPU (ours or the
+registry's) can. Dirty pages are flushed (``sync``) before each phase; imgbundle's fsync of its bundle
+is on its clock, skopeo's flow never fsyncs. MiB/s is the bytes a phase moved: skopeo's per-image
+``dir/`` trees, the unique blobs for imgbundle and the floor. Medians over ``--runs`` go to
+``bench.json`` and ``bench.md`` in ``--out``.
 """
 
 from __future__ import annotations

@@ -319,7 +319,7 @@ class _Push:
         return list(jobs.values())
 
     def _tag_jobs(self, carried: dict[Fact, Fact]) -> list[_Job]:
-        carriers = {tag: top for top, tag in carried.items()}
+        carriers = set(carried.values())
         jobs: dict[Fact, _Job] = {}
         for number, image in enumerate(self.images):
             target = image.target
