@@ -409,14 +409,9 @@ def _join(host: str, parent: str) -> str:
 
 def ratios(phases: dict[str, Phase]) -> dict[str, float]:
     p = phases
-    skopeo_tar = p["tar + zstd"].output_bytes
     return {
-        "bundle / skopeo tar.zst": p["imgbundle pack"].output_bytes / skopeo_tar,
-        "skopeo pull+tar / pack": (p["skopeo pull"].seconds + p["tar + zstd"].seconds) / p["imgbundle pack"].seconds,
-        "pack / GET floor": p["imgbundle pack"].seconds / p["GET floor"].seconds,
-        "skopeo extract+push / unpack": (p["zstd -d + tar x"].seconds + p["skopeo push"].seconds)
-        / p["imgbundle unpack"].seconds,
-        "unpack / upload floor": p["imgbundle unpack"].seconds / p["upload floor"].seconds,
+        "bundle / skopeo tar.zst": p["imgbundle pack"].output_bytes / p["tar + zstd"].output_bytes,
+        **time_ratios({name: phase.seconds for name, phase in p.items()}),
         "verify MiB/s": p["imgbundle verify"].mib_s,
         "pack peak RSS MiB": p["imgbundle pack"].peak_rss_kib / 1024,
         "verify peak RSS MiB": p["imgbundle verify"].peak_rss_kib / 1024,
@@ -424,14 +419,13 @@ def ratios(phases: dict[str, Phase]) -> dict[str, float]:
     }
 
 
-def bound_ratios(phases: dict[str, Phase]) -> dict[str, float]:
-    """The time ratios again, each side replaced by its CPU bound (``Phase.cpu_bound``)."""
-    b = {name: phase.cpu_bound for name, phase in phases.items()}
+def time_ratios(t: dict[str, float]) -> dict[str, float]:
+    """The speed targets from one time per phase: measured seconds, or each phase's CPU bound."""
     return {
-        "skopeo pull+tar / pack": (b["skopeo pull"] + b["tar + zstd"]) / b["imgbundle pack"],
-        "pack / GET floor": b["imgbundle pack"] / b["GET floor"],
-        "skopeo extract+push / unpack": (b["zstd -d + tar x"] + b["skopeo push"]) / b["imgbundle unpack"],
-        "unpack / upload floor": b["imgbundle unpack"] / b["upload floor"],
+        "skopeo pull+tar / pack": (t["skopeo pull"] + t["tar + zstd"]) / t["imgbundle pack"],
+        "pack / GET floor": t["imgbundle pack"] / t["GET floor"],
+        "skopeo extract+push / unpack": (t["zstd -d + tar x"] + t["skopeo push"]) / t["imgbundle unpack"],
+        "unpack / upload floor": t["imgbundle unpack"] / t["upload floor"],
     }
 
 
@@ -456,7 +450,7 @@ def markdown(phases: dict[str, Phase], ratio: dict[str, float], meta: dict[str, 
         output = f"{phase.output_bytes:,.0f}" if phase.output_bytes else ""
         lines.append(f"| {phase.name} | {phase.seconds:.2f} | {phase.mib_s:.0f} | {phase.peak_rss_kib / 1024:.0f} | "
                      f"{phase.cpu:.2f} | {phase.registry_cpu:.2f} | {phase.cpu_bound:.2f} | {output} |")
-    bounds = bound_ratios(phases)
+    bounds = time_ratios({name: phase.cpu_bound for name, phase in phases.items()})
     lines += ["", "| ratio | measured | target | | of the CPU bounds |", "|---|---:|---:|---|---:|"]
     for name, value in ratio.items():
         op, goal = TARGETS[name]
