@@ -39,6 +39,7 @@ from bundler.bundle.layout import (
     check_oci_index,
     check_oci_layout,
 )
+from bundler.bundle.pagecache import open_read_once
 from bundler.bundle.seektable import SeekTable, SeekTableError, parse_seek_table
 from bundler.bundle.tar import BLOCK, END_OF_ARCHIVE, TarFormatError, TarHeader, member_length, padding, read_header
 from bundler.bundle.volumes import BundleFiles, VolumeFile, open_bundle
@@ -341,7 +342,7 @@ class _ReadAt:
     def __enter__(self) -> Callable[[int, int], bytes]:
         if self._path is not None:
             try:
-                self._own = open(self._path, "rb")
+                self._own = open_read_once(self._path)
             except OSError as error:
                 raise LocalIOError(f"cannot open {self._path}: {error.strerror or error}") from None
             return self._read_own

@@ -25,6 +25,7 @@ from typing import BinaryIO, Callable, Protocol, Sequence, Union
 import zstandard
 
 from bundler.bundle.frames import FRAME_SIZE, MAX_FRAME_COMPRESSED, ZSTD_MAGIC
+from bundler.bundle.pagecache import open_read_once
 from bundler.bundle.seektable import SKIPPABLE_MAGIC, SeekTable, SeekTableError, parse_seek_table
 from bundler.bundle.sidecar import format_sidecar, read_sidecar_lines, sidecar_path
 from bundler.errors import IncompleteVolumeSetError, InputError, LocalIOError
@@ -258,7 +259,7 @@ class VolumeFile(io.RawIOBase):
         self._close_volume()
         path = self.files.volumes[number]
         try:
-            file = open(path, "rb")
+            file = open_read_once(path)
         except OSError as error:
             raise LocalIOError(f"cannot open {path}: {error.strerror or error}") from None
         self._open = (number, file)
@@ -279,7 +280,7 @@ def open_bundle(path: BundlePath) -> BinaryIO:
     files = find_bundle(path)
     if not files.volumes:
         try:
-            return open(files.name, "rb")
+            return open_read_once(files.name)
         except OSError as error:
             raise LocalIOError(f"cannot open {files.name}: {error.strerror or error}") from None
     file = VolumeFile(files)

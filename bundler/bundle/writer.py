@@ -14,7 +14,6 @@ fsynced; any exception (or Ctrl-C) removes it.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import secrets
@@ -43,6 +42,7 @@ from bundler.bundle.layout import (
 from bundler.bundle.seektable import encode_seek_table
 from bundler.bundle.sidecar import format_sidecar, sidecar_path
 from bundler.bundle.tar import END_OF_ARCHIVE, header_bytes, padding
+from bundler.bundle.pagecache import WriteBehind
 from bundler.bundle.volumes import VolumeWriter, check_split, existing_outputs, remove_stale
 from bundler.digest import Digest, DigestVerifier
 from bundler.errors import ContentMismatchError, ImgbundleError, InputError, LocalIOError
@@ -54,8 +54,6 @@ __all__ = ["WriteResult", "write_bundle", "SPOOL_MEMORY", "STREAM_MEMORY", "LOOK
 SPOOL_MEMORY = 24 * 1024 * 1024
 """Compressed bytes all the spools waiting to be written keep in memory together; the rest is
 spilled to disk. One budget for all, so the peak does not grow with ``jobs``."""
-WRITEBACK_STEP = 32 * 1024 * 1024
-"""Bytes written between two requests to the kernel to start writing them to disk."""
 STREAM_MEMORY = 8 * 1024 * 1024
 """Compressed bytes the spool being written may hold before its worker waits for the writer."""
 LOOKAHEAD_BYTES = 256 * 1024 * 1024
@@ -175,8 +173,6 @@ class _FrameOutput:
         self.size = 0
         self.position = 0
         """Bytes of decompressed tar stream written so far."""
-        self._unflushed = 0
-        self._writeback = hasattr(os, "sync_file_range")
 
     def write_member(self, compressor: zstandard.ZstdCompressor, name: str, data: bytes) -> None:
         member = header_bytes(name, len(data)) + data + bytes(padding(len(data)))
@@ -205,27 +201,6 @@ class _FrameOutput:
             raise _local_error(self._path, error) from None
         self._hash.update(data)
         self.size += len(data)
-        self._unflushed += len(data)
-        if self._unflushed >= WRITEBACK_STEP:
-            self._start_writeback()
-
-    def _start_writeback(self) -> None:
-        """Have the kernel start writing what we wrote so far, without waiting for it.
-
-        Why: Linux keeps up to a tenth of RAM dirty before it writes anything back, so the final
-        fsync would otherwise write the whole bundle while we wait; this way the disk works while
-        we download, and the fsync finds little left to do.
-        """
-        self._unflushed = 0
-        if not self._writeback:
-            return
-        try:
-            self._file.flush()
-            os.sync_file_range(self._file.fileno(), 0, 0, os.SYNC_FILE_RANGE_WRITE)
-        except OSError as error:
-            if error.errno not in (errno.EINVAL, errno.ESPIPE, errno.ENOSYS, errno.EOPNOTSUPP):
-                raise _local_error(self._path, error) from None
-            self._writeback = False  # a pipe or a filesystem without it: the fsync does it all
 
 
 def _local_error(path: Path, error: OSError) -> LocalIOError:
@@ -239,7 +214,7 @@ class _TempFile:
     def __init__(self, target: Path) -> None:
         self.target = target
         self.temp = target.with_name(f"{target.name}.part-{secrets.token_hex(6)}")
-        self.file: BinaryIO
+        self.file: WriteBehind
         self._committed = False
 
     def __enter__(self) -> "_TempFile":
@@ -247,7 +222,7 @@ class _TempFile:
             descriptor = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
         except OSError as error:
             raise LocalIOError(f"cannot create {self.temp}: {error.strerror or error}") from None
-        self.file = os.fdopen(descriptor, "wb", buffering=1024 * 1024)
+        self.file = WriteBehind(os.fdopen(descriptor, "wb", buffering=1024 * 1024))
         return self
 
     def write(self, data: bytes) -> None:

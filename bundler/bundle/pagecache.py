@@ -1,0 +1,159 @@
+"""Bundle files are written once and read once, front to back: keep them out of the page cache.
+
+Why: a bundle is often larger than RAM, and nothing reads the same bytes again soon. Left to itself,
+Linux lets up to a fifth of RAM fill with a bundle's dirty pages before it writes any back, so the
+closing fsync stalled for as long as the disk (a USB stick) needed, and reading or writing a bundle
+pushed out the pages of everything else on the host, the Harbor that unpack feeds among them.
+``WriteBehind`` has the kernel write each ``WINDOW`` as soon as it is full and drops it from the
+cache once it is on disk; ``open_read_once`` drops what it has read. Dropped pages are reused for
+the next ones, which is also cheaper: measured on the benchmark machine (a VM, 1 GiB in 4 MiB
+pieces), writing through the page cache took 2.2 to 3.3 s of kernel time, writing behind 0.34 to
+0.56 s; reading a bundle that is not cached took up to 1.7 s, reading and dropping 0.1 s.
+
+Linux only (``sync_file_range``, called through ctypes because the os module lacks it, and
+``posix_fadvise``). Elsewhere, and on pipes, files are plain buffered files.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import io
+import os
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+__all__ = ["WriteBehind", "open_read_once", "WINDOW"]
+
+WINDOW = 32 * 1024 * 1024
+"""Bytes written, or read, between two requests to the kernel to write them out or drop them."""
+
+_WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4  # SYNC_FILE_RANGE_* from <fcntl.h>
+_UNSUPPORTED = (errno.EINVAL, errno.ESPIPE, errno.ENOSYS, errno.EOPNOTSUPP)
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], None] | None:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError, TypeError):  # not Linux, or no C library to load
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+
+    def sync_file_range(fd: int, offset: int, length: int, flags: int) -> None:
+        if function(fd, offset, length, flags) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+
+    return sync_file_range
+
+
+_sync_file_range = _load_sync_file_range()
+_CAN_DROP = hasattr(os, "posix_fadvise")
+
+
+class WriteBehind:
+    """Wraps a buffered file opened for writing from its start; ``write``, ``flush``, ``fileno`` and
+    ``close`` as a file's. Write errors (disk full, I/O errors found while waiting) raise ``OSError``."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._written = 0
+        self._window_start = 0
+        self._previous: tuple[int, int] | None = None
+        """The window written before the one being filled: [start, end)."""
+        self._dropped_from = 0
+        self._enabled = _sync_file_range is not None and _CAN_DROP
+
+    def write(self, data: bytes | memoryview) -> int:
+        count = self._file.write(data)
+        self._written += len(data)
+        if self._enabled and self._written - self._window_start >= WINDOW:
+            self._next_window()
+        return count
+
+    def _next_window(self) -> None:
+        assert _sync_file_range is not None
+        self._file.flush()
+        fd = self._file.fileno()
+        try:
+            _sync_file_range(fd, self._window_start, self._written - self._window_start, _WRITE)
+            if self._previous is not None:
+                start, end = self._previous
+                _sync_file_range(fd, start, end - start, _WAIT_BEFORE | _WRITE | _WAIT_AFTER)
+                _drop(fd, self._dropped_from, end)
+                self._dropped_from = start
+        except OSError as error:
+            if error.errno not in _UNSUPPORTED:
+                raise
+            self._enabled = False  # a pipe, or a filesystem without it: the final fsync does it all
+        self._previous = (self._window_start, self._written)
+        self._window_start = self._written
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def open_read_once(path: Path | str) -> BinaryIO:
+    """``open(path, "rb")``, except that the pages read are dropped from the page cache: every
+    ``WINDOW`` of a run of consecutive reads, and the rest when the run ends or the file closes."""
+    if not _CAN_DROP:
+        return open(path, "rb")
+    return io.BufferedReader(_ReadOnce(path))  # type: ignore[return-value]
+
+
+class _ReadOnce(io.FileIO):
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(path, "rb")
+        self._position = 0
+        self._run_start = 0
+        """Where the current run of consecutive reads began."""
+        self._dropped_to = 0
+        """The end of what this run has dropped so far."""
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._position = super().seek(offset, whence)
+        return self._position
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        start = self._position
+        count = super().readinto(buffer)
+        if count:
+            if start != self._position:  # the run ended: this read starts another
+                self._drop_run()
+                self._run_start = self._dropped_to = start
+            self._position = start + count
+            if self._position - self._dropped_to >= WINDOW:
+                self._drop_run()
+        return count
+
+    def close(self) -> None:
+        if not self.closed:
+            self._drop_run()
+        super().close()
+
+    def _drop_run(self) -> None:
+        _drop(self.fileno(), self._run_start, self._position, overlap=self._dropped_to)
+        self._dropped_to = self._position
+
+
+def _drop(fd: int, start: int, end: int, overlap: int | None = None) -> None:
+    """Drop [start, end) from the page cache, from one window before ``overlap`` when given.
+
+    Why the overlap: the cache holds files in folios of up to megabytes, and a folio is dropped only
+    when the range covers all of it; one that straddles the previous end is covered this time.
+    """
+    if overlap is not None:
+        start = max(start, overlap - WINDOW)
+    if end > start:
+        try:
+            os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass  # only advice

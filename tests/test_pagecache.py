@@ -1,0 +1,107 @@
+"""Bundles stay out of the page cache: written behind, dropped once read (counted with mincore)."""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from bundler.bundle import BundleReader, pagecache
+from bundler.verify import verify_bundle
+from test_bundle_helpers import make_image_set
+
+MiB = 1024 * 1024
+PAGE = mmap.PAGESIZE
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise on this system")
+
+
+def resident_bytes(path: Path) -> int:
+    """Bytes of ``path`` in the page cache now (mincore over a private mapping, which reads nothing)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    size = path.stat().st_size
+    pages = (ctypes.c_ubyte * ((size + PAGE - 1) // PAGE))()
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), size, access=mmap.ACCESS_COPY) as mapping:
+        anchor = ctypes.c_char.from_buffer(mapping)
+        try:
+            if libc.mincore(ctypes.c_void_p(ctypes.addressof(anchor)), ctypes.c_size_t(size), pages) != 0:
+                raise OSError(ctypes.get_errno(), "mincore")
+        finally:
+            del anchor
+    return sum(page & 1 for page in pages) * PAGE
+
+
+@pytest.fixture
+def drops_pages(tmp_path) -> None:
+    """Skip unless this filesystem caches file pages and drops them when advised to (tmpfs does not)."""
+    probe = tmp_path / "probe"
+    probe.write_bytes(os.urandom(MiB))
+    probe.read_bytes()
+    if resident_bytes(probe) < MiB:
+        pytest.skip("this filesystem does not cache file pages")
+    with open(probe, "rb") as file:
+        os.fsync(file.fileno())
+        os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    if resident_bytes(probe) > PAGE:
+        pytest.skip("this filesystem keeps pages it is advised to drop")
+
+
+def cached(path: Path) -> Path:
+    path.read_bytes()
+    assert resident_bytes(path) >= path.stat().st_size - PAGE
+    return path
+
+
+@pytest.fixture(scope="module")
+def image_set():
+    return make_image_set(big=True)  # one layer of 9 MiB
+
+
+@pytest.fixture
+def small_window(monkeypatch):
+    monkeypatch.setattr(pagecache, "WINDOW", MiB)
+
+
+def test_a_written_bundle_leaves_two_windows_in_the_cache(image_set, tmp_path, drops_pages, small_window) -> None:
+    if pagecache._sync_file_range is None:
+        pytest.skip("no sync_file_range on this system")
+    target = image_set.write(tmp_path / "b.tar.zst").path
+    assert target.stat().st_size > 9 * MiB
+    assert resident_bytes(target) <= 3 * MiB, "more than the last two windows stayed cached"
+    with BundleReader.open(target) as reader:
+        assert sorted(m.name for m in reader.members())  # still a whole, readable bundle
+
+
+def test_verify_drops_the_bundle_it_read(image_set, tmp_path, drops_pages, small_window) -> None:
+    target = cached(image_set.write(tmp_path / "b.tar.zst").path)
+    assert verify_bundle(target).ok
+    assert resident_bytes(target) <= 2 * PAGE
+
+
+def test_reading_one_blob_drops_just_that_blob(image_set, tmp_path, drops_pages) -> None:
+    target = cached(image_set.write(tmp_path / "b.tar.zst").path)
+    big = max(image_set.blobs, key=lambda d: len(image_set.blobs[d][0]))
+    with BundleReader.open(target) as reader:
+        data = b"".join(reader.blob_chunks(big))
+    assert data == image_set.blobs[big][0]
+    left = resident_bytes(target)
+    assert left <= target.stat().st_size - len(data) + 2 * PAGE, "the blob read is still cached"
+    assert left >= target.stat().st_size - len(data) - 2 * MiB, "more than the blob read was dropped"
+
+
+def test_write_behind_on_a_pipe_just_writes(small_window) -> None:
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb") as reader, os.fdopen(write_end, "wb") as raw:
+        chunks = []
+        drain = threading.Thread(target=lambda: chunks.append(reader.read()))
+        drain.start()
+        out = pagecache.WriteBehind(raw)
+        for _ in range(5):
+            out.write(b"x" * MiB)
+        out.close()
+        drain.join()
+    assert chunks == [b"x" * 5 * MiB]
