@@ -51,6 +51,9 @@ def drops_pages(tmp_path) -> None:
 
 
 def cached(path: Path) -> Path:
+    """``path`` whole in the page cache, and on disk (dirty pages cannot be dropped)."""
+    with open(path, "rb") as file:
+        os.fsync(file.fileno())
     path.read_bytes()
     assert resident_bytes(path) >= path.stat().st_size - PAGE
     return path
@@ -91,6 +94,21 @@ def test_reading_one_blob_drops_just_that_blob(image_set, tmp_path, drops_pages)
     left = resident_bytes(target)
     assert left <= target.stat().st_size - len(data) + 2 * PAGE, "the blob read is still cached"
     assert left >= target.stat().st_size - len(data) - 2 * MiB, "more than the blob read was dropped"
+
+
+def test_reading_here_and_there_drops_exactly_what_was_read(tmp_path, drops_pages) -> None:
+    """Each run of reads is dropped when a seek ends it; pages never read stay (2 MiB-aligned: whole folios)."""
+    path = tmp_path / "file"
+    path.write_bytes(os.urandom(16 * MiB))
+    cached(path)
+    with pagecache.open_read_once(path) as file:
+        file.seek(8 * MiB)
+        assert len(file.read(2 * MiB)) == 2 * MiB  # like the seek table at the end
+        file.seek(0)
+        assert len(file.read(2 * MiB)) == 2 * MiB  # then a member at the start
+    left = resident_bytes(path)
+    assert left <= 12 * MiB, "a region read is still cached"
+    assert left >= 11 * MiB, "pages never read were dropped"  # (a little slack for reclaim under pressure)
 
 
 def test_write_behind_on_a_pipe_just_writes(small_window) -> None:

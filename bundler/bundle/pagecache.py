@@ -113,8 +113,8 @@ class _ReadOnce(io.FileIO):
     def __init__(self, path: Path | str) -> None:
         super().__init__(path, "rb")
         self._position = 0
-        self._run_start = 0
-        """Where the current run of consecutive reads began."""
+        self._run = (0, 0)
+        """The run of consecutive reads so far: [start, end)."""
         self._dropped_to = 0
         """The end of what this run has dropped so far."""
 
@@ -126,10 +126,12 @@ class _ReadOnce(io.FileIO):
         start = self._position
         count = super().readinto(buffer)
         if count:
-            if start != self._position:  # the run ended: this read starts another
+            if start != self._run[1]:  # a seek ended the run: this read starts another
                 self._drop_run()
-                self._run_start = self._dropped_to = start
+                self._run = (start, start)
+                self._dropped_to = start
             self._position = start + count
+            self._run = (self._run[0], self._position)
             if self._position - self._dropped_to >= WINDOW:
                 self._drop_run()
         return count
@@ -140,8 +142,9 @@ class _ReadOnce(io.FileIO):
         super().close()
 
     def _drop_run(self) -> None:
-        _drop(self.fileno(), self._run_start, self._position, overlap=self._dropped_to)
-        self._dropped_to = self._position
+        start, end = self._run
+        _drop(self.fileno(), start, end, overlap=self._dropped_to)
+        self._dropped_to = end
 
 
 def _drop(fd: int, start: int, end: int, overlap: int | None = None) -> None:
