@@ -10,6 +10,11 @@ import time
 import msgspec
 import pytest
 
+try:
+    import fcntl
+except ImportError:
+    fcntl = None  # type: ignore[assignment]
+
 from bundler.bundle import BlobSpec, BundleReader, read_index
 from bundler.bundle import writer as writer_module
 from bundler.digest import Digest
@@ -264,3 +269,43 @@ def test_duplicate_inputs_are_stored_once(image_set, reference_bytes, tmp_path) 
         write_bundle(tmp_path / "c.tar.zst", images=[], skipped=[], manifests=[],
                      blobs=[spec, BlobSpec(Digest(spec.digest), spec.size + 1, spec.media_type)],
                      open_blob=image_set.open_blob(), created="2026-11-23T10:00:00Z")
+
+
+@pytest.mark.skipif(fcntl is None, reason="no flock on this system")
+def test_temp_files_a_killed_write_left_are_swept_and_live_ones_kept(image_set, tmp_path) -> None:
+    """A forced exit leaves ``NAME.part-*`` (volumes and sidecar too); the next write of NAME removes those,
+    but not one a running write holds locked, nor one just created, nor another bundle's."""
+    hour_ago = time.time() - 3600
+    abandoned = [tmp_path / f"b.tar.zst{suffix}.part-{letter * 12}"
+                 for suffix, letter in (("", "a"), (".sha256", "b"), (".001", "c"))]
+    held = tmp_path / f"b.tar.zst.part-{'d' * 12}"
+    fresh = tmp_path / f"b.tar.zst.part-{'e' * 12}"
+    others = [tmp_path / f"c.tar.zst.part-{'f' * 12}", tmp_path / "b.tar.zst.part-notours"]
+    for path in [*abandoned, held, fresh, *others]:
+        path.write_bytes(b"partial")
+    for path in [*abandoned, held, *others]:
+        os.utime(path, (hour_ago, hour_ago))
+    with open(held, "rb") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        image_set.write(tmp_path / "b.tar.zst")
+    left = sorted(path.name for path in tmp_path.iterdir())
+    assert left == sorted(["b.tar.zst", "b.tar.zst.sha256", held.name, fresh.name, *(p.name for p in others)])
+
+
+@pytest.mark.skipif(fcntl is None, reason="no flock on this system")
+def test_the_temp_file_is_locked_while_written(image_set, tmp_path) -> None:
+    inner = image_set.open_blob()
+    locked = []
+
+    def open_blob(spec: BlobSpec):
+        part = next(tmp_path.glob("b.tar.zst.part-*"))
+        with open(part, "rb") as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked.append(False)
+            except BlockingIOError:
+                locked.append(True)
+        yield from inner(spec)
+
+    image_set.write(tmp_path / "b.tar.zst", open_blob=open_blob)
+    assert locked and all(locked)

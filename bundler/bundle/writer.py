@@ -15,10 +15,13 @@ fsynced; any exception (or Ctrl-C) removes it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 import secrets
 import tempfile
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +30,11 @@ from types import TracebackType
 from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
 
 import zstandard
+
+try:
+    import fcntl
+except ImportError:  # Windows: temp files are not locked, and not swept
+    fcntl = None  # type: ignore[assignment]
 
 from bundler.bundle.delta import delta_plan
 from bundler.bundle.frames import FRAME_SIZE, compress_frames, new_compressor
@@ -39,10 +47,10 @@ from bundler.bundle.layout import (
     BundlePlan,
     plan_bundle,
 )
+from bundler.bundle.pagecache import WriteBehind
 from bundler.bundle.seektable import encode_seek_table
 from bundler.bundle.sidecar import format_sidecar, sidecar_path
 from bundler.bundle.tar import END_OF_ARCHIVE, header_bytes, padding
-from bundler.bundle.pagecache import WriteBehind
 from bundler.bundle.volumes import VolumeWriter, check_split, existing_outputs, remove_stale
 from bundler.digest import Digest, DigestVerifier
 from bundler.errors import ContentMismatchError, ImgbundleError, InputError, LocalIOError
@@ -59,6 +67,10 @@ STREAM_MEMORY = 8 * 1024 * 1024
 LOOKAHEAD_BYTES = 256 * 1024 * 1024
 """Blob bytes that may be fetched ahead of the one being written (the next one always may)."""
 MAX_LEVEL = 22
+ABANDONED_AFTER = 60.0
+"""Seconds since its last write after which an unlocked temp file counts as abandoned."""
+
+log = logging.getLogger("bundler.bundle")
 
 
 @dataclass(frozen=True)
@@ -113,6 +125,7 @@ def write_bundle(
     if not overwrite and (existing := existing_outputs(path)):
         raise LocalIOError(f"{existing[0]} already exists; refusing to overwrite it")
     sidecar = sidecar_path(path)
+    sweep_abandoned(path)
     with (VolumeWriter(path, split - 1, _TempFile) if split else _TempFile(path)) as bundle_temp:
         output = _FrameOutput(bundle_temp.file, path)
         _write_members(output, plan, open_blob, level=level, jobs=jobs, verify=verify_digests, spill_dir=path.parent)
@@ -207,9 +220,36 @@ def _local_error(path: Path, error: OSError) -> LocalIOError:
     return LocalIOError(f"cannot write {path}: {error.strerror or error}")
 
 
+def sweep_abandoned(target: Path) -> None:
+    """Remove the temp files that writes of ``target`` (its volumes, its sidecar) killed earlier left.
+
+    Why: a forced second Ctrl-C or a power cut leaves ``<target>.part-<random>``, up to a bundle's size,
+    on what is often a USB stick. A temp file is locked (``flock``) while it is written, so one that
+    nobody holds and that nobody wrote to for ``ABANDONED_AFTER`` seconds belongs to no live write.
+    Best effort: what cannot be checked or removed is left alone.
+    """
+    if fcntl is None:
+        return
+    ours = re.compile(re.escape(target.name) + r"(\.sha256|\.\d{3})?\.part-[0-9a-f]{12}")
+    try:
+        entries = [entry for entry in os.scandir(target.parent) if ours.fullmatch(entry.name)]
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if time.time() - entry.stat(follow_symlinks=False).st_mtime < ABANDONED_AFTER:
+                continue
+            with open(entry.path, "rb") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while a write holds it
+                os.unlink(entry.path)
+        except OSError:
+            continue
+        log.info("removed %s, left by an interrupted write", entry.path)
+
+
 class _TempFile:
-    """``<target>.part-<random>`` in the target's directory: renamed into place by ``commit``,
-    removed if the block is left any other way."""
+    """``<target>.part-<random>`` in the target's directory, locked while open: renamed into place by
+    ``commit``, removed if the block is left any other way."""
 
     def __init__(self, target: Path) -> None:
         self.target = target
@@ -222,6 +262,11 @@ class _TempFile:
             descriptor = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
         except OSError as error:
             raise LocalIOError(f"cannot create {self.temp}: {error.strerror or error}") from None
+        if fcntl is not None:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # tells sweep_abandoned it is in use
+            except OSError:
+                pass  # a filesystem without locks: sweep_abandoned cannot lock it either, so leaves it
         self.file = WriteBehind(os.fdopen(descriptor, "wb", buffering=1024 * 1024))
         return self
 
