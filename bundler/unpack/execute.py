@@ -5,14 +5,14 @@ Two phases, both on ``jobs`` threads:
 ``check``  HEAD each image's top manifest; one that is there implies everything below it (a
            registry refuses a manifest whose blobs or children are missing). HEAD the tags (to
            tell a moved tag) and the blobs the bundle does not carry (a delta's base).
-``push``   a dependency graph: a blob job per digest (ask the first repository that may lack it
-           to mount it from itself: 201 says it is there, 202 opens the upload; then mount into
-           the others: a mount answers for a blob that is already there too), a manifest job per
-           (repository, digest) after its blobs or children (a PUT of a manifest that is there is
-           harmless, so it is not HEADed first), a tag job after its top manifest (the first new
-           tag of a top manifest that is not there PUTs it by tag instead: one request stores it
-           and sets the tag, as docker push does). A tag therefore never points at something
-           incomplete, and a failure only stops what depends on it.
+``push``   a dependency graph: a blob job per digest (HEAD the first repository that may lack it
+           and upload unless it is there, then mount into the others: a mount answers for a blob
+           that is already there too), a manifest job per (repository, digest) after its blobs or
+           children (a PUT of a manifest that is there is harmless, so it is not HEADed first), a
+           tag job after its top manifest (the first new tag of a top manifest that is not there
+           PUTs it by tag instead: one request stores it and sets the tag, as docker push does).
+           A tag therefore never points at something incomplete, and a failure only stops what
+           depends on it.
 
 Why HEADs only where they can save an upload: on an empty target every request that only
 confirms an absence is wasted, and requests, not bytes, are what costs a registry its CPU.
