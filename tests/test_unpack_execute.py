@@ -93,8 +93,6 @@ class MemoryRegistry:
             self._parallel += 1
             self.max_parallel = max(self.max_parallel, self._parallel)
         try:
-            if mount_from == repository and self.blob_exists(repository, digest):
-                return "present"  # answered, nothing written
             if mount_from and self.blob_exists(mount_from, digest):
                 how = "mounted"
             else:

@@ -35,14 +35,13 @@ from bundler.registry.options import MiB, RegistryOptions
 from bundler.registry.retry import RETRYABLE, RETRYABLE_STATUSES, RetryPolicy, Transient, is_outage, retry_call
 from bundler.registry.transport import SchemeChooser, make_http_client, read_limited
 
-__all__ = ["RegistryClient", "MOUNTED", "PRESENT", "UPLOADED"]
+__all__ = ["RegistryClient", "MOUNTED", "UPLOADED"]
 
 log = logging.getLogger("bundler.registry")
 
 T = TypeVar("T")
 
 MOUNTED = "mounted"
-PRESENT = "present"
 UPLOADED = "uploaded"
 READ_CHUNK = MiB
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -52,8 +51,6 @@ OCTETS = "application/octet-stream"
 CATALOG_SCOPE = "registry:catalog:*"
 _STATUS_ANSWERS = frozenset(range(200, 500)) - RETRYABLE_STATUSES
 """Answers to an upload-status GET that settle whether to resume (204) or start over (the rest)."""
-_MOUNT_ANSWERS = (201, 202, 400, 401, 403, 404, 405)
-"""201 mounted, 202 an upload session instead; the rest: this registry will not mount, so upload."""
 
 
 class _Page(msgspec.Struct):
@@ -293,8 +290,6 @@ class RegistryClient:
     ) -> str:
         """Put a blob into ``repository``; ``"mounted"`` when the registry could take it from ``mount_from``.
 
-        ``mount_from`` may be ``repository`` itself: ``"present"`` then says the blob was already there.
-        One request answers that and, when it was not, opens the upload (a HEAD first would be two).
         ``chunks`` is called once per attempt. A retry resumes a chunked upload where the registry
         says it stands (bytes before that are read again but not sent); anything else restarts the
         upload in a fresh session.
@@ -304,10 +299,10 @@ class RegistryClient:
 
         def attempt() -> str:
             resumed = self._resume(session, repository, what)
-            if resumed is None and mount_from:
+            if resumed is None and mount_from and mount_from != repository:
                 mounted, resumed = self._mount(repository, digest, mount_from, what)
                 if mounted:
-                    return PRESENT if mount_from == repository else MOUNTED
+                    return MOUNTED
             session.location = resumed or self._start_upload(repository, what)
             self._upload(session, repository, digest, size, chunks(), what)
             return UPLOADED
@@ -317,8 +312,8 @@ class RegistryClient:
     def _mount(self, repository: str, digest: str, source: str, what: str) -> tuple[bool, httpx.URL | None]:
         """(True, None) when mounted; (False, session) on 202; (False, None) when refused: upload instead."""
         url = self._url(urls.mount, repository, digest, source)
-        scopes = [push_scope(repository)] + ([pull_scope(source)] if source != repository else [])
-        response = self._send("POST", url, what=what, scopes=scopes, ok=_MOUNT_ANSWERS, write=True)
+        scopes = [push_scope(repository), pull_scope(source)]
+        response = self._send("POST", url, what=what, scopes=scopes, ok=(201, 202, 401, 403, 404), write=True)
         response.close()
         if response.status_code == 201:
             _check_served_digest(response, digest, what)

@@ -64,10 +64,7 @@ class PushClient(Protocol):
     def blob_exists(self, repository: str, digest: str) -> bool: ...
 
     def blob_upload(self, repository: str, digest: str, size: int, chunks: Callable[[], Iterable[bytes]], *,
-                    mount_from: str | None = None) -> str:
-        """``"uploaded"``, ``"mounted"`` from ``mount_from``, or ``"present"`` when ``mount_from`` is
-        ``repository`` and the blob was already in it."""
-        ...
+                    mount_from: str | None = None) -> str: ...
 
 
 class _Cancelled(BaseException):
@@ -344,19 +341,16 @@ class _Push:
     # ---- the work itself (worker threads)
 
     def _place_blob(self, blob: BlobPlan, repositories: list[str], source: str | None) -> dict[Fact, object]:
-        """Upload once into the first repository that lacks it, then mount into the others.
-
-        The first repository is asked to mount the blob from itself: the answer says whether an earlier
-        run sent it, and when none did it opens the upload, in one request instead of a HEAD and a POST.
-        """
+        """Upload once into the first repository that lacks it, then mount into the others."""
         results: dict[Fact, object] = {}
         chunks = self._chunk_source(blob.digest)
         for position, repository in enumerate(repositories):
             fact = _blob(repository, blob.digest)
             try:
-                how = self.client.blob_upload(
-                    repository, blob.digest, blob.size or 0, chunks, mount_from=source or repository
-                )
+                if source is None and self._already_there(repository, blob):
+                    results[fact], source = _PRESENT, repository
+                    continue
+                how = self.client.blob_upload(repository, blob.digest, blob.size or 0, chunks, mount_from=source)
             except CorruptBundleError as error:  # the bundle's bytes are bad: every repository would get them
                 return {**results, **{_blob(r, blob.digest): error for r in repositories[position:]}}
             except UnreachableError:
@@ -369,17 +363,22 @@ class _Push:
             self._count_blob(how, blob.size or 0)
         return results
 
+    def _already_there(self, repository: str, blob: BlobPlan) -> bool:
+        """HEAD before an upload (an earlier run may have sent it); a blob found counts as sent for progress."""
+        if not self.client.blob_exists(repository, blob.digest):
+            return False
+        with self.lock:
+            self.result.blobs_present += 1
+        self.progress.advance(blob.size or 0)
+        return True
+
     def _count_blob(self, how: str, size: int) -> None:
         with self.lock:
-            if how == _PRESENT:
-                self.result.blobs_present += 1
-            elif how == "mounted":
+            if how == "mounted":
                 self.result.blobs_mounted += 1
             else:
                 self.result.blobs_uploaded += 1
                 self.result.bytes_uploaded += size
-        if how == _PRESENT:
-            self.progress.advance(size)  # a blob found counts as sent
 
     def _chunk_source(self, digest: Digest) -> Callable[[], Iterator[bytes]]:
         """A restartable chunk stream from the bundle that reports progress once per byte of the blob
