@@ -364,7 +364,12 @@ class _Push:
         return results
 
     def _already_there(self, repository: str, blob: BlobPlan) -> bool:
-        """HEAD before an upload (an earlier run may have sent it); a blob found counts as sent for progress."""
+        """HEAD before an upload (an earlier run may have sent it); a blob found counts as sent for progress.
+
+        Why a HEAD and not a mount from the repository itself (one request fewer per new blob): Harbor's
+        HEAD marks a blob that garbage collection has picked as in use again, and a mount does not, so a
+        blob found by a mount could be swept before the manifest that needs it lands.
+        """
         if not self.client.blob_exists(repository, blob.digest):
             return False
         with self.lock:
