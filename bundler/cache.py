@@ -2,8 +2,11 @@
 
 Entries live at ``ROOT/blobs/sha256/<hex>`` (``ROOT`` is platformdirs' user cache dir for
 ``imgbundle``, or ``IMGBUNDLE_CACHE_DIR``). Nothing in it is trusted: an entry is hashed before it
-is used and deleted when it does not match, and new entries are written to ``ROOT/tmp`` and renamed
-into place only after their digest and size were checked. The cache is an optimisation: when it
+is used and deleted when it does not match. New entries are written to ``ROOT/tmp`` and renamed into
+place only when their stream ended, at the declared size. Their digest is not hashed a second time:
+the chunks come from a source that verifies as it streams and raises before the end when they do not
+match (as the bundle writer, the cache trusts that; a second sha256 would cost a core per GiB),
+and a wrong entry would be caught when it is read anyway. The cache is an optimisation: when it
 cannot be written (disk full, read-only) the pack goes on without it. Least recently used entries
 (by mtime, refreshed on every hit) go first when ``prune`` caps its size.
 """
@@ -88,7 +91,10 @@ class BlobCache:
         return None if handle is None else _file_chunks(handle)
 
     def fill(self, digest: Digest, size: int, chunks: Iterator[bytes]) -> Iterator[bytes]:
-        """``chunks`` passed through; stored as the entry only when they ended matching ``digest`` and ``size``."""
+        """``chunks`` passed through; stored as the entry only when they ended, ``size`` bytes long.
+
+        ``chunks`` must verify ``digest`` themselves (raise before they end when the bytes do not match).
+        """
         with _Filling(self, digest, size) as filling:
             for chunk in chunks:
                 filling.write(chunk)
@@ -173,12 +179,13 @@ class BlobCache:
 
 
 class _Filling:
-    """One blob being written into the cache: temp file, verified, renamed; abandoned on any trouble."""
+    """One blob being written into the cache: temp file, size checked, renamed; abandoned on any trouble."""
 
     def __init__(self, cache: BlobCache, digest: Digest, size: int) -> None:
         self._cache = cache
         self._digest = digest
-        self._verifier = DigestVerifier(digest, size, what=f"blob {digest} for the cache")
+        self._size = size
+        self._written = 0
         self._temp: tuple[BinaryIO, Path] | None = None
 
     def __enter__(self) -> "_Filling":
@@ -189,9 +196,8 @@ class _Filling:
         if self._temp is None:
             return
         try:
-            self._verifier.update(chunk)
-            self._temp[0].write(chunk)
-        except (OSError, ContentMismatchError) as error:
+            self._written += self._temp[0].write(chunk)
+        except OSError as error:
             self._abandon(error)
 
     def commit(self) -> None:
@@ -199,7 +205,8 @@ class _Filling:
             return
         handle, temp = self._temp
         try:
-            self._verifier.check()
+            if self._written != self._size:
+                raise ContentMismatchError(f"got {self._written} bytes, expected {self._size}")
             handle.close()
             target = self._cache.path(self._digest)
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -11,11 +11,13 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from bundler.cache import BlobCache
 from bundler.digest import Digest
+from bundler.errors import ContentMismatchError
 from fixtures_registry import RunningRegistry
 from test_storage import run_cli
 
@@ -49,13 +51,37 @@ def test_an_entry_appears_only_after_the_whole_verified_stream(tmp_path: Path) -
     assert b"".join(cache.read(digest, len(data))) == data
 
 
-def test_a_lying_stream_passes_through_but_is_not_cached(tmp_path: Path) -> None:
+def test_a_source_that_fails_its_check_leaves_no_entry(tmp_path: Path) -> None:
+    """fill leaves the digest to its source, which raises before it ends (RegistryClient.blob_chunks does)."""
+    cache = BlobCache(tmp_path)
+    digest, data = blob("promised")
+    _, other = blob("served!!")
+
+    def verifying_source() -> Iterator[bytes]:
+        yield from pieces(other)
+        raise ContentMismatchError(f"blob {digest}: digest mismatch")
+
+    with pytest.raises(ContentMismatchError):
+        b"".join(cache.fill(digest, len(data), verifying_source()))
+    assert not cache.path(digest).exists() and list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_stream_of_the_wrong_size_is_not_cached(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path)
+    digest, data = blob("promised")
+    assert b"".join(cache.fill(digest, len(data), iter(pieces(data[:-1])))) == data[:-1]
+    assert not cache.path(digest).exists() and list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_lying_stream_that_got_in_is_never_served(tmp_path: Path) -> None:
+    """A source that did not check (a bug) could store wrong bytes: the read finds them and deletes the entry."""
     cache = BlobCache(tmp_path)
     digest, data = blob("promised")
     _, other = blob("served!!")
     assert b"".join(cache.fill(digest, len(data), iter(pieces(other)))) == other
-    assert not cache.path(digest).exists() and cache.read(digest, len(data)) is None
-    assert list((tmp_path / "tmp").iterdir()) == []
+    warnings: list[str] = []
+    assert cache.read(digest, len(data), on_corrupt=warnings.append) is None
+    assert warnings and not cache.path(digest).exists()
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "extend"])

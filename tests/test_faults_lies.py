@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from bundler.cache import BlobCache
+from bundler.digest import Digest
 from bundler.errors import RegistryContentError
 from bundler.oci import MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST
 from bundler.pack import pack, read_requests
@@ -163,13 +165,17 @@ def test_pack_refuses_a_lying_registry(kind: str, lying: Callable[[str], tuple[F
     out = tmp_path / "out"
     out.mkdir()
     requests = read_requests([proxy.ref(lie.image)], "test")
+    cache = BlobCache(tmp_path / "cache")
     with pytest.raises(RegistryContentError) as caught:
-        pack(requests, out / "b.tar.zst", fast_options())
+        pack(requests, out / "b.tar.zst", fast_options(), cache=cache)
     message = str(caught.value)
     assert "\n" not in message and all(name in message for name in lie.names), message
     assert sum(rule.matched for rule in lie.rules) >= 1, "the lie was never told"
     assert len(proxy.requests("GET", "/manifests/")) <= 8, "a loop or a retry storm"
     assert files_in(out) == []
+    lied_about = [Digest(name.split("@")[1]) for name in lie.names if "@sha256:" in name]
+    assert not any(cache.path(digest).exists() for digest in lied_about), "a lie reached the blob cache"
+    assert files_in(tmp_path / "cache" / "tmp") == []
 
 
 @pytest.mark.parametrize("kind", ["manifest-by-digest", "blob-content", "index-refers-to-itself"])
