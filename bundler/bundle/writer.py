@@ -125,7 +125,7 @@ def write_bundle(
     if not overwrite and (existing := existing_outputs(path)):
         raise LocalIOError(f"{existing[0]} already exists; refusing to overwrite it")
     sidecar = sidecar_path(path)
-    sweep_abandoned(path)
+    _sweep_abandoned(path)
     with (VolumeWriter(path, split - 1, _TempFile) if split else _TempFile(path)) as bundle_temp:
         output = _FrameOutput(bundle_temp.file, path)
         _write_members(output, plan, open_blob, level=level, jobs=jobs, verify=verify_digests, spill_dir=path.parent)
@@ -220,7 +220,7 @@ def _local_error(path: Path, error: OSError) -> LocalIOError:
     return LocalIOError(f"cannot write {path}: {error.strerror or error}")
 
 
-def sweep_abandoned(target: Path) -> None:
+def _sweep_abandoned(target: Path) -> None:
     """Remove the temp files that writes of ``target`` (its volumes, its sidecar) killed earlier left.
 
     Why: a forced second Ctrl-C or a power cut leaves ``<target>.part-<random>``, up to a bundle's size,
@@ -264,9 +264,9 @@ class _TempFile:
             raise LocalIOError(f"cannot create {self.temp}: {error.strerror or error}") from None
         if fcntl is not None:
             try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # tells sweep_abandoned it is in use
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # tells _sweep_abandoned it is in use
             except OSError:
-                pass  # a filesystem without locks: sweep_abandoned cannot lock it either, so leaves it
+                pass  # a filesystem without locks: _sweep_abandoned cannot lock it either, so leaves it
         self.file = WriteBehind(os.fdopen(descriptor, "wb", buffering=1024 * 1024))
         return self
 
