@@ -63,7 +63,6 @@ class WriteBehind:
         self._window_start = 0
         self._previous: tuple[int, int] | None = None
         """The window written before the one being filled: [start, end)."""
-        self._dropped_from = 0
         self._enabled = _sync_file_range is not None and _CAN_DROP
 
     def write(self, data: bytes | memoryview) -> int:
@@ -82,8 +81,7 @@ class WriteBehind:
             if self._previous is not None:
                 start, end = self._previous
                 _sync_file_range(fd, start, end - start, _WAIT_BEFORE | _WRITE | _WAIT_AFTER)
-                _drop(fd, self._dropped_from, end)
-                self._dropped_from = start
+                _drop(fd, 0, end, overlap=start)
         except OSError as error:
             if error.errno not in _UNSUPPORTED:
                 raise
