@@ -150,7 +150,7 @@ def test_session_cookies_and_presigned_urls_stay_out_of_debug_logs(
         seeded_registry: tuple[RunningRegistry, object], fault_proxy: Callable[..., FaultProxy],
         tmp_path: Path) -> None:
     """Harbor sets a ``sid`` session cookie; S3-backed registries redirect blob GETs to pre-signed URLs.
-    httpcore's debug trace prints response headers and httpx every URL: both must come out masked."""
+    Our transport's debug trace prints response headers and httpx every URL: both must come out masked."""
     reg, _ = seeded_registry
     cookie, signature = "sid-" + uuid.uuid4().hex, "sig" + uuid.uuid4().hex
     presigned = f"X-Amz-Credential=AKIA{signature}&X-Amz-Signature={signature}"

@@ -57,10 +57,10 @@ _AUTH_VALUE = re.compile(r"(?i)\b(Bearer|Basic)\s+(?!realm)[A-Za-z0-9._~+/-]{8,}
 _SECRET_HEADER = re.compile(
     r"(?i)((?:set-cookie|cookie)['\"]?\s*[:,]\s*b?['\"]?)[^'\"\r\n]+"
 )
-_HTTP_LOGGERS = ("httpx", "httpcore.connection", "httpcore.connection_pool", "httpcore.http11", "httpcore.http2",
-                 "httpcore.proxy", "httpcore.socks")
-"""httpcore traces every response's headers at DEBUG (Harbor's ``sid`` session cookie among them), httpx
-every URL at INFO (a storage back end's pre-signed URL carries its signature)."""
+_HTTP_LOGGERS = ("httpx", "bundler.registry.wire", "httpcore.connection", "httpcore.connection_pool",
+                 "httpcore.http11", "httpcore.http2", "httpcore.proxy", "httpcore.socks")
+"""Our transport (and httpcore, for proxied hosts) traces every response's headers at DEBUG (Harbor's ``sid``
+session cookie among them), httpx every URL at INFO (a storage back end's pre-signed URL carries its signature)."""
 _HARBOR_MISSING_PROJECT = re.compile(r"(?i)project\s+(\S+)\s+not\s+found")
 _CONTENT_CODES = frozenset({"DIGEST_INVALID", "SIZE_INVALID"})
 

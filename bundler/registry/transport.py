@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import ssl
 import threading
+import urllib.request
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from bundler.errors import LocalIOError
 from bundler.registry import urls
 from bundler.registry.errors import install_log_redaction
 from bundler.registry.retry import find_cause
+from bundler.registry.wire import WireTransport
 from bundler.registry.options import RegistryOptions
 
 __all__ = ["is_loopback", "ssl_context", "make_http_client", "SchemeChooser", "read_limited"]
@@ -82,22 +84,39 @@ class _NoCookies(CookieJar):
 def make_http_client(host: str, options: RegistryOptions, auth: httpx.Auth | None = None) -> httpx.Client:
     """One pooled HTTP/1.1 client for ``host``; environment proxies apply except on loopback."""
     install_log_redaction()
+    context = ssl_context(host, options)
     return httpx.Client(
         auth=auth,
-        verify=ssl_context(host, options),
+        transport=WireTransport(context, keepalive=options.jobs),
+        mounts=_proxy_mounts(host, context, options),
         timeout=httpx.Timeout(
             connect=options.connect_timeout,
             read=options.read_timeout,
             write=options.read_timeout,
             pool=options.read_timeout,
         ),
-        limits=httpx.Limits(max_connections=options.jobs + 2, max_keepalive_connections=options.jobs),
-        http1=True,
-        http2=False,
         follow_redirects=False,
-        trust_env=not is_loopback(host),
+        trust_env=False,
         cookies=_NoCookies(),
     )
+
+
+def _proxy_mounts(host: str, context: ssl.SSLContext, options: RegistryOptions) -> dict[str, httpx.BaseTransport]:
+    """Per scheme, httpx's own transport through the proxy that ``*_PROXY`` names for ``host``.
+
+    httpx reads these variables only when it makes the transport itself; ours is direct. Loopback
+    and the hosts ``NO_PROXY`` lists are never proxied.
+    """
+    if is_loopback(host) or urllib.request.proxy_bypass_environment(host):
+        return {}
+    proxies = urllib.request.getproxies_environment()
+    limits = httpx.Limits(max_connections=options.jobs + 2, max_keepalive_connections=options.jobs)
+    mounts: dict[str, httpx.BaseTransport] = {}
+    for scheme in ("http", "https"):
+        proxy = proxies.get(scheme) or proxies.get("all")
+        if proxy:
+            mounts[f"{scheme}://"] = httpx.HTTPTransport(proxy=proxy, verify=context, limits=limits)
+    return mounts
 
 
 class SchemeChooser:

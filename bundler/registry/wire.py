@@ -1,0 +1,216 @@
+"""An httpx transport on the standard library's ``http.client``: httpx's API, a cheaper HTTP/1.1 wire.
+
+httpx's default transport (httpcore and h11) copies every body byte three times and spends about
+a millisecond of GIL time per request; a pack is a gigabyte of bodies and thousands of requests,
+so that was a third of its CPU. Here a body is read straight from the socket into the chunk that
+is handed on, and a request is a few ``sendall`` calls. httpx still does everything above the
+wire: auth flows, redirects, cookies, timeouts as configured, proxies from the environment (a
+proxied URL goes to httpx's own transport).
+
+One connection serves one request at a time; a finished one is kept for the next request to the
+same origin, unless the server said it would close or sent something while idle.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import select
+import socket
+import ssl
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import httpx
+
+__all__ = ["WireTransport", "BODY_CHUNK"]
+
+log = logging.getLogger(__name__)
+"""Traces each answer's headers at DEBUG; ``install_log_redaction`` masks the secrets among them."""
+
+BODY_CHUNK = 1024 * 1024
+"""Bytes a response body is read in (the last piece is shorter)."""
+
+_Origin = tuple[str, str, int]
+
+
+class WireTransport(httpx.BaseTransport):
+    """HTTP/1.1 over keep-alive connections, ``keepalive`` idle ones kept per origin."""
+
+    def __init__(self, context: ssl.SSLContext, keepalive: int) -> None:
+        self._context = context
+        self._keepalive = keepalive
+        self._idle: dict[_Origin, list[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts = request.extensions.get("timeout", {})
+        origin = _origin(request.url)
+        connection = self._reuse(origin) or self._connect(origin, timeouts.get("connect"))
+        try:
+            _send(connection, request, timeouts.get("write"))
+            answer = _receive(connection, timeouts.get("read"))
+        except BaseException:
+            connection.close()
+            raise
+        headers = answer.msg.items()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("answer to %s %s: %d %s %s", request.method, request.url, answer.status, answer.reason, headers)
+        return httpx.Response(
+            answer.status,
+            headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers],
+            stream=_Body(connection, answer, lambda: self._release(origin, connection)),
+            extensions={"http_version": b"HTTP/1.1" if answer.version == 11 else b"HTTP/1.0",
+                        "reason_phrase": answer.reason.encode("latin-1", "replace")},
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle, self._closed = self._idle, {}, True
+        for connections in idle.values():
+            for connection in connections:
+                connection.close()
+
+    def _reuse(self, origin: _Origin) -> http.client.HTTPConnection | None:
+        """An idle connection to ``origin`` that the server has not closed (or written to) meanwhile."""
+        while True:
+            with self._lock:
+                idle = self._idle.get(origin)
+                if not idle:
+                    return None
+                connection = idle.pop()
+            if connection.sock is not None and not _readable(connection.sock):
+                return connection
+            connection.close()
+
+    def _connect(self, origin: _Origin, timeout: float | None) -> http.client.HTTPConnection:
+        scheme, host, port = origin
+        if scheme == "https":
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, port, timeout=timeout, context=self._context
+            )
+        else:
+            connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            with _as_httpx(httpx.ConnectTimeout, httpx.ConnectError):  # ssl.SSLError is an OSError
+                connection.connect()
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _release(self, origin: _Origin, connection: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(origin, [])
+            if not self._closed and len(idle) < self._keepalive:
+                idle.append(connection)
+                return
+        connection.close()
+
+
+def _origin(url: httpx.URL) -> _Origin:
+    if url.scheme not in ("http", "https"):
+        raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
+    return url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80)
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether an idle socket has something to read: the server closed it, or broke the protocol."""
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+def _send(connection: http.client.HTTPConnection, request: httpx.Request, timeout: float | None) -> None:
+    """Request line, headers and body."""
+    sock = connection.sock
+    sock.settimeout(timeout)
+    chunked = request.headers.get("transfer-encoding", "").lower() == "chunked"
+    with _as_httpx(httpx.WriteTimeout, httpx.WriteError, broken=httpx.LocalProtocolError):
+        connection.putrequest(request.method, request.url.raw_path.decode("ascii"), skip_host=True,
+                              skip_accept_encoding=True)
+        for name, value in request.headers.multi_items():
+            connection.putheader(name, value)
+        connection.endheaders()
+    for chunk in request.stream:  # type: ignore[union-attr]
+        if chunk and not _write(sock, b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk):
+            return
+    if chunked:
+        _write(sock, b"0\r\n\r\n")
+
+
+def _write(sock: socket.socket, data: bytes) -> bool:
+    """Send ``data``; False when the server has closed: it may have answered early (a 401, a 413), so
+    the caller goes on to read the answer, and fails there when there is none."""
+    try:
+        sock.sendall(data)
+    except TimeoutError as exc:
+        raise httpx.WriteTimeout(str(exc) or "timed out") from exc
+    except OSError:
+        return False
+    return True
+
+
+def _receive(connection: http.client.HTTPConnection, timeout: float | None) -> http.client.HTTPResponse:
+    """Status line and headers."""
+    connection.sock.settimeout(timeout)
+    with _as_httpx(httpx.ReadTimeout, httpx.ReadError):
+        return connection.getresponse()
+
+
+@contextmanager
+def _as_httpx(
+    timed_out: type[httpx.TransportError],
+    failed: type[httpx.TransportError],
+    broken: type[httpx.TransportError] = httpx.RemoteProtocolError,
+) -> Iterator[None]:
+    """The socket's and http.client's exceptions as the httpx ones that callers retry and explain."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise timed_out(str(exc) or "timed out") from exc
+    except OSError as exc:  # before ValueError: ssl.SSLCertVerificationError is both
+        raise failed(str(exc) or type(exc).__name__) from exc
+    except (http.client.HTTPException, ValueError) as exc:  # BadStatusLine, a bad chunk size, a bad header
+        raise broken(str(exc) or type(exc).__name__) from exc
+
+
+class _Body(httpx.SyncByteStream):
+    """A response body in ``BODY_CHUNK`` pieces; its connection goes back to the pool once read to the end."""
+
+    def __init__(
+        self, connection: http.client.HTTPConnection, answer: http.client.HTTPResponse, release: Callable[[], None]
+    ) -> None:
+        self._connection: http.client.HTTPConnection | None = connection
+        self._answer = answer
+        self._release = release
+        self._complete = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            chunk = self._read()
+            if not chunk:
+                break
+            yield chunk
+        if self._answer.length:  # http.client ends a short body quietly
+            raise httpx.RemoteProtocolError(
+                f"peer closed connection without sending complete message body ({self._answer.length} bytes missing)"
+            )
+        self._complete = True
+
+    def _read(self) -> bytes:
+        with _as_httpx(httpx.ReadTimeout, httpx.ReadError):
+            return self._answer.read(BODY_CHUNK)
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        self._answer.close()
+        if self._complete and connection.sock is not None:  # http.client drops the socket of a closing answer
+            self._release()
+        else:
+            connection.close()
