@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import threading
@@ -309,3 +310,27 @@ def test_the_temp_file_is_locked_while_written(image_set, tmp_path) -> None:
 
     image_set.write(tmp_path / "b.tar.zst", open_blob=open_blob)
     assert locked and all(locked)
+
+
+def test_blobs_already_compressed_are_compressed_at_level_1(tmp_path, monkeypatch) -> None:
+    """gzip and zstd layers hardly compress further; the level asked for applies to everything else."""
+    compressed_at: collections.Counter[int] = collections.Counter()
+    real = writer_module.new_compressor
+
+    class Recording:
+        def __init__(self, level: int) -> None:
+            self.level, self.inner = level, real(level)
+
+        def compress(self, data: bytes) -> bytes:
+            compressed_at[self.level] += len(data)
+            return self.inner.compress(data)
+
+    monkeypatch.setattr(writer_module, "new_compressor", Recording)
+    image_set = make_image_set()
+    result = image_set.write(tmp_path / "b.tar.zst", level=9)
+    layers = sum(len(data) for data, media_type in image_set.blobs.values() if media_type.endswith("gzip"))
+    assert layers and layers < compressed_at[1] < layers + 1024 * len(image_set.blobs)  # with tar headers, padding
+    assert compressed_at[9] > sum(len(m.data) for m in image_set.manifests.values())
+    assert set(compressed_at) == {1, 9}
+    with BundleReader.open(result.path) as reader:
+        assert all(b"".join(reader.blob_chunks(d)) == data for d, (data, _) in image_set.blobs.items())

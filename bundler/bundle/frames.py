@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import queue
+import re
 import threading
 from typing import BinaryIO, Callable, Iterator
 
@@ -30,6 +31,8 @@ __all__ = [
     "MAX_FRAME_COMPRESSED",
     "ZSTD_MAGIC",
     "new_compressor",
+    "blob_level",
+    "COMPRESSED_BLOB_LEVEL",
     "compress_frames",
     "SourceError",
     "StreamSource",
@@ -48,11 +51,21 @@ MAX_WINDOW = 8 * 1024 * 1024
 MAX_FRAME_COMPRESSED = FRAME_SIZE + FRAME_SIZE // 128 + 4096
 """Above ZSTD_compressBound(FRAME_SIZE): no honest frame is larger."""
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+COMPRESSED_BLOB_LEVEL = 1
+"""The level for blobs already compressed (gzip and zstd layers). Measured on gzip'd binaries, 4 MiB
+frames: level 3 saves 1.2 % of their size for 1.1 to 1.4 s of CPU per GiB, level 1 saves 0.7 % for
+0.6 s, and level 19 saves 2.1 % for 140 s."""
+_ALREADY_COMPRESSED = re.compile(r"[+.](gzip|zstd|bzip2|xz)$")
 
 
 def new_compressor(level: int) -> zstandard.ZstdCompressor:
     """A compressor with the frame options the format requires; not thread-safe, one per thread."""
     return zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True, write_dict_id=False)
+
+
+def blob_level(media_type: str, level: int) -> int:
+    """The level a blob is compressed at: ``COMPRESSED_BLOB_LEVEL`` when its media type says compressed."""
+    return COMPRESSED_BLOB_LEVEL if _ALREADY_COMPRESSED.search(media_type) else level
 
 
 def compress_frames(compressor: zstandard.ZstdCompressor, data: bytes) -> Iterator[tuple[bytes, int]]:

@@ -37,7 +37,7 @@ except ImportError:  # Windows: temp files are not locked, and not swept
     fcntl = None  # type: ignore[assignment]
 
 from bundler.bundle.delta import delta_plan
-from bundler.bundle.frames import FRAME_SIZE, compress_frames, new_compressor
+from bundler.bundle.frames import FRAME_SIZE, blob_level, compress_frames, new_compressor
 from bundler.bundle.index import INDEX_NAME, BundleIndex, ImageEntry, SkippedEntry, blob_path
 from bundler.bundle.layout import (
     LAYOUT_NAME,
@@ -534,7 +534,7 @@ class _BlobPipeline:
         spec = spool.spec
         check = _BlobCheck(spec, self._verify)
         frame = self._frame_builder()
-        frame.start(spool.put)
+        frame.start(spool.put, blob_level(spec.media_type, self._level))
         frame.add(header_bytes(blob_path(spec.digest), spec.size))
         chunks = self._open_blob(spec)
         try:
@@ -554,7 +554,7 @@ class _BlobPipeline:
         """This worker thread's builder: one buffer and one compressor per thread, reused for every blob."""
         builder = getattr(self._local, "builder", None)
         if builder is None:
-            builder = self._local.builder = _FrameBuilder(self._level)
+            builder = self._local.builder = _FrameBuilder()
         return builder
 
 
@@ -565,16 +565,21 @@ class _FrameBuilder:
     page fault per 4 KiB; at a gigabyte per second that is a sizeable share of a core.
     """
 
-    def __init__(self, level: int) -> None:
+    def __init__(self) -> None:
         self._buffer = memoryview(bytearray(FRAME_SIZE))
         self._filled = 0
-        self._compressor = new_compressor(level)
+        self._compressors: dict[int, zstandard.ZstdCompressor] = {}
+        self._compressor: zstandard.ZstdCompressor | None = None
         self._emit: Callable[[bytes, int], None] = lambda frame, size: None
 
-    def start(self, emit: Callable[[bytes, int], None]) -> None:
-        """Begin a member whose frames go to ``emit(frame, decompressed_size)``; drops any unfinished one."""
+    def start(self, emit: Callable[[bytes, int], None], level: int) -> None:
+        """Begin a member compressed at ``level`` whose frames go to ``emit(frame, decompressed_size)``;
+        drops any unfinished one."""
         self._emit = emit
         self._filled = 0
+        if level not in self._compressors:
+            self._compressors[level] = new_compressor(level)
+        self._compressor = self._compressors[level]
 
     def add(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
@@ -590,6 +595,7 @@ class _FrameBuilder:
         """Compress what is buffered as one frame (nothing when the buffer is empty)."""
         if self._filled:
             size, self._filled = self._filled, 0
+            assert self._compressor is not None
             self._emit(self._compressor.compress(self._buffer[:size]), size)
 
 

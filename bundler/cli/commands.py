@@ -153,7 +153,7 @@ def _whole(references: list[Reference]) -> list[ImageRequest]:
 @click.option("--platform", "platforms", multiple=True, metavar="OS/ARCH[/VARIANT]",
               help="Keep only these platforms (repeatable); default: all, attestations included.")
 @click.option("--skip-missing", is_flag=True, help="Pack the images that resolve; record the others as skipped.")
-@click.option("--level", type=click.IntRange(1, 19), default=3, show_default=True, help="zstd compression level.")
+@click.option("--level", type=click.IntRange(1, 19), default=3, show_default=True, help="zstd level for metadata and uncompressed blobs; gzip and zstd layers always get level 1.")
 @click.option("--created", metavar="RFC3339", help="Timestamp recorded in the bundle (default: now or SOURCE_DATE_EPOCH).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--split", metavar="SIZE",
