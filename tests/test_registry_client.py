@@ -6,13 +6,16 @@ import json
 import logging
 import random
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 from fixtures_registry import RunningRegistry, registry_client, registry_get_manifest
 
 import bundler.registry as registry_pkg
+import bundler.registry.client as client_module
 from bundler.digest import Digest
 from bundler.errors import NotFoundError, UnreachableError
 from bundler.oci import DOCKER_MANIFEST_LIST, OCI_MANIFEST, RawManifest
@@ -259,3 +262,27 @@ def test_docker_hub_host_maps_to_its_endpoint() -> None:
     with RegistryClient("docker.io", options()) as client:
         assert client.endpoint == "registry-1.docker.io"
         assert client._schemes.scheme(client._http) == "https"  # not loopback, not insecure: no probe
+
+
+@pytest.mark.parametrize("sizes", [[MiB, MiB, 10], [10], [64 * 1024] * 40, [MiB - 1, 2, MiB, 5, 64 * 1024]],
+                         ids=["ours", "small-blob", "proxy-pieces", "mixed"])
+def test_a_body_is_passed_on_in_whole_pieces_but_the_last(sizes: list[int]) -> None:
+    data = random.Random(sum(sizes)).randbytes(sum(sizes))
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    pieces = [data[start : start + size] for start, size in zip(starts, sizes)]
+    chunks = list(client_module._body_chunks(httpx.Response(200, content=iter(pieces))))
+    assert b"".join(chunks) == data
+    assert all(len(chunk) == MiB for chunk in chunks[:-1]) and 0 < len(chunks[-1]) <= MiB
+
+
+def test_a_body_cut_short_passes_on_only_whole_pieces() -> None:
+    def cut() -> Iterator[bytes]:
+        yield b"x" * MiB
+        yield b"y" * 1000
+        raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+
+    passed = []
+    with pytest.raises(httpx.RemoteProtocolError):
+        for chunk in client_module._body_chunks(httpx.Response(200, content=cut())):
+            passed.append(chunk)
+    assert [len(chunk) for chunk in passed] == [MiB]  # the resume asks for bytes=1048576-

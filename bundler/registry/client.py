@@ -554,28 +554,28 @@ def _skip(data: Iterable[bytes], count: int) -> Iterator[bytes]:
 def _body_chunks(response: httpx.Response) -> Iterator[bytes]:
     """The body in ``READ_CHUNK`` pieces (the last one shorter); a resumed download restarts at a piece border.
 
-    Our transport's pieces pass as they are; other pieces (a proxy's transport) are cut through one
-    reused buffer. A server that compresses despite ``Accept-Encoding: identity`` is decoded.
+    Our transport's pieces pass as they are. Bytes short of a whole piece (a proxy's transport reads
+    64 KiB, and a dropped connection ends short) are held back until a whole piece or the clean end
+    of the body. A server that compresses despite ``Accept-Encoding: identity`` is decoded.
     """
     if response.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
         yield from response.iter_bytes(READ_CHUNK)
         return
-    buffer, filled = bytearray(READ_CHUNK), 0
+    held: list[bytes] = []
+    held_size = 0
     for piece in response.iter_raw():
-        if not filled and len(piece) == READ_CHUNK:
+        if not held and len(piece) == READ_CHUNK:
             yield piece
             continue
-        view = memoryview(piece)
-        while view:
-            take = min(READ_CHUNK - filled, len(view))
-            buffer[filled : filled + take] = view[:take]
-            filled += take
-            view = view[take:]
-            if filled == READ_CHUNK:
-                yield bytes(buffer)
-                filled = 0
-    if filled:
-        yield bytes(buffer[:filled])
+        held.append(piece)
+        held_size += len(piece)
+        if held_size >= READ_CHUNK:
+            data = b"".join(held)
+            whole = held_size - held_size % READ_CHUNK
+            yield from (data[start : start + READ_CHUNK] for start in range(0, whole, READ_CHUNK))
+            held, held_size = ([data[whole:]] if whole < held_size else []), held_size - whole
+    if held:
+        yield b"".join(held)  # one piece (a small blob) is passed as it is
 
 
 def _rechunk(data: Iterable[bytes], size: int, total: int) -> Iterator["_Piece"]:
