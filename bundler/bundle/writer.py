@@ -551,7 +551,7 @@ class _BlobPipeline:
         frame.flush()
 
     def _frame_builder(self) -> "_FrameBuilder":
-        """This worker thread's builder: one buffer and one compressor per thread, reused for every blob."""
+        """This worker thread's builder: one buffer and one compressor per level, reused for every blob."""
         builder = getattr(self._local, "builder", None)
         if builder is None:
             builder = self._local.builder = _FrameBuilder()

@@ -21,9 +21,9 @@ import httpx
 from bundler.errors import LocalIOError
 from bundler.registry import urls
 from bundler.registry.errors import install_log_redaction
+from bundler.registry.options import RegistryOptions
 from bundler.registry.retry import find_cause
 from bundler.registry.wire import WireTransport
-from bundler.registry.options import RegistryOptions
 
 __all__ = ["is_loopback", "ssl_context", "make_http_client", "SchemeChooser", "read_limited"]
 
