@@ -7,6 +7,8 @@ only a registry's answers) is what is scripted; it counts the connections it acc
 from __future__ import annotations
 
 import hashlib
+import os
+import resource
 import socket
 import ssl
 import threading
@@ -244,3 +246,24 @@ def test_a_proxy_from_the_environment_still_carries_other_hosts(
     with make_http_client("registry.example:5000", RegistryOptions()) as http:
         assert http.get("http://registry.example:5000/v2/").content == b"{}"
     assert [(r.method, r.path) for r in proxy.requests] == [("GET", "http://registry.example:5000/v2/")]
+
+
+def test_connections_on_descriptors_above_1023_are_reused(
+    raw_server: Callable[..., RawServer], client: httpx.Client
+) -> None:
+    """``select`` cannot watch such a descriptor; a process with many open files must still reuse."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("cannot open 1100 files here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    fillers = []
+    try:
+        while len(fillers) < 1100 and (not fillers or fillers[-1] < 1050):
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        server = raw_server(answer_with(b"ok"))
+        assert [client.get(server.url + "/").content for _ in range(3)] == [b"ok"] * 3
+        assert server.connections == 1
+    finally:
+        for descriptor in fillers:
+            os.close(descriptor)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -117,8 +117,15 @@ def _origin(url: httpx.URL) -> _Origin:
 
 
 def _readable(sock: socket.socket) -> bool:
-    """Whether an idle socket has something to read: the server closed it, or broke the protocol."""
+    """Whether an idle socket has something to read: the server closed it, or broke the protocol.
+
+    ``poll`` where there is one: ``select`` refuses descriptors above 1023.
+    """
     try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
         return bool(select.select([sock], [], [], 0)[0])
     except (OSError, ValueError):
         return True
