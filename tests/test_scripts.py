@@ -75,5 +75,5 @@ def test_bench_times_every_flow_and_writes_its_report(tmp_path: Path) -> None:
     assert all(p["seconds"] > 0 and p["peak_rss_kib"] > 0 for p in phases.values())
     assert phases["imgbundle pack"]["output_bytes"] > 2 * 1024 * 1024 and report["ratios"]["bundle / skopeo tar.zst"] > 0
     table = (out / "bench.md").read_text()
-    assert "| imgbundle pack |" in table and "| pack / GET floor |" in table
+    assert "| imgbundle pack |" in table and "| pack / GET floor |" in table and " of 1 |" in table
     assert not (out / "work" / "run-1").exists()  # scratch space is removed after each run
