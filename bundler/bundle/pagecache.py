@@ -9,9 +9,10 @@ cache once it is on disk; ``open_read_once`` drops what it has read. Dropped pag
 the next ones, which is also cheaper: measured on the benchmark machine (a VM, 1 GiB in 4 MiB
 pieces), writing through the page cache took 2.2 to 3.3 s of kernel time, writing behind 0.34 to
 0.56 s; reading a bundle that is not cached took up to 1.7 s, reading and dropping 0.1 s.
+``DirectReader``, for the positioned reads of unpack's threads, goes around the cache altogether.
 
-Linux only (``sync_file_range``, called through ctypes because the os module lacks it, and
-``posix_fadvise``). Elsewhere, and on pipes, files are plain buffered files.
+Linux only (``sync_file_range``, called through ctypes because the os module lacks it,
+``posix_fadvise`` and ``O_DIRECT``). Elsewhere, and on pipes, files are plain buffered files.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import io
+import mmap
 import os
+import threading
 from collections import deque
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-__all__ = ["WriteBehind", "open_read_once", "WINDOW"]
+__all__ = ["DirectReader", "WriteBehind", "open_read_once", "WINDOW"]
 
 WINDOW = 32 * 1024 * 1024
 """Bytes written, or read, between two requests to the kernel to write them out or drop them."""
@@ -56,6 +59,10 @@ def _load_sync_file_range() -> Callable[[int, int, int, int], None] | None:
 
 _sync_file_range = _load_sync_file_range()
 _CAN_DROP = hasattr(os, "posix_fadvise")
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+_DIRECT_ALIGN = 4096
+"""Offsets, lengths and buffers of direct reads are multiples of this: the logical block size of
+nearly every disk (512 or 4096). A disk that wants more refuses the read, and the reader falls back."""
 
 
 class WriteBehind:
@@ -167,3 +174,89 @@ def _drop(fd: int, start: int, end: int, overlap: int | None = None) -> None:
             os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
         except OSError:
             pass  # only advice
+
+
+class DirectReader:
+    """``read_at(offset, size)`` on a file from the disk straight into memory (``O_DIRECT``): the page
+    cache is neither filled nor dropped. Measured on the benchmark machine, 1 GiB read in 4 MiB frames
+    by four threads cost 0.11 to 0.15 s of kernel time this way, and 0.41 to 0.45 s through the cache
+    with ``open_read_once`` dropping behind. Each read covers whole blocks, into a buffer kept per
+    thread (a fresh one per read would cost a page fault per 4 KiB), and the asked-for bytes are copied
+    out. Where the system or the file system refuses ``O_DIRECT`` (not Linux, some FUSE mounts), reads
+    go through ``open_read_once`` instead; so does a reader whose direct read was refused.
+
+    Not thread-safe: one reader per thread, as ``BundleReader`` opens one per blob stream.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self._path = path
+        self._fd: int | None = None
+        self._file: BinaryIO | None = None
+        if _O_DIRECT:
+            try:
+                self._fd = os.open(path, os.O_RDONLY | _O_DIRECT | getattr(os, "O_CLOEXEC", 0))
+            except OSError as error:
+                if error.errno != errno.EINVAL:
+                    raise
+        if self._fd is None:
+            self._file = open_read_once(path)
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        """``size`` bytes from ``offset``, fewer only where the file ends."""
+        if self._fd is not None:
+            try:
+                return self._read_direct(offset, size)
+            except OSError as error:
+                if error.errno != errno.EINVAL:
+                    raise
+                self._fall_back()
+        assert self._file is not None
+        self._file.seek(offset)
+        parts = []
+        while size and (part := self._file.read(size)):
+            parts.append(part)
+            size -= len(part)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._file is not None:
+            self._file.close()
+
+    def __enter__(self) -> "DirectReader":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _read_direct(self, offset: int, size: int) -> bytes:
+        assert self._fd is not None
+        start = offset - offset % _DIRECT_ALIGN
+        end = offset + size + -(offset + size) % _DIRECT_ALIGN
+        with memoryview(_thread_buffer(end - start))[: end - start] as blocks:
+            got = 0
+            while got < offset + size - start:
+                count = os.preadv(self._fd, [blocks[got:]], start + got)
+                got += count
+                if count == 0 or got % _DIRECT_ALIGN:  # the end of the file
+                    break
+            return bytes(blocks[offset - start : min(got, offset + size - start)])
+
+    def _fall_back(self) -> None:
+        assert self._fd is not None
+        os.close(self._fd)
+        self._fd = None
+        self._file = open_read_once(self._path)
+
+
+_buffers = threading.local()
+
+
+def _thread_buffer(size: int) -> mmap.mmap:
+    """This thread's buffer for direct reads, at least ``size`` bytes (mmap: page-aligned)."""
+    buffer: mmap.mmap | None = getattr(_buffers, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _buffers.buffer = mmap.mmap(-1, max(size, 8 * 1024 * 1024))
+    return buffer

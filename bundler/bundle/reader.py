@@ -39,7 +39,7 @@ from bundler.bundle.layout import (
     check_oci_index,
     check_oci_layout,
 )
-from bundler.bundle.pagecache import open_read_once
+from bundler.bundle.pagecache import DirectReader
 from bundler.bundle.seektable import SeekTable, SeekTableError, parse_seek_table
 from bundler.bundle.tar import BLOCK, END_OF_ARCHIVE, TarFormatError, TarHeader, member_length, padding, read_header
 from bundler.bundle.volumes import BundleFiles, VolumeFile, open_bundle
@@ -330,19 +330,19 @@ class _DataStream:
 
 
 class _ReadAt:
-    """``read_at(offset, size)`` for one reader: its own handle when we have a path, else the
+    """``read_at(offset, size)`` for one reader: its own direct reader when we have a path, else the
     shared file under a lock (so concurrent readers never interleave seek and read)."""
 
     def __init__(self, path: Path | None, shared: BinaryIO, lock: threading.Lock) -> None:
         self._path = path
         self._shared = shared
         self._lock = lock
-        self._own: BinaryIO | None = None
+        self._own: DirectReader | None = None
 
     def __enter__(self) -> Callable[[int, int], bytes]:
         if self._path is not None:
             try:
-                self._own = open_read_once(self._path)
+                self._own = DirectReader(self._path)
             except OSError as error:
                 raise LocalIOError(f"cannot open {self._path}: {error.strerror or error}") from None
             return self._read_own
@@ -354,7 +354,10 @@ class _ReadAt:
 
     def _read_own(self, offset: int, size: int) -> bytes:
         assert self._own is not None
-        return _pread(self._own, offset, size)
+        try:
+            return self._own.read_at(offset, size)
+        except OSError as error:
+            raise LocalIOError(f"cannot read the bundle: {error.strerror or error}") from None
 
     def _read_shared(self, offset: int, size: int) -> bytes:
         with self._lock:
