@@ -50,7 +50,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import httpx
 
@@ -262,9 +262,9 @@ def _biggest_first(blobs: Sequence[tuple[str, int, str]]) -> list[tuple[str, int
     return sorted(blobs, key=lambda blob: -blob[1])
 
 
-def _request(connection: http.client.HTTPConnection, method: str, path: str, status: int, *, body: object = None,
-             headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
-    connection.request(method, path, body=body, headers=headers or {"Content-Length": "0"})  # type: ignore[arg-type]
+def _request(connection: http.client.HTTPConnection, method: str, path: str, status: int, *,
+             body: bytes | BinaryIO | None = None, headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
+    connection.request(method, path, body=body, headers=headers or {"Content-Length": "0"})
     response = connection.getresponse()
     response.read()
     if response.status != status:
@@ -274,7 +274,8 @@ def _request(connection: http.client.HTTPConnection, method: str, path: str, sta
 
 def _upload(connection: http.client.HTTPConnection, layout: Path, repo: str, digest: str, size: int) -> None:
     """POST, then PUT ?digest= with the whole blob: Distribution 2.8 ignores a body on the POST."""
-    location = urllib.parse.urlsplit(_request(connection, "POST", f"/v2/{repo}/blobs/uploads/", 202).headers["Location"])
+    started = _request(connection, "POST", f"/v2/{repo}/blobs/uploads/", 202)
+    location = urllib.parse.urlsplit(started.headers["Location"])
     with (layout / "blobs" / "sha256" / digest.split(":", 1)[1]).open("rb") as body:
         _request(connection, "PUT", f"{location.path}?{location.query}&digest={digest}", 201, body=body,
                  headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"})
@@ -514,7 +515,8 @@ def markdown(phases: dict[str, Phase], ratio: dict[str, float], per_run: list[di
             op, goal = TARGETS[name]
             target, verdict = f"{op} {goal:g}", "met" if _meets(value, op, goal) else "missed"
             met = f"{sum(_meets(r, op, goal) for r in runs)} of {len(runs)}"
-        lines.append(f"| {name} | {value:.2f} | {target} | {verdict} | {runs[0]:.2f} to {runs[-1]:.2f} | {met} | {bound} |")
+        lines.append(f"| {name} | {value:.2f} | {target} | {verdict} | {runs[0]:.2f} to {runs[-1]:.2f} | {met} | "
+                     f"{bound} |")
     return "\n".join(lines) + "\n"
 
 
