@@ -27,7 +27,7 @@ from collections import deque
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-__all__ = ["DirectReader", "WriteBehind", "open_read_once", "WINDOW"]
+__all__ = ["DirectReader", "WriteBehind", "open_read_once", "read_fully", "WINDOW"]
 
 WINDOW = 32 * 1024 * 1024
 """Bytes written, or read, between two requests to the kernel to write them out or drop them."""
@@ -113,6 +113,18 @@ class WriteBehind:
             self._file.flush()
             _drop(self._file.fileno(), 0, self._written)
         self._file.close()
+
+
+def read_fully(file: BinaryIO, size: int) -> bytes:
+    """``size`` bytes from where ``file`` stands, fewer only where it ends (a raw read may return less)."""
+    parts = []
+    while size:
+        part = file.read(size)
+        if not part:
+            break
+        parts.append(part)
+        size -= len(part)
+    return b"".join(parts)
 
 
 def open_read_once(path: Path | str) -> BinaryIO:
@@ -212,11 +224,7 @@ class DirectReader:
                 self._fall_back()
         assert self._file is not None
         self._file.seek(offset)
-        parts = []
-        while size and (part := self._file.read(size)):
-            parts.append(part)
-            size -= len(part)
-        return b"".join(parts)
+        return read_fully(self._file, size)
 
     def close(self) -> None:
         if self._fd is not None:

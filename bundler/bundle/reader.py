@@ -39,7 +39,7 @@ from bundler.bundle.layout import (
     check_oci_index,
     check_oci_layout,
 )
-from bundler.bundle.pagecache import DirectReader
+from bundler.bundle.pagecache import DirectReader, read_fully
 from bundler.bundle.seektable import SeekTable, SeekTableError, parse_seek_table
 from bundler.bundle.tar import BLOCK, END_OF_ARCHIVE, TarFormatError, TarHeader, member_length, padding, read_header
 from bundler.bundle.volumes import BundleFiles, VolumeFile, open_bundle
@@ -367,7 +367,7 @@ class _ReadAt:
 def _pread(file: BinaryIO, offset: int, size: int) -> bytes:
     try:
         file.seek(offset)
-        return _read_fully(file, size)
+        return read_fully(file, size)
     except OSError as error:
         raise LocalIOError(f"cannot read the bundle: {error.strerror or error}") from None
 
@@ -441,17 +441,6 @@ PROBE_LIMIT = 1024 * 1024
 """Compressed bytes the probe may read looking for the first tar header."""
 
 
-def _read_fully(file: BinaryIO, size: int) -> bytes:
-    parts = []
-    while size:
-        part = file.read(size)
-        if not part:
-            break
-        parts.append(part)
-        size -= len(part)
-    return b"".join(parts)
-
-
 def _read_index_member(file: BinaryIO, *, read_ahead: bool = False) -> tuple[bytes, int, Cursor]:
     """The ``imgbundle.json`` bytes, the length of that member, and the cursor just after it.
 
@@ -461,7 +450,7 @@ def _read_index_member(file: BinaryIO, *, read_ahead: bool = False) -> tuple[byt
     front-to-back scan) the cursor reads the file on a helper thread: close it when done.
     """
     try:
-        magic = _read_fully(file, 4)
+        magic = read_fully(file, 4)
     except OSError as error:
         raise LocalIOError(f"cannot read the bundle: {error.strerror or error}") from None
     if not magic:
@@ -498,7 +487,7 @@ def _probe_first_header(recorder: _Recorder) -> None:
         recorder, read_size=16 * 1024, read_across_frames=True
     )
     try:
-        block = _read_fully(probe, BLOCK)  # type: ignore[arg-type]
+        block = read_fully(probe, BLOCK)  # type: ignore[arg-type]
     except zstandard.ZstdError as error:
         raise CorruptBundleError(f"{INDEX_NAME}: damaged zstd data ({error})") from None
     except _TooFar:
