@@ -135,6 +135,19 @@ def test_a_direct_reader_reads_any_range_up_to_the_end(sample) -> None:
         assert reader._fd is not None, "a direct read was refused"
 
 
+def test_a_direct_read_is_a_view_of_the_thread_buffer_until_the_next_read(sample) -> None:
+    """No copy under the GIL: the caller gets the buffer itself, which the thread's next read reuses."""
+    path, data = sample
+    with pagecache.DirectReader(path) as reader:
+        if reader._fd is None:
+            pytest.skip("this filesystem refuses O_DIRECT")
+        first = reader.read_at(0, 4096)
+        assert isinstance(first, memoryview) and first.readonly
+        assert first == data[:4096]
+        reader.read_at(8192, 4096)
+        assert first == data[8192:12288]
+
+
 def test_a_direct_reader_falls_back_where_o_direct_is_refused(sample, monkeypatch) -> None:
     path, data = sample
     real_open = os.open

@@ -202,23 +202,33 @@ class StreamSource:
 
 
 class SeekableSource:
-    """Decompressed bytes from frame ``first_frame`` on, one frame at a time, via the seek table."""
+    """Decompressed bytes from frame ``first_frame`` on, one frame at a time, via the seek table.
 
-    def __init__(self, read_at: Callable[[int, int], bytes], table: SeekTable, first_frame: int) -> None:
+    ``read_at`` may return a view that its next call overwrites (``DirectReader``): each frame is
+    decompressed from it before anything else is read. A read asking for at least a whole frame gets
+    the frame itself, uncopied; only reads that split a frame copy their piece.
+    """
+
+    def __init__(self, read_at: Callable[[int, int], bytes | memoryview], table: SeekTable, first_frame: int) -> None:
         self._read_at = read_at
         self._table = table
         self._next_frame = first_frame
-        self._frame = memoryview(b"")
+        self._frame = b""
+        self._offset = 0
         self._decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
 
     def read(self, size: int) -> bytes:
-        if not self._frame:
+        if self._offset == len(self._frame):
             if self._next_frame >= self._table.frame_count:
                 return b""
-            self._frame = memoryview(self._load(self._next_frame))
+            self._frame, self._offset = self._load(self._next_frame), 0
             self._next_frame += 1
-        piece, self._frame = self._frame[:size], self._frame[size:]
-        return bytes(piece)
+        if self._offset == 0 and size >= len(self._frame):
+            self._offset = len(self._frame)
+            return self._frame
+        piece = self._frame[self._offset : self._offset + size]
+        self._offset += len(piece)
+        return piece
 
     def starts_frame(self, position: int) -> bool:
         return self._table.frame_starting_at(position) is not None

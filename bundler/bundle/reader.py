@@ -20,7 +20,6 @@ from typing import BinaryIO, Callable, Iterator, Union
 import zstandard
 
 from bundler.bundle.frames import (
-    CHUNK_SIZE,
     FRAME_SIZE,
     MAX_FRAME_COMPRESSED,
     MAX_WINDOW,
@@ -174,7 +173,7 @@ class BundleReader:
         return b"".join(self._random_chunks(entry, KIND_MANIFEST))
 
     def blob_chunks(self, digest: str) -> Iterator[bytes]:
-        """A blob's (or manifest's) bytes in chunks of about 1 MiB, verified as they stream.
+        """A blob's (or manifest's) bytes in chunks of up to a frame (4 MiB), verified as they stream.
 
         Thread-safe: each call reads through its own file handle when the bundle was opened by path.
         """
@@ -300,7 +299,8 @@ class BundleReader:
 
 
 class _DataStream:
-    """A manifest or blob's data in chunks; the last chunk is released only after the digest matched."""
+    """A manifest or blob's data in chunks of up to a frame, so that whole frames pass uncopied; the last
+    chunk is released only after the digest matched."""
 
     def __init__(self, cursor: Cursor, entry: MemberEntry, label: str) -> None:
         self._cursor = cursor
@@ -310,7 +310,7 @@ class _DataStream:
     def __iter__(self) -> Iterator[bytes]:
         held: bytes | None = None
         while self._remaining:
-            chunk = self._cursor.read_some(min(CHUNK_SIZE, self._remaining))
+            chunk = self._cursor.read_some(min(FRAME_SIZE, self._remaining))
             self._remaining -= len(chunk)
             self._verifier.update(chunk)
             if held is not None:
@@ -339,7 +339,7 @@ class _ReadAt:
         self._lock = lock
         self._own: DirectReader | None = None
 
-    def __enter__(self) -> Callable[[int, int], bytes]:
+    def __enter__(self) -> Callable[[int, int], bytes | memoryview]:
         if self._path is not None:
             try:
                 self._own = DirectReader(self._path)
@@ -352,7 +352,7 @@ class _ReadAt:
         if self._own is not None:
             self._own.close()
 
-    def _read_own(self, offset: int, size: int) -> bytes:
+    def _read_own(self, offset: int, size: int) -> bytes | memoryview:
         assert self._own is not None
         try:
             return self._own.read_at(offset, size)
