@@ -17,6 +17,8 @@ two ends take. Every run times, against the same seeded source registry:
    once and mounted into the other repositories that need it, then every manifest PUT once), with the
    same plain threads and no checks. The upload floor skips that work, and any correct push must do it:
    ``push floor / upload floor`` is how much of the unpack target the registry's share alone uses up.
+5. The push+HEAD floor: the push floor into a fresh target E plus the HEADs unpack makes so that a re-run
+   skips what is there (each blob in its first repository, each top manifest by digest and by tag).
 
 The targets are then checked: every reference resolves to the source digest (a wrong result is not a
 result). Each phase runs as a child process under GNU time (its ``wait4``): CPU seconds of the process
@@ -310,22 +312,30 @@ def floor_put(host: str, layout: Path, blobs: Sequence[tuple[str, int, str]], jo
     _parallel(jobs, _biggest_first(blobs), put, host)
 
 
-def floor_push(host: str, layout: Path, jobs: int) -> None:
+def floor_push(host: str, layout: Path, jobs: int, *, heads: bool = False) -> None:
     """The fewest requests that leave every image on the target, and nothing else: each blob uploaded once
     into the first repository needing it and mounted into the others, then every platform manifest by
-    digest, then every top manifest by its tag (which stores it by digest too). No HEADs, no checks."""
+    digest, then every top manifest by its tag (which stores it by digest too). No HEADs, no checks.
+
+    With ``heads``, also the HEADs that let a re-run skip what is there, as unpack makes them: each blob in
+    the first repository needing it, each top manifest by digest and by tag (all absent on a fresh target)."""
     tops = imageset._read_layout(layout)  # the seeder's own walk of the layout
     holders = imageset._blob_repositories(tops)
 
     def place(connection: http.client.HTTPConnection, item: tuple[str, int, str]) -> None:
         digest, size, _ = item
         first, *others = holders[digest][1]
+        if heads:
+            _request(connection, "HEAD", f"/v2/{first}/blobs/{digest}", 404)
         _upload(connection, layout, first, digest, size)
         for repo in others:
             _request(connection, "POST", f"/v2/{repo}/blobs/uploads/?mount={digest}&from={first}", 201)
 
     def put_manifest(connection: http.client.HTTPConnection, item: tuple[str, str, imageset._Node]) -> None:
         repo, reference, node = item
+        if heads and reference != node.digest:  # a top manifest, put by its tag
+            for name in (node.digest, reference):
+                _request(connection, "HEAD", f"/v2/{repo}/manifests/{name}", 404)
         _request(connection, "PUT", f"/v2/{repo}/manifests/{reference}", 201, body=node.data,
                  headers={"Content-Type": node.media_type, "Content-Length": str(len(node.data))})
 
@@ -337,11 +347,11 @@ def floor_push(host: str, layout: Path, jobs: int) -> None:
 
 
 def _floor_main(argv: list[str]) -> int:
-    """``bench.py floor-get|floor-put|floor-push HOST LAYOUT JOBS``: a floor runs as a child so that it is
-    measured alike."""
+    """``bench.py floor-get|floor-put|floor-push|floor-push-heads HOST LAYOUT JOBS``: a floor runs as a child
+    so that it is measured alike."""
     kind, host, layout, jobs = argv[0], argv[1], Path(argv[2]), int(argv[3])
-    if kind == "floor-push":
-        floor_push(host, layout, jobs)
+    if kind.startswith("floor-push"):
+        floor_push(host, layout, jobs, heads=kind == "floor-push-heads")
         return 0
     blobs = unique_blobs(imageset.ImageSet.load(layout))
     if kind == "floor-get":
@@ -440,7 +450,11 @@ class Bench:
             push = measure("push floor", [[*me, "floor-push", target.host, layout, str(self.jobs)]], log=log,
                            moved=self.unique, registries=[target])
             check_target(target.url, imgbundle_refs(self.image_set), "the push floor's target")
-        return {p.name: p for p in (get, put, push)}
+            target = self._target(stack, run_dir, "target-e")
+            rerunnable = measure("push+HEAD floor", [[*me, "floor-push-heads", target.host, layout, str(self.jobs)]],
+                                 log=log, moved=self.unique, registries=[target])
+            check_target(target.url, imgbundle_refs(self.image_set), "the push+HEAD floor's target")
+        return {p.name: p for p in (get, put, push, rerunnable)}
 
 
 def _bash(script: str) -> list[str]:
@@ -482,6 +496,8 @@ def time_ratios(t: dict[str, float]) -> dict[str, float]:
         "unpack / upload floor": t["imgbundle unpack"] / t["upload floor"],
         "unpack / push floor": t["imgbundle unpack"] / t["push floor"],
         "push floor / upload floor": t["push floor"] / t["upload floor"],
+        "unpack / push+HEAD floor": t["imgbundle unpack"] / t["push+HEAD floor"],
+        "push+HEAD floor / upload floor": t["push+HEAD floor"] / t["upload floor"],
     }
 
 
@@ -571,7 +587,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] in (["floor-get"], ["floor-put"], ["floor-push"]):
+    if argv[:1] in (["floor-get"], ["floor-put"], ["floor-push"], ["floor-push-heads"]):
         return _floor_main(argv)
     args = _parser().parse_args(argv)
     for tool in ("skopeo", "zstd", "tar", GNU_TIME):

@@ -71,10 +71,12 @@ def test_bench_times_every_flow_and_writes_its_report(tmp_path: Path) -> None:
     report = json.loads((out / "bench.json").read_text())
     phases = report["median"]
     assert set(phases) == {"skopeo pull", "tar + zstd", "zstd -d + tar x", "skopeo push", "imgbundle pack",
-                           "imgbundle verify", "imgbundle unpack", "GET floor", "upload floor", "push floor"}
+                           "imgbundle verify", "imgbundle unpack", "GET floor", "upload floor", "push floor",
+                           "push+HEAD floor"}
     assert all(p["seconds"] > 0 and p["peak_rss_kib"] > 0 for p in phases.values())
     assert phases["imgbundle pack"]["output_bytes"] > 2 * 1024 * 1024 and report["ratios"]["bundle / skopeo tar.zst"] > 0
     table = (out / "bench.md").read_text()
     assert "| imgbundle pack |" in table and "| pack / GET floor |" in table and " of 1 |" in table
     assert "| push floor / upload floor |" in table  # a ratio without a target: no verdict, still its runs
+    assert "| unpack / push+HEAD floor |" in table
     assert not (out / "work" / "run-1").exists()  # scratch space is removed after each run
