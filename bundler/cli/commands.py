@@ -156,14 +156,17 @@ def _whole(references: list["Reference"]) -> list["ImageRequest"]:
 
 @click.command("pack")
 @click.argument("refs", nargs=-1)
-@click.option("-f", "--file", "list_file", type=click.File("r"), help="Image list, one reference per line ('-' = stdin).")
+@click.option("-f", "--file", "list_file", type=click.File("r"),
+              help="Image list, one reference per line ('-' = stdin).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Bundle to write, e.g. site.tar.zst (a NAME.sha256 sidecar is written beside it).")
 @click.option("--platform", "platforms", multiple=True, metavar="OS/ARCH[/VARIANT]",
               help="Keep only these platforms (repeatable); default: all, attestations included.")
 @click.option("--skip-missing", is_flag=True, help="Pack the images that resolve; record the others as skipped.")
-@click.option("--level", type=click.IntRange(1, 19), default=3, show_default=True, help="zstd level for metadata and uncompressed blobs; gzip and zstd layers always get level 1.")
-@click.option("--created", metavar="RFC3339", help="Timestamp recorded in the bundle (default: now or SOURCE_DATE_EPOCH).")
+@click.option("--level", type=click.IntRange(1, 19), default=3, show_default=True,
+              help="zstd level for metadata and uncompressed blobs; gzip and zstd layers always get level 1.")
+@click.option("--created", metavar="RFC3339",
+              help="Timestamp recorded in the bundle (default: now or SOURCE_DATE_EPOCH).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--split", metavar="SIZE",
               help="Write volumes NAME.000, NAME.001 … each smaller than SIZE (e.g. 4G for FAT32, 3900M).")
@@ -330,12 +333,15 @@ def verify_command(bundle: tuple[Path, ...], quiet: bool, as_json: bool) -> None
 @click.option("--to", "target", required=True, metavar="HOST[/PREFIX]", help="Registry (and path prefix) to push into.")
 @click.option("--keep-host", is_flag=True, help="Keep the source registry host as the first path element.")
 @click.option("--flatten", is_flag=True, help="Turn the remaining '/' in paths into '-' (one-level registries).")
-@click.option("--map", "maps", multiple=True, metavar="SRC_PREFIX=DST_PREFIX", help="Rewrite a path prefix (repeatable).")
+@click.option("--map", "maps", multiple=True, metavar="SRC_PREFIX=DST_PREFIX",
+              help="Rewrite a path prefix (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Show source -> target ref@digest without pushing.")
-@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write source -> target refs (.json or .csv).")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write source -> target refs (.json or .csv).")
 @click.option("--create-projects", is_flag=True, help="Create missing Harbor projects (private unless --public).")
 @click.option("--public", is_flag=True, help="With --create-projects: create them public.")
-@click.option("--chunk-size", metavar="SIZE", help="Upload large blobs in PATCH chunks of SIZE (e.g. 16M) for proxies that cap bodies.")
+@click.option("--chunk-size", metavar="SIZE",
+              help="Upload large blobs in PATCH chunks of SIZE (e.g. 16M) for proxies that cap bodies.")
 @_registry_options
 @_output_flags
 def unpack_command(bundle, target, keep_host, flatten, maps, dry_run, report, create_projects, public, chunk_size,
