@@ -106,6 +106,23 @@ def test_verify_says_ok(bundle: Path) -> None:
     assert "OK 60 images" in proc.stdout and "sha256 matches sidecar" in proc.stdout
 
 
+def test_verify_and_list_run_without_the_http_stack(bundle: Path) -> None:
+    """They need no network: importing httpx and the plans would only delay them (0.17 s)."""
+    script = (
+        "import sys\n"
+        "from bundler.cli import main\n"
+        "for argv in (['verify', '-q', sys.argv[1]], ['list', sys.argv[1]]):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as done:\n"
+        "        assert done.code in (0, None), done.code\n"
+        "print(sorted(m for m in sys.modules if m == 'httpx' or m in ('bundler.pack', 'bundler.registry')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(bundle)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
 def _frame_containing(data: bytes, tar_offset: int) -> int:
     """Compressed offset of the zstd frame holding decompressed byte ``tar_offset`` (spec: seek table)."""
     (frames,) = struct.unpack_from("<I", data, len(data) - 9)
