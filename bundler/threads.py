@@ -9,6 +9,7 @@ caller still removes, and the CLI exits without joining them.
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Executor, Future, wait
 from typing import Iterable
 
@@ -24,7 +25,17 @@ def stop_workers(executor: Executor, futures: Iterable[Future]) -> None:
     wait(list(futures), timeout=CANCEL_GRACE)
 
 
+EXIT_GRACE = 0.5
+"""Seconds ``lingering_workers`` gives threads to end. A pool's worker ends a moment after its last task: on
+a loaded machine it was still alive when the CLI looked, and was taken for a stuck one."""
+
+
 def lingering_workers() -> list[threading.Thread]:
-    """Non-daemon threads other than the main one still alive: what interpreter exit would wait for."""
+    """Non-daemon threads other than the main one still alive after ``EXIT_GRACE``: what interpreter exit
+    would wait for."""
     main = threading.main_thread()
-    return [t for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
+    threads = [t for t in threading.enumerate() if t is not main and not t.daemon]
+    deadline = time.monotonic() + EXIT_GRACE
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return [t for t in threads if t.is_alive()]
