@@ -6,7 +6,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-
 from bundler.threads import EXIT_GRACE, lingering_workers
 
 
