@@ -346,6 +346,10 @@ def floor_push(host: str, layout: Path, jobs: int, *, heads: bool = False) -> No
     _parallel(jobs, tops, put_manifest, host)
 
 
+FLOORS = ("floor-get", "floor-put", "floor-push", "floor-push-heads")
+"""The child commands ``_floor_main`` runs."""
+
+
 def _floor_main(argv: list[str]) -> int:
     """``bench.py floor-get|floor-put|floor-push|floor-push-heads HOST LAYOUT JOBS``: a floor runs as a child
     so that it is measured alike."""
@@ -440,21 +444,20 @@ class Bench:
     def floor_flow(self, run_dir: Path) -> dict[str, Phase]:
         me = [sys.executable, str(Path(__file__).resolve())]
         log, layout = run_dir / "floor.log", str(self.image_set.layout)
+
+        def floor(name: str, kind: str, registry: localregistry.RegistryProcess) -> Phase:
+            return measure(name, [[*me, kind, registry.host, layout, str(self.jobs)]], log=log, moved=self.unique,
+                           registries=[registry])
+
         with ExitStack() as stack:
-            target = self._target(stack, run_dir, "target-c")
-            get = measure("GET floor", [[*me, "floor-get", self.source.host, layout, str(self.jobs)]], log=log,
-                          moved=self.unique, registries=[self.source])
-            put = measure("upload floor", [[*me, "floor-put", target.host, layout, str(self.jobs)]], log=log,
-                          moved=self.unique, registries=[target])
-            target = self._target(stack, run_dir, "target-d")
-            push = measure("push floor", [[*me, "floor-push", target.host, layout, str(self.jobs)]], log=log,
-                           moved=self.unique, registries=[target])
-            check_target(target.url, imgbundle_refs(self.image_set), "the push floor's target")
-            target = self._target(stack, run_dir, "target-e")
-            rerunnable = measure("push+HEAD floor", [[*me, "floor-push-heads", target.host, layout, str(self.jobs)]],
-                                 log=log, moved=self.unique, registries=[target])
-            check_target(target.url, imgbundle_refs(self.image_set), "the push+HEAD floor's target")
-        return {p.name: p for p in (get, put, push, rerunnable)}
+            phases = [floor("GET floor", "floor-get", self.source),
+                      floor("upload floor", "floor-put", self._target(stack, run_dir, "target-c"))]
+            for name, kind, directory in (("push floor", "floor-push", "target-d"),
+                                          ("push+HEAD floor", "floor-push-heads", "target-e")):
+                target = self._target(stack, run_dir, directory)
+                phases.append(floor(name, kind, target))
+                check_target(target.url, imgbundle_refs(self.image_set), f"the {name}'s target")
+        return {p.name: p for p in phases}
 
 
 def _bash(script: str) -> list[str]:
@@ -587,7 +590,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] in (["floor-get"], ["floor-put"], ["floor-push"], ["floor-push-heads"]):
+    if argv[:1] and argv[0] in FLOORS:
         return _floor_main(argv)
     args = _parser().parse_args(argv)
     for tool in ("skopeo", "zstd", "tar", GNU_TIME):
