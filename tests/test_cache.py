@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from bundler.cache import BlobCache
+from bundler.stores.cache import BlobCache
 from bundler.digest import Digest
 from bundler.errors import ContentMismatchError
 from fixtures_registry import RunningRegistry

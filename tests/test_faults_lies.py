@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler.cache import BlobCache
+from bundler.stores.cache import BlobCache
 from bundler.digest import Digest
 from bundler.errors import RegistryContentError
 from bundler.oci import MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST

@@ -18,6 +18,7 @@ from bundler.errors import AuthError
 from bundler.oci import OCI_MANIFEST, RawManifest
 from bundler.registry import Backoff, RegistryClient, RegistryOptions
 from bundler.registry.auth import Credentials, find_credentials, parse_challenges
+from bundler.stores import Placement
 
 FAST = Backoff(initial=0.001, factor=2, maximum=0.005)
 NOWHERE = Path("/nonexistent/imgbundle-tests")
@@ -193,7 +194,7 @@ def test_bearer_mount_asks_both_scopes_in_one_token(token_registry: TokenRegistr
     with RegistryClient(token_registry.host, token_options(token_registry)) as client:
         digest = upload(client, source, b"mount me")
         start = len(token_registry.token_requests)
-        assert client.blob_upload(target, digest, 8, lambda: [b"mount me"], mount_from=source) == "mounted"
+        assert client.blob_upload(target, digest, 8, lambda: [b"mount me"], mount_from=source) is Placement.MOUNTED
     scopes = [r.scopes for r in requests_since(token_registry, start)]
     assert scopes == [[f"repository:{target}:pull,push", f"repository:{source}:pull"]]
 

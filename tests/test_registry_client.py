@@ -19,8 +19,10 @@ import bundler.registry.client as client_module
 from bundler.digest import Digest
 from bundler.errors import NotFoundError, UnreachableError
 from bundler.oci import DOCKER_MANIFEST_LIST, OCI_MANIFEST, RawManifest
-from bundler.registry import Backoff, RegistryClient, RegistryOptions, RegistryPool
+from bundler.registry import Backoff, RegistryClient, RegistryOptions
+from bundler.stores.registry import RegistryPool
 from bundler.registry.options import MiB
+from bundler.stores import Placement
 
 SEED = 20240611
 FAST = Backoff(initial=0.001, factor=2, maximum=0.005)
@@ -50,7 +52,7 @@ def pieces(data: bytes, size: int) -> list[bytes]:
 
 def push_blob(client: RegistryClient, repository: str, data: bytes) -> Digest:
     digest = Digest.of(data)
-    assert client.blob_upload(repository, digest, len(data), lambda: [data]) == "uploaded"
+    assert client.blob_upload(repository, digest, len(data), lambda: [data]) is Placement.UPLOADED
     return digest
 
 
@@ -62,7 +64,7 @@ def oracle_blob(reg: RunningRegistry, repository: str, digest: str) -> bytes:
 
 
 def test_public_api() -> None:
-    assert registry_pkg.__all__ == ["RegistryClient", "RegistryOptions", "RegistryPool", "Backoff", "MOUNTED", "UPLOADED"]
+    assert registry_pkg.__all__ == ["RegistryClient", "RegistryOptions", "Backoff"]
     for name in registry_pkg.__all__:
         assert hasattr(registry_pkg, name)
 
@@ -73,7 +75,7 @@ def test_small_blob_round_trip_monolithic(registry: RunningRegistry, caplog: pyt
     caplog.set_level(logging.DEBUG, logger="bundler.registry")
     with RegistryClient(registry.host, options()) as client:
         assert client.blob_exists(repository, digest) is False
-        assert client.blob_upload(repository, digest, len(data), lambda: pieces(data, 4096)) == "uploaded"
+        assert client.blob_upload(repository, digest, len(data), lambda: pieces(data, 4096)) is Placement.UPLOADED
         assert client.blob_exists(repository, digest) is True
         assert b"".join(client.blob_chunks(repository, digest, len(data))) == data
     assert oracle_blob(registry, repository, digest) == data
@@ -87,7 +89,7 @@ def test_large_blob_round_trip_chunked(registry: RunningRegistry, caplog: pytest
     caplog.set_level(logging.DEBUG, logger="bundler.registry")
     with RegistryClient(registry.host, options(chunk_size=64 * 1024)) as client:
         # odd-sized source chunks: the client must regroup them into exact 64 KiB PATCHes
-        assert client.blob_upload(repository, digest, len(data), lambda: pieces(data, 10_007)) == "uploaded"
+        assert client.blob_upload(repository, digest, len(data), lambda: pieces(data, 10_007)) is Placement.UPLOADED
         chunks = list(client.blob_chunks(repository, digest, len(data)))
     assert b"".join(chunks) == data
     assert max(len(chunk) for chunk in chunks) <= MiB
@@ -173,7 +175,7 @@ def test_mount_between_repositories(registry: RunningRegistry) -> None:
         push_blob(client, source, data)
         calls: list[int] = []
         result = client.blob_upload(target, digest, len(data), lambda: calls.append(1) or [data], mount_from=source)
-        assert result == "mounted" and calls == []
+        assert result is Placement.MOUNTED and calls == []
         assert client.blob_exists(target, digest)
     assert oracle_blob(registry, target, digest) == data
 
@@ -184,7 +186,7 @@ def test_mount_from_repository_without_the_blob_uploads(registry: RunningRegistr
     with RegistryClient(registry.host, options()) as client:
         push_blob(client, source, b"something else")
         caplog.set_level(logging.DEBUG, logger="bundler.registry")
-        assert client.blob_upload(target, digest, len(data), lambda: [data], mount_from=source) == "uploaded"
+        assert client.blob_upload(target, digest, len(data), lambda: [data], mount_from=source) is Placement.UPLOADED
         assert b"".join(client.blob_chunks(target, digest, len(data))) == data
     posts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("POST ")]
     assert len(posts) == 1 and "mount=" in posts[0] and "-> 202" in posts[0]  # the 202 session is continued

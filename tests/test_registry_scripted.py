@@ -32,6 +32,7 @@ from bundler.oci import DOCKER_SCHEMA1_SIGNED, OCI_MANIFEST, RawManifest
 from bundler.registry import Backoff, RegistryClient, RegistryOptions
 from bundler.registry import retry as retry_module
 from bundler.registry.options import MiB
+from bundler.stores import Placement
 
 NOWHERE = Path("/nonexistent/imgbundle-tests")
 SEED = 424242
@@ -376,7 +377,7 @@ def test_chunked_upload_always_uses_the_latest_location(scripted: Callable[[Scri
     fake = start_upload_registry(scripted)
     data, digest = payload(10_000)
     with RegistryClient(fake.server.host, options(chunk_size=3000)) as client:
-        assert client.blob_upload("lib/app", digest, len(data), lambda: [data]) == "uploaded"
+        assert client.blob_upload("lib/app", digest, len(data), lambda: [data]) is Placement.UPLOADED
     assert bytes(fake.sessions["s0"]) == data
     patches = fake.server.requests("PATCH")
     assert [p.headers["content-range"] for p in patches] == ["0-2999", "3000-5999", "6000-8999", "9000-9999"]
@@ -389,7 +390,7 @@ def test_failed_upload_restarts_in_a_fresh_session(scripted: Callable[[Script], 
     data, digest = payload(2000)
     calls: list[int] = []
     with RegistryClient(fake.server.host, options()) as client:
-        assert client.blob_upload("lib/app", digest, len(data), lambda: calls.append(1) or iter([data])) == "uploaded"
+        assert client.blob_upload("lib/app", digest, len(data), lambda: calls.append(1) or iter([data])) is Placement.UPLOADED
     assert len(calls) == 2 and list(fake.sessions) == ["s0", "s1"] and bytes(fake.sessions["s1"]) == data
 
 
@@ -404,7 +405,7 @@ def test_refused_mount_falls_back_to_upload(scripted: Callable[[Script], Scripte
     fake.server = scripted(script)
     data, digest = payload(300)
     with RegistryClient(fake.server.host, options()) as client:
-        assert client.blob_upload("lib/app", digest, len(data), lambda: [data], mount_from="src/app") == "uploaded"
+        assert client.blob_upload("lib/app", digest, len(data), lambda: [data], mount_from="src/app") is Placement.UPLOADED
     posts = fake.server.requests("POST")
     assert [p.query.get("from") for p in posts] == [["src/app"], None]
 

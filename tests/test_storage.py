@@ -20,8 +20,8 @@ from bundler.cli import main
 from bundler.digest import Digest
 from bundler.errors import NotFoundError, RegistryContentError
 from bundler.registry import RegistryClient
-from bundler.source import ImageSource
-from bundler.storage import StorageTree
+from bundler.stores import ReadStore
+from bundler.stores.storage import StorageTree
 from fixtures_images import seed_into
 from fixtures_registry import RunningRegistry, registry_catalog, registry_tags, start_registry
 from test_unpack_support import SourceImage, read_source
@@ -76,7 +76,7 @@ def written(tmp_path_factory: pytest.TempPathFactory, small_imageset) -> Iterato
 
 def test_registry_client_and_storage_tree_are_both_image_sources(written: Written) -> None:
     with RegistryClient(written.registry.host) as client:
-        assert isinstance(client, ImageSource) and isinstance(StorageTree(written.storage), ImageSource)
+        assert isinstance(client, ReadStore) and isinstance(StorageTree(written.storage), ReadStore)
         tree = StorageTree(written.storage)
         for name in ("calico/node:v3.26.4", "pause:3.9"):
             repository, tag = name.split(":")

@@ -16,7 +16,8 @@ from typing import Callable, Iterable
 
 import pytest
 
-from bundler.bundle import BundleReader
+from bundler.stores import Placement
+from bundler.stores.bundle import BundleStore
 from bundler.errors import (
     CorruptBundleError,
     Interrupted,
@@ -59,7 +60,7 @@ class MemoryRegistry:
         self.max_parallel = 0
         self._parallel = 0
 
-    # the PushClient protocol
+    # the WriteStore protocol (what a push uses of it)
 
     def manifest_head(self, repository: str, reference: str) -> Descriptor | None:
         with self._lock:
@@ -80,7 +81,7 @@ class MemoryRegistry:
             return digest in self.blobs.get(repository, set())
 
     def blob_upload(self, repository: str, digest: str, size: int, chunks: Callable[[], Iterable[bytes]], *,
-                    mount_from: str | None = None) -> str:
+                    mount_from: str | None = None) -> Placement:
         key = (repository, digest)
         with self._lock:
             if self.unreachable_after is not None and len(self.log) >= self.unreachable_after:
@@ -94,23 +95,31 @@ class MemoryRegistry:
             self.max_parallel = max(self.max_parallel, self._parallel)
         try:
             if mount_from and self.blob_exists(mount_from, digest):
-                how = "mounted"
+                how = Placement.MOUNTED
             else:
                 data = b"".join(chunks())
                 time.sleep(self.upload_delay)
                 if len(data) != size or "sha256:" + hashlib.sha256(data).hexdigest() != digest:
                     raise RegistryError(f"{repository}@{digest}: DIGEST_INVALID")
-                how = "uploaded"
+                how = Placement.UPLOADED
             with self._lock:
                 self.blobs.setdefault(repository, set()).add(digest)
-                self.log.append((how, repository, digest))
-                if how == "uploaded":
+                self.log.append((how.value, repository, digest))
+                if how is Placement.UPLOADED:
                     self.uploads[digest] += 1
             return how
         finally:
             with self._lock:
                 self._inflight.discard(key)
                 self._parallel -= 1
+
+    def blob_mount(self, repository: str, digest: str, source: str) -> bool:
+        with self._lock:
+            if digest not in self.blobs.get(source, set()):
+                return False
+            self.blobs.setdefault(repository, set()).add(digest)
+            self.log.append(("mounted", repository, digest))
+            return True
 
     def _check_manifest(self, repository: str, reference: str, manifest: RawManifest) -> None:
         """As Distribution: a manifest put by tag or by digest needs its children or blobs in the repository."""
@@ -134,8 +143,8 @@ class MemoryRegistry:
 
 def run(bundle: Path, memory: MemoryRegistry, *, to: str = f"{HOST}/m", jobs: int = 8,
         progress: RecordingProgress | None = None, **settings: object):
-    with BundleReader.open(bundle) as reader:
-        return unpack_bundle(reader, UnpackOptions(to=to, jobs=jobs, **settings), OPTIONS,  # type: ignore[arg-type]
+    with BundleStore.open(bundle) as store:
+        return unpack_bundle(store, UnpackOptions(to=to, jobs=jobs, **settings), OPTIONS,  # type: ignore[arg-type]
                              progress=progress, client=memory)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bundler.cache import BlobCache
+from bundler.stores.cache import BlobCache
 from bundler.cli.output import format_bytes, out, parse_size, print_json
 
 __all__ = ["cache_group"]

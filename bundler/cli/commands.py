@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from bundler.pack import ImageRequest
     from bundler.reference import Reference
     from bundler.registry import RegistryOptions
-    from bundler.source import SourcePool
+    from bundler.stores import StorePool
     from bundler.verify import VerifyReport
 
 # The plans and the HTTP stack are imported by the commands that run them: ``verify`` and ``list`` start
@@ -121,14 +121,15 @@ def _source_flags(command: Callable) -> Callable:
     return command
 
 
-def _choose_source(stack: ExitStack, refs: tuple[str, ...], list_file, kwargs: dict, *, from_storage: Path | None,
+def _choose_stores(stack: ExitStack, refs: tuple[str, ...], list_file, kwargs: dict, *, from_storage: Path | None,
                    storage_host: str, all_from: str | None, repos: tuple[str, ...]
-                   ) -> tuple[list["ImageRequest"], "RegistryOptions", "SourcePool | None"]:
-    """The requests, registry options and source pool (None: registries by reference) of one pack."""
+                   ) -> tuple[list["ImageRequest"], "RegistryOptions", "StorePool | None"]:
+    """The requests, registry options and store pool (None: registries by reference) of one pack."""
     from bundler.pack import read_requests
-    from bundler.registry import RegistryPool
-    from bundler.source import SingleSourcePool, discover, discover_registry, registry_target
-    from bundler.storage import StorageTree
+    from bundler.pack.discover import discover, discover_registry, registry_target
+    from bundler.stores import SinglePool
+    from bundler.stores.registry import RegistryPool
+    from bundler.stores.storage import StorageTree
 
     if sum([bool(refs or list_file), from_storage is not None, all_from is not None]) != 1:
         raise InputError("give images (arguments or -f FILE), --from-storage PATH or --all-from REGISTRY: one of them")
@@ -138,7 +139,7 @@ def _choose_source(stack: ExitStack, refs: tuple[str, ...], list_file, kwargs: d
         host, _ = registry_target(storage_host, "--storage-host")
         tree = StorageTree(from_storage)
         options = _make_registry_options(kwargs, set())
-        return _whole(discover(tree, host, patterns=repos)), options, stack.enter_context(SingleSourcePool(host, tree))
+        return _whole(discover(tree, host, patterns=repos)), options, stack.enter_context(SinglePool(host, tree))
     if all_from is not None:
         options = _make_registry_options(kwargs, {registry_target(all_from)[0]})
         pool = stack.enter_context(RegistryPool(options))
@@ -182,19 +183,19 @@ def pack_command(refs, list_file, output, platforms, skip_missing, level, create
     Images come from the references given, from a registry's storage directory (--from-storage,
     no registry running), or from every repository of a registry or Harbor project (--all-from).
     """
-    from bundler.cache import BlobCache
     from bundler.pack import pack
+    from bundler.stores.cache import BlobCache
     from bundler.platforms import PlatformFilter
 
     filters = tuple(PlatformFilter.parse(p) for p in platforms)
     split, since = _split_and_since(kwargs)
     with ExitStack() as stack:
-        requests, options, source = _choose_source(stack, refs, list_file, kwargs, from_storage=from_storage,
+        requests, options, stores = _choose_stores(stack, refs, list_file, kwargs, from_storage=from_storage,
                                                    storage_host=storage_host, all_from=all_from, repos=repos)
         cache = None if no_cache or from_storage is not None else BlobCache()
         with make_progress(quiet or as_json) as progress:
             result = pack(
-                requests, output, options, source=source, cache=cache, filters=filters, skip_missing=skip_missing,
+                requests, output, options, stores=stores, cache=cache, filters=filters, skip_missing=skip_missing,
                 jobs=options.jobs, level=level, created=created, overwrite=force, progress=progress,
                 since=since, split=split,
             )

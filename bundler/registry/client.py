@@ -35,15 +35,15 @@ from bundler.registry.options import MiB, RegistryOptions
 from bundler.registry.retry import RETRYABLE, RETRYABLE_STATUSES, RetryPolicy, Transient, is_outage, retry_call
 from bundler.registry.transport import SchemeChooser, make_http_client, read_limited
 from bundler.registry.wire import BODY_CHUNK
+from bundler.stores.base import Placement
 
-__all__ = ["RegistryClient", "MOUNTED", "UPLOADED"]
+__all__ = ["RegistryClient"]
 
 log = logging.getLogger("bundler.registry")
 
 T = TypeVar("T")
+_Listing = TypeVar("_Listing", bound=msgspec.Struct)
 
-MOUNTED = "mounted"
-UPLOADED = "uploaded"
 READ_CHUNK = BODY_CHUNK
 """Blob bodies are handed on in the pieces our transport reads: no copy between the two."""
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -60,8 +60,13 @@ class _Page(msgspec.Struct):
     repositories: list[str] | None = None
 
 
+class _Referrers(msgspec.Struct):
+    manifests: list[Descriptor] = []
+
+
 class RegistryClient:
-    """One registry host (as in ``Reference.registry``); thread-safe; a context manager that closes its pool."""
+    """One registry host (as in ``Reference.registry``) as a read and write store (``bundler.stores``);
+    thread-safe; a context manager that closes its pool."""
 
     page_size = 1000
     """Entries asked per page of ``tags_list``/``catalog`` (``n=``); registries may give fewer."""
@@ -204,7 +209,7 @@ class RegistryClient:
     # ----------------------------------------------------------------------------------------------
     # Blobs
 
-    def blob_exists(self, repository: str, digest: str) -> bool:
+    def blob_exists(self, repository: str, digest: Digest) -> bool:
         """HEAD, not following redirects: a redirect to a storage back end means the blob exists."""
         what = self._what(repository, digest)
 
@@ -236,7 +241,7 @@ class RegistryClient:
                     budget.spend(failure)
             verifier.check()
 
-    def _blob_body(self, repository: str, digest: str, offset: int, what: str) -> Iterator[bytes]:
+    def _blob_body(self, repository: str, digest: Digest, offset: int, what: str) -> Iterator[bytes]:
         """The body from ``offset`` on; a server that ignores ``Range`` (200) has its first bytes skipped."""
         headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={offset}-"} if offset else {})}
         response = self._open_blob(self._url(urls.blob, repository, digest), headers, repository, what)
@@ -289,8 +294,8 @@ class RegistryClient:
         chunks: Callable[[], Iterable[bytes]],
         *,
         mount_from: str | None = None,
-    ) -> str:
-        """Put a blob into ``repository``; ``"mounted"`` when the registry could take it from ``mount_from``.
+    ) -> Placement:
+        """Put a blob into ``repository``, mounted when the registry could take it from ``mount_from``.
 
         ``chunks`` is called once per attempt. A retry resumes a chunked upload where the registry
         says it stands (bytes before that are read again but not sent); anything else restarts the
@@ -299,19 +304,25 @@ class RegistryClient:
         what = self._what(repository, digest)
         session = _Session()
 
-        def attempt() -> str:
+        def attempt() -> Placement:
             resumed = self._resume(session, repository, what)
             if resumed is None and mount_from and mount_from != repository:
                 mounted, resumed = self._mount(repository, digest, mount_from, what)
                 if mounted:
-                    return MOUNTED
+                    return Placement.MOUNTED
             session.location = resumed or self._start_upload(repository, what)
             self._upload(session, repository, digest, size, chunks(), what)
-            return UPLOADED
+            return Placement.UPLOADED
 
         return self._run(what, attempt)
 
-    def _mount(self, repository: str, digest: str, source: str, what: str) -> tuple[bool, httpx.URL | None]:
+    def blob_mount(self, repository: str, digest: Digest, source: str) -> bool:
+        """Mount the blob from ``source``; False when the registry refused (an upload session it opened
+        instead is left to expire, as the registry's own upload purging does)."""
+        what = self._what(repository, digest)
+        return self._run(what, lambda: self._mount(repository, digest, source, what)[0])
+
+    def _mount(self, repository: str, digest: Digest, source: str, what: str) -> tuple[bool, httpx.URL | None]:
         """(True, None) when mounted; (False, session) on 202; (False, None) when refused: upload instead."""
         url = self._url(urls.mount, repository, digest, source)
         scopes = [push_scope(repository), pull_scope(source)]
@@ -350,7 +361,7 @@ class RegistryClient:
         return _location(response, location, what, default=location)
 
     def _upload(
-        self, session: "_Session", repository: str, digest: str, size: int, data: Iterable[bytes], what: str
+        self, session: "_Session", repository: str, digest: Digest, size: int, data: Iterable[bytes], what: str
     ) -> None:
         """Monolithic PUT for small blobs, else PATCH chunks from ``session.offset``, then PUT; check the digest."""
         scopes = [push_scope(repository)]
@@ -399,26 +410,44 @@ class RegistryClient:
         first = lambda: self._url(urls.catalog, str(self.page_size))  # noqa: E731
         return self._paginate(first, f"{self.host} catalog", [CATALOG_SCOPE])
 
+    def referrers(self, repository: str, digest: Digest) -> list[Descriptor]:
+        """The referrers API (OCI distribution 1.1), every page; empty where the registry has no such API (404)."""
+        what = f"{self._what(repository, digest)} referrers"
+        first = lambda: self._url(urls.referrers, repository, digest)  # noqa: E731
+        pages = self._pages(first, what, [pull_scope(repository)], ok=(200, 404))
+        return [descriptor for page in pages for descriptor in self._decode(page, _Referrers, what).manifests]
+
     def _paginate(self, first: Callable[[], httpx.URL], what: str, scopes: list[str]) -> list[str]:
-        """Every page, following ``Link: <…>; rel="next"``."""
         items: list[str] = []
+        for body in self._pages(first, what, scopes):
+            page = self._decode(body, _Page, what)
+            items.extend(page.tags or page.repositories or [])
+        return items
+
+    def _decode(self, body: bytes, kind: type[_Listing], what: str) -> _Listing:
+        try:
+            return msgspec.json.decode(body, type=kind)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise RegistryError(f"{what}: {self.endpoint} answered a listing that is not JSON") from None
+
+    def _pages(self, first: Callable[[], httpx.URL], what: str, scopes: list[str],
+               ok: tuple[int, ...] = (200,)) -> Iterator[bytes]:
+        """Every page's body, following ``Link: <…>; rel="next"``; none when the answer is not 200."""
         url: httpx.URL | None = None
         while True:
 
             def attempt() -> httpx.Response:
-                response = self._send("GET", url or first(), what=what, scopes=scopes)
+                response = self._send("GET", url or first(), what=what, scopes=scopes, ok=ok)
                 response.close()
                 return response
 
             response = self._run(what, attempt)
-            try:
-                page = msgspec.json.decode(response.content, type=_Page)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                raise RegistryError(f"{what}: {self.endpoint} answered a listing that is not JSON") from None
-            items.extend(page.tags or page.repositories or [])
+            if response.status_code != 200:
+                return
+            yield response.content
             following = response.links.get("next", {}).get("url")
             if not following:
-                return items
+                return
             url = urls.resolve(response.request.url, following)
 
     def ping(self) -> None:
@@ -516,7 +545,7 @@ def _location(
     raise RegistryError(f"{what}: the registry opened an upload without a Location")
 
 
-def _check_served_digest(response: httpx.Response, digest: str, what: str) -> None:
+def _check_served_digest(response: httpx.Response, digest: Digest, what: str) -> None:
     served = response.headers.get("docker-content-digest")
     if served and served != digest:
         raise RegistryContentError(f"{what}: the registry stored digest {served}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-__all__ = ["ping", "manifest", "blob", "uploads", "mount", "tags", "catalog", "resolve", "with_digest"]
+__all__ = ["ping", "manifest", "blob", "uploads", "mount", "tags", "catalog", "referrers", "resolve", "with_digest"]
 
 
 def _v2(scheme: str, host: str, path: str = "", params: dict[str, str] | None = None) -> httpx.URL:
@@ -38,6 +38,10 @@ def tags(scheme: str, host: str, repository: str, page_size: str) -> httpx.URL:
 
 def catalog(scheme: str, host: str, page_size: str) -> httpx.URL:
     return _v2(scheme, host, "_catalog", {"n": page_size})
+
+
+def referrers(scheme: str, host: str, repository: str, digest: str) -> httpx.URL:
+    return _v2(scheme, host, f"{repository}/referrers/{digest}")
 
 
 def resolve(request_url: httpx.URL, location: str) -> httpx.URL:

@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from bundler.bundle import BundleReader
 from bundler.bundle.volumes import BundleFiles
 from bundler.errors import InputError
 from bundler.progress import NullProgress, Progress
 from bundler.reference import DOCKER_HUB
 from bundler.registry import RegistryClient, RegistryOptions
 from bundler.registry.harbor import HarborProjects, ensure_projects, project_of
-from bundler.unpack.execute import PushClient, push_plan
+from bundler.stores import WriteStore
+from bundler.stores.bundle import BundleStore
+from bundler.unpack.execute import push_plan
 from bundler.unpack.expected import check_expected
 from bundler.unpack.mapping import Target, parse_to, plan_targets, unused_maps
-from bundler.unpack.plan import BundleSource, PushPlan, build_plan
+from bundler.unpack.plan import PushPlan, build_plan
 from bundler.unpack.result import ImageOutcome, UnpackResult, write_report
 
 __all__ = [
@@ -67,16 +69,16 @@ def unpack(bundle: Path | BundleFiles, settings: UnpackOptions, options: Registr
            progress: Progress | None = None) -> UnpackResult:
     """Open ``bundle`` and push it as ``settings`` say; see ``unpack_bundle``."""
     started = time.monotonic()
-    with BundleReader.open(bundle) as reader:
-        if not reader.seekable:
+    with BundleStore.open(bundle) as store:
+        if not store.seekable:
             raise InputError(f"{bundle}: unpack reads blobs in any order; give it a bundle file, not a pipe")
-        result = unpack_bundle(reader, settings, options, progress=progress)
+        result = unpack_bundle(store, settings, options, progress=progress)
     result.seconds = time.monotonic() - started
     return result
 
 
-def unpack_bundle(reader: BundleSource, settings: UnpackOptions, options: RegistryOptions, *,
-                  progress: Progress | None = None, client: PushClient | None = None) -> UnpackResult:
+def unpack_bundle(bundle: BundleStore, settings: UnpackOptions, options: RegistryOptions, *,
+                  progress: Progress | None = None, client: WriteStore | None = None) -> UnpackResult:
     """Plan and push an open bundle. Raises ``InputError`` for naming problems, ``PushRefusedError``
     for missing Harbor projects, ``UnreachableError`` and ``Interrupted``; per-image failures come
     back in the result (``result.failure_error()`` is what to exit with).
@@ -86,24 +88,22 @@ def unpack_bundle(reader: BundleSource, settings: UnpackOptions, options: Regist
     """
     started = time.monotonic()
     progress = progress or NullProgress()
-    images = list(reader.index.images)
+    images = list(bundle.index.images)
     targets = plan_targets(images, settings.to, settings.keep_host, settings.flatten, settings.maps)
     for source, destination in unused_maps(images, settings.maps):
         progress.warn(f"--map {source}={destination} matches no image in the bundle")
-    plan = build_plan(reader, targets)
+    plan = build_plan(bundle, targets)
     host = parse_to(settings.to).host
     if settings.dry_run:
         outcomes = [ImageOutcome(image.target, image.error is None, image.error) for image in plan.images]
         return UnpackResult(host, True, plan, outcomes, seconds=time.monotonic() - started)
     created: list[str] = []
-    if client is not None:
-        mounted = _check_expected(plan, reader, client, settings, progress)
-        result = push_plan(plan, reader, client, host, jobs=settings.jobs, progress=progress)
-    else:
-        created = _prepare_harbor(host, plan, settings, options, progress)
-        with RegistryClient(host, options) as registry:
-            mounted = _check_expected(plan, reader, registry, settings, progress)
-            result = push_plan(plan, reader, registry, host, jobs=settings.jobs, progress=progress)
+    with ExitStack() as stack:
+        if client is None:
+            created = _prepare_harbor(host, plan, settings, options, progress)
+            client = stack.enter_context(RegistryClient(host, options))
+        mounted = _check_expected(plan, bundle, client, settings, progress)
+        result = push_plan(plan, bundle, client, host, jobs=settings.jobs, progress=progress)
     result.blobs_mounted += mounted
     result.blobs_present -= mounted
     result.projects_created = created
@@ -111,16 +111,15 @@ def unpack_bundle(reader: BundleSource, settings: UnpackOptions, options: Regist
     return result
 
 
-def _check_expected(plan: PushPlan, reader: BundleSource, client: PushClient, settings: UnpackOptions,
+def _check_expected(plan: PushPlan, bundle: BundleStore, client: WriteStore, settings: UnpackOptions,
                     progress: Progress) -> int:
     """A delta bundle: the blobs it leaves to its base must be on the target before anything is pushed;
     returns how many were mounted from another repository of this push."""
-    external = getattr(reader.index, "external", ())
+    external = bundle.index.external
     if not external:
         return 0
-    base = getattr(reader.index, "base", None)
-    check = check_expected(plan, [entry.digest for entry in external], client, base=base, jobs=settings.jobs,
-                           progress=progress)
+    check = check_expected(plan, [entry.digest for entry in external], client, base=bundle.index.base,
+                           jobs=settings.jobs, progress=progress)
     return check.mounted
 
 

@@ -31,17 +31,19 @@ import logging
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterator
 
 from bundler.digest import Digest
 from bundler.errors import CorruptBundleError, ImgbundleError, Interrupted, UnreachableError
-from bundler.oci import Descriptor, RawManifest
+from bundler.oci import RawManifest
 from bundler.progress import NullProgress, Progress
 from bundler.threads import stop_workers
-from bundler.unpack.plan import BlobPlan, BundleSource, ImagePlan, PushPlan
+from bundler.stores import Placement, WriteStore
+from bundler.stores.bundle import BundleStore
+from bundler.unpack.plan import BlobPlan, ImagePlan, PushPlan
 from bundler.unpack.result import ImageOutcome, UnpackResult
 
-__all__ = ["PushClient", "push_plan"]
+__all__ = ["push_plan"]
 
 log = logging.getLogger("bundler.unpack")
 
@@ -49,22 +51,6 @@ Fact = tuple[str, str, str]
 """``(kind, repository, digest or tag)``; kind is ``blob``, ``manifest`` or ``tag``."""
 
 _PRESENT = "present"
-
-
-class PushClient(Protocol):
-    """The registry operations a push needs (``bundler.registry.RegistryClient`` fits).
-
-    Ordering is the caller's job: ``manifest_put`` only after the blobs or children it lists.
-    """
-
-    def manifest_head(self, repository: str, reference: str) -> Descriptor | None: ...
-
-    def manifest_put(self, repository: str, reference: str, manifest: RawManifest) -> object: ...
-
-    def blob_exists(self, repository: str, digest: str) -> bool: ...
-
-    def blob_upload(self, repository: str, digest: str, size: int, chunks: Callable[[], Iterable[bytes]], *,
-                    mount_from: str | None = None) -> str: ...
 
 
 class _Cancelled(BaseException):
@@ -105,14 +91,14 @@ class _Job:
     dependents: list["_Job"] = field(default_factory=list)
 
 
-def push_plan(plan: PushPlan, bundle: BundleSource, client: PushClient, registry: str, *, jobs: int = 4,
+def push_plan(plan: PushPlan, bundle: BundleStore, client: WriteStore, registry: str, *, jobs: int = 4,
               progress: Progress | None = None) -> UnpackResult:
     """Push every image of ``plan`` that the bundle can supply; see the module docstring."""
     return _Push(plan, bundle, client, registry, max(1, jobs), progress or NullProgress()).run()
 
 
 class _Push:
-    def __init__(self, plan: PushPlan, bundle: BundleSource, client: PushClient, registry: str, jobs: int,
+    def __init__(self, plan: PushPlan, bundle: BundleStore, client: WriteStore, registry: str, jobs: int,
                  progress: Progress) -> None:
         self.plan = plan
         self.bundle = bundle
@@ -343,7 +329,7 @@ class _Push:
     def _place_blob(self, blob: BlobPlan, repositories: list[str], source: str | None) -> dict[Fact, object]:
         """Upload once into the first repository that lacks it, then mount into the others."""
         results: dict[Fact, object] = {}
-        chunks = self._chunk_source(blob.digest)
+        chunks = self._chunk_source(blob)
         for position, repository in enumerate(repositories):
             fact = _blob(repository, blob.digest)
             try:
@@ -377,22 +363,22 @@ class _Push:
         self.progress.advance(blob.size or 0)
         return True
 
-    def _count_blob(self, how: str, size: int) -> None:
+    def _count_blob(self, how: Placement, size: int) -> None:
         with self.lock:
-            if how == "mounted":
+            if how is Placement.MOUNTED:
                 self.result.blobs_mounted += 1
             else:
                 self.result.blobs_uploaded += 1
                 self.result.bytes_uploaded += size
 
-    def _chunk_source(self, digest: Digest) -> Callable[[], Iterator[bytes]]:
+    def _chunk_source(self, blob: BlobPlan) -> Callable[[], Iterator[bytes]]:
         """A restartable chunk stream from the bundle that reports progress once per byte of the blob
         (a retried upload re-reads, but does not re-count) and stops when the run is cancelled."""
         reported = [0]
 
         def chunks() -> Iterator[bytes]:
             sent = 0
-            for chunk in self.bundle.blob_chunks(digest):
+            for chunk in self.bundle.blob_chunks(blob.origin, blob.digest, blob.size or 0):
                 if self.cancel.is_set():
                     raise _Cancelled()
                 sent += len(chunk)

@@ -16,7 +16,7 @@ from typing import Collection, Iterator
 from bundler.digest import Digest
 from bundler.errors import NotFoundError
 from bundler.progress import NullProgress, Progress
-from bundler.unpack.execute import PushClient
+from bundler.stores import WriteStore
 from bundler.unpack.plan import PushPlan
 
 __all__ = ["ExpectedCheck", "check_expected"]
@@ -33,7 +33,7 @@ class ExpectedCheck:
     mounted: int = 0
 
 
-def check_expected(plan: PushPlan, expected: Collection[str], client: PushClient, *, base: str | None,
+def check_expected(plan: PushPlan, expected: Collection[str], client: WriteStore, *, base: str | None,
                    jobs: int = 4, progress: Progress | None = None) -> ExpectedCheck:
     """HEAD every expected blob in every repository needing it; mount what another repository of
     the push holds; ``NotFoundError`` naming the missing ones (nothing is mounted then)."""
@@ -71,13 +71,13 @@ def _needs(plan: PushPlan, expected: set[str]) -> list[tuple[str, str]]:
     return list(pairs)
 
 
-def _exists(client: PushClient, pair: tuple[str, str], progress: Progress) -> bool:
+def _exists(client: WriteStore, pair: tuple[str, str], progress: Progress) -> bool:
     there = client.blob_exists(*pair)
     progress.item_done(f"{pair[0]}@{pair[1]}", there)
     return there
 
 
-def _holder(client: PushClient, digest: str, repositories: list[str], found: dict[tuple[str, str], bool]) -> str | None:
+def _holder(client: WriteStore, digest: str, repositories: list[str], found: dict[tuple[str, str], bool]) -> str | None:
     """A repository of this push that holds ``digest``: one already seen with it, else the first a HEAD finds."""
     for repository in repositories:
         if found.get((repository, digest)):
@@ -88,11 +88,9 @@ def _holder(client: PushClient, digest: str, repositories: list[str], found: dic
     return None
 
 
-def _mount(client: PushClient, repository: str, digest: str, source: str) -> None:
-    def no_upload() -> Iterator[bytes]:
+def _mount(client: WriteStore, repository: str, digest: str, source: str) -> None:
+    if not client.blob_mount(repository, Digest(digest), source):
         raise NotFoundError(f"{repository}: cannot mount {digest} from {source}, and this delta does not carry it")
-
-    client.blob_upload(repository, Digest(digest), 0, no_upload, mount_from=source)
 
 
 def _missing_message(missing: list[tuple[str, str]], base: str | None, expected: int) -> str:

@@ -54,6 +54,11 @@ class Target:
         return self.target_ref.repository
 
     @property
+    def source_name(self) -> str:
+        """The image's repository in the bundle: its reference's name, registry host included."""
+        return parse_reference(self.source_ref).name
+
+    @property
     def tag(self) -> str | None:
         return self.target_ref.tag
 

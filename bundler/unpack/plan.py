@@ -7,56 +7,16 @@ returns this plan, and the executor runs it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol, Sequence
-
-import msgspec
-
 from bundler.digest import Digest
-from bundler.errors import BundleError, ContentMismatchError, CorruptBundleError, ImgbundleError
-from bundler.oci import IMAGE_MANIFEST_TYPES, INDEX_TYPES, RawManifest, detect_media_type
-from bundler.unpack.mapping import ImageLike, Target
+from bundler.errors import BundleError, CorruptBundleError, ImgbundleError, NotFoundError
+from bundler.oci import IMAGE_MANIFEST_TYPES, INDEX_TYPES, RawManifest
+from bundler.stores.bundle import BundleStore
+from bundler.unpack.mapping import Target
 
-__all__ = ["BundleSource", "ManifestNode", "ImagePlan", "BlobPlan", "PushPlan", "build_plan", "MAX_INDEX_DEPTH"]
+__all__ = ["ManifestNode", "ImagePlan", "BlobPlan", "PushPlan", "build_plan", "MAX_INDEX_DEPTH"]
 
 MAX_INDEX_DEPTH = 4
 """Same bound as ``pack``: indexes of indexes exist, deeper nesting is a broken bundle."""
-
-
-class _Member(Protocol):
-    @property
-    def digest(self) -> str: ...
-
-    @property
-    def size(self) -> int: ...
-
-    @property
-    def media_type(self) -> str: ...
-
-
-class _Index(Protocol):
-    @property
-    def images(self) -> Sequence[ImageLike]: ...
-
-    @property
-    def manifests(self) -> Sequence[_Member]: ...
-
-    @property
-    def blobs(self) -> Sequence[_Member]: ...
-
-
-class BundleSource(Protocol):
-    """What unpack reads from a bundle (``bundler.bundle.BundleReader`` fits).
-
-    ``blob_chunks`` must be safe to call from several threads at once and must verify the
-    blob's digest when its stream ends, raising ``CorruptBundleError`` otherwise.
-    """
-
-    @property
-    def index(self) -> _Index: ...
-
-    def manifest_bytes(self, digest: str) -> bytes: ...
-
-    def blob_chunks(self, digest: str) -> Iterator[bytes]: ...
 
 
 @dataclass(frozen=True)
@@ -81,11 +41,13 @@ class ImagePlan:
 
 @dataclass(frozen=True)
 class BlobPlan:
-    """A blob to consider: its size (``None`` if the bundle lacks it) and the repositories needing it."""
+    """A blob to consider: its size (``None`` if the bundle lacks it), the target repositories needing it,
+    and the bundle repository it is read from (that of the first image needing it)."""
 
     digest: Digest
     size: int | None
     repositories: tuple[str, ...]
+    origin: str
 
 
 @dataclass
@@ -101,11 +63,13 @@ class PushPlan:
     def blobs(self) -> list[BlobPlan]:
         """Each blob digest once, in first-use order, with every target repository that needs it."""
         repos: dict[Digest, dict[str, None]] = {}
+        origins: dict[Digest, str] = {}
         for image in self.images:
             if image.error is None:
                 for digest in image.blobs:
                     repos.setdefault(digest, {})[image.target.repository] = None
-        return [BlobPlan(d, self.bundle_blobs.get(d), tuple(r)) for d, r in repos.items()]
+                    origins.setdefault(digest, image.target.source_name)
+        return [BlobPlan(d, self.bundle_blobs.get(d), tuple(r), origins[d]) for d, r in repos.items()]
 
     @property
     def total_blob_bytes(self) -> int:
@@ -113,7 +77,7 @@ class PushPlan:
         return sum(blob.size or 0 for blob in self.blobs())
 
 
-def build_plan(bundle: BundleSource, targets: list[Target]) -> PushPlan:
+def build_plan(bundle: BundleStore, targets: list[Target]) -> PushPlan:
     """Walk every target's manifests in the bundle; a bundle problem fails only that image."""
     walker = _Walker(bundle)
     images = [walker.image(target) for target in targets]
@@ -123,9 +87,8 @@ def build_plan(bundle: BundleSource, targets: list[Target]) -> PushPlan:
 class _Walker:
     """Reads each manifest once, however many images share it."""
 
-    def __init__(self, bundle: BundleSource) -> None:
+    def __init__(self, bundle: BundleStore) -> None:
         self.bundle = bundle
-        self.member_types = {Digest(m.digest): m.media_type for m in bundle.index.manifests}
         self.bundle_blobs = {Digest(b.digest): b.size for b in bundle.index.blobs}
         self.nodes: dict[Digest, ManifestNode] = {}
 
@@ -145,30 +108,27 @@ class _Walker:
         seen.add(digest)
         if depth > MAX_INDEX_DEPTH:
             raise CorruptBundleError(f"{plan.target.source_ref}: indexes nested more than {MAX_INDEX_DEPTH} deep")
-        node = self._node(digest, plan.target.source_ref)
+        node = self._node(digest, plan.target)
         for child in node.children:
             self._visit(child, plan, depth + 1, seen)
         plan.blobs.extend(node.blobs)
         plan.manifests.append(digest)
 
-    def _node(self, digest: Digest, source: str) -> ManifestNode:
+    def _node(self, digest: Digest, target: Target) -> ManifestNode:
         node = self.nodes.get(digest)
         if node is None:
-            node = self.nodes[digest] = self._read(digest, source)
+            node = self.nodes[digest] = self._read(digest, target)
         return node
 
-    def _read(self, digest: Digest, source: str) -> ManifestNode:
-        if digest not in self.member_types:
-            raise CorruptBundleError(f"{source}: the bundle lacks manifest {digest}")
-        data = self.bundle.manifest_bytes(digest)
+    def _read(self, digest: Digest, target: Target) -> ManifestNode:
+        source = target.source_ref
         try:
-            media_type = detect_media_type(data, self.member_types[digest])
-            raw = RawManifest.from_bytes(data, media_type, expected=digest)
-            return self._node_of(raw, source)
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            raise CorruptBundleError(f"{source}: manifest {digest} is not valid: {error}") from None
-        except ContentMismatchError as error:
+            raw = self.bundle.manifest_get(target.source_name, digest)
+        except NotFoundError:
+            raise CorruptBundleError(f"{source}: the bundle lacks manifest {digest}") from None
+        except CorruptBundleError as error:
             raise CorruptBundleError(f"{source}: {error}") from None
+        return self._node_of(raw, source)
 
     def _node_of(self, raw: RawManifest, source: str) -> ManifestNode:
         if raw.media_type in INDEX_TYPES:

@@ -1,40 +1,29 @@
-"""pack: resolve image references against registries, then write them into one bundle.
+"""Resolving: image references become manifests and blob descriptors (small requests only).
 
-Two steps, data first: ``resolve_images`` turns references into manifests and blob
-descriptors (small requests only); ``pack`` then streams every unique blob into the bundle.
+Each request is walked in the store of its registry: the top manifest, every child of an index
+(those the platform filters keep; the index is rewritten when some are dropped), and the config
+of a single-platform image to name its platform. Failures are collected per reference.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import msgspec
 
-from bundler.bundle import BlobSpec, ImageEntry, SkippedEntry, WriteResult, write_bundle
-from bundler.bundle.volumes import existing_outputs
-from bundler.cache import BlobCache
-from bundler.delta import DeltaBase, split_blobs
+from bundler.bundle import ImageEntry, SkippedEntry
 from bundler.digest import Digest
-from bundler.errors import ImgbundleError, InputError, LocalIOError, RegistryContentError, RegistryError
+from bundler.errors import ImgbundleError, InputError, RegistryContentError, RegistryError
 from bundler.oci import IMAGE_MANIFEST_TYPES, Descriptor, RawManifest
 from bundler.platforms import PlatformFilter, is_attestation, kept_children
 from bundler.progress import NULL_PROGRESS, Progress
 from bundler.reference import Reference, parse_image_list
-from bundler.registry import RegistryOptions, RegistryPool
-from bundler.source import SourcePool
+from bundler.stores.cache import CachedPool
 from bundler.threads import stop_workers
 
-__all__ = ["ImageRequest", "ResolvedImage", "PackResult", "read_requests", "resolve_images", "pack", "created_now"]
-
-log = logging.getLogger(__name__)
+__all__ = ["ImageRequest", "ResolvedImage", "read_requests", "resolve_images", "MAX_INDEX_DEPTH"]
 
 MAX_INDEX_DEPTH = 4
 """Indexes nest (an index of indexes) in the wild, but never deeply; deeper is a lying registry."""
@@ -75,25 +64,6 @@ class ResolvedImage:
         )
 
 
-@dataclass(frozen=True)
-class PackResult:
-    write: WriteResult
-    images: list[ResolvedImage]
-    skipped: list[SkippedEntry]
-    downloaded_bytes: int
-    """Blob bytes read from the source (registry or storage tree); manifests are not counted."""
-    seconds: float
-    cached_bytes: int = 0
-    """Blob bytes served by the local blob cache instead of the source."""
-
-
-def created_now() -> str:
-    """RFC 3339 UTC timestamp; ``SOURCE_DATE_EPOCH`` fixes it for reproducible builds."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    seconds = int(epoch) if epoch and epoch.isdigit() else int(time.time())
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-
-
 def read_requests(lines: Iterable[str], source: str, extra: Iterable[str] = ()) -> list[ImageRequest]:
     """Image requests from list lines plus command-line arguments, in order, duplicates dropped."""
     seen: set[Reference] = set()
@@ -110,13 +80,10 @@ def read_requests(lines: Iterable[str], source: str, extra: Iterable[str] = ()) 
 class _Resolver:
     """Walks one image's manifests on one registry repository."""
 
-    def __init__(
-        self, pool: SourcePool, filters: tuple[PlatformFilter, ...], progress: Progress, blobs: "BlobReader"
-    ) -> None:
+    def __init__(self, pool: CachedPool, filters: tuple[PlatformFilter, ...], progress: Progress) -> None:
         self.pool = pool
         self.filters = filters
         self.progress = progress
-        self.blobs = blobs
 
     def resolve(self, request: ImageRequest) -> ResolvedImage:
         reference = request.reference
@@ -173,7 +140,8 @@ class _Resolver:
         """The os/arch of a single-manifest image, read from its (small) config blob."""
         reference = image.request.reference
         config = top.manifest().config
-        data = self.blobs.read_small(reference, Digest(config.digest), config.size)
+        store = self.pool.get(reference.registry)
+        data = store.blob_bytes(reference.repository, Digest(config.digest), config.size)
         try:
             fields = msgspec.json.decode(data, type=dict)
         except msgspec.DecodeError:
@@ -194,16 +162,15 @@ def _rewrite_index(raw: RawManifest, kept: list[Descriptor]) -> RawManifest:
 
 def resolve_images(
     requests: list[ImageRequest],
-    pool: SourcePool,
+    pool: CachedPool,
     *,
     filters: tuple[PlatformFilter, ...] = (),
     skip_missing: bool = False,
     jobs: int = 4,
     progress: Progress = NULL_PROGRESS,
-    blobs: "BlobReader | None" = None,
 ) -> tuple[list[ResolvedImage], list[SkippedEntry]]:
     """Resolve every request; fail listing every failing reference, or skip them with ``skip_missing``."""
-    resolver = _Resolver(pool, filters, progress, blobs or BlobReader(pool))
+    resolver = _Resolver(pool, filters, progress)
     progress.phase("resolve", total_items=len(requests))
 
     def attempt(request: ImageRequest) -> ResolvedImage | ImgbundleError:
@@ -252,145 +219,3 @@ def _failure_detail(request: ImageRequest, error: ImgbundleError) -> str:
     return text if text.startswith(str(request.reference)) else f"{request.source}: {text}"
 
 
-def unique_blobs(images: list[ResolvedImage]) -> tuple[list[RawManifest], list[BlobSpec], dict[Digest, Reference]]:
-    """Every manifest and blob once, and for each blob a reference it can be fetched through."""
-    manifests: dict[Digest, RawManifest] = {}
-    blobs: dict[Digest, BlobSpec] = {}
-    origin: dict[Digest, Reference] = {}
-    for image in images:
-        manifests.update(image.manifests)
-        for digest, descriptor in image.blobs.items():
-            if digest not in blobs:
-                blobs[digest] = BlobSpec(digest=digest, size=descriptor.size, media_type=descriptor.media_type)
-                origin[digest] = image.request.reference
-    return list(manifests.values()), list(blobs.values()), origin
-
-
-def pack(
-    requests: list[ImageRequest],
-    output: Path,
-    options: RegistryOptions | None = None,
-    *,
-    source: SourcePool | None = None,
-    cache: BlobCache | None = None,
-    filters: tuple[PlatformFilter, ...] = (),
-    skip_missing: bool = False,
-    jobs: int = 4,
-    level: int = 3,
-    created: str | None = None,
-    overwrite: bool = False,
-    progress: Progress = NULL_PROGRESS,
-    since: DeltaBase | None = None,
-    split: int | None = None,
-) -> PackResult:
-    """Resolve ``requests`` and write them, each blob once, into the bundle at ``output``.
-
-    Images are read from ``source`` (which the caller closes), by default from registries reached
-    with ``options``. With ``cache``, blobs it holds are not downloaded and new ones are added to it.
-    With ``since``, a delta bundle: blobs that base brought are left out (see ``bundler.delta``).
-    With ``split``, volumes each smaller than ``split`` bytes.
-    """
-    started = time.monotonic()
-    if not overwrite and (existing := existing_outputs(output)):
-        raise LocalIOError(f"{existing[0]} exists; use --force to overwrite it")
-    with ExitStack() as stack:
-        pool = source if source is not None else stack.enter_context(RegistryPool(options))
-        reader = BlobReader(pool, cache, progress)
-        images, skipped = resolve_images(
-            requests, pool, filters=filters, skip_missing=skip_missing, jobs=jobs, progress=progress, blobs=reader
-        )
-        for image in images:
-            if image.original_digest:
-                progress.warn(
-                    f"{image.request.source}: index rewritten to {len(image.platforms)} platform(s); "
-                    f"digest {image.original_digest} becomes {image.top.digest}"
-                )
-        manifests, blobs, origin = unique_blobs(images)
-        blobs, external = split_blobs(blobs, since) if since is not None else (blobs, [])
-        progress.phase("download", total_bytes=sum(b.size for b in blobs), total_items=len(blobs))
-
-        def open_blob(spec: BlobSpec) -> Iterator[bytes]:
-            for chunk in reader.chunks(origin[spec.digest], spec.digest, spec.size):
-                progress.advance(len(chunk))
-                yield chunk
-            progress.item_done(spec.digest)
-
-        result = write_bundle(
-            output,
-            images=[image.entry() for image in images],
-            skipped=skipped,
-            manifests=manifests,
-            blobs=blobs,
-            open_blob=open_blob,
-            created=created or created_now(),
-            level=level,
-            jobs=jobs,
-            overwrite=overwrite,
-            split=split,
-            base=since.id if since is not None else None,
-            external=external,
-            verify_digests=False,  # every ImageSource (and the cache) verifies as it streams; a second hash costs a core
-        )
-    seconds = time.monotonic() - started
-    return PackResult(result, images, skipped, reader.downloaded.value, seconds, reader.cached.value)
-
-
-class BlobReader:
-    """Every blob byte pack reads: from the cache when it holds the blob, else from the source (counted).
-
-    Config blobs read while resolving stay in memory until the bundle writer asks for them, so a
-    small blob is never fetched twice.
-    """
-
-    def __init__(self, pool: SourcePool, cache: BlobCache | None = None, progress: Progress = NULL_PROGRESS) -> None:
-        self.pool = pool
-        self.cache = cache
-        self.progress = progress
-        self.downloaded = _Counter()
-        self.cached = _Counter()
-        self._kept: dict[Digest, bytes] = {}
-        self._lock = threading.Lock()
-
-    def read_small(self, reference: Reference, digest: Digest, size: int) -> bytes:
-        with self._lock:
-            data = self._kept.get(digest)
-        if data is None:
-            data = b"".join(self._read(reference, digest, size))
-            with self._lock:
-                self._kept[digest] = data
-        return data
-
-    def chunks(self, reference: Reference, digest: Digest, size: int) -> Iterator[bytes]:
-        with self._lock:
-            kept = self._kept.pop(digest, None)
-        return iter([kept]) if kept is not None else self._read(reference, digest, size)
-
-    def _read(self, reference: Reference, digest: Digest, size: int) -> Iterator[bytes]:
-        if self.cache is None:
-            return self._fetch(reference, digest, size)
-        hit = self.cache.read(digest, size, on_corrupt=self.progress.warn)
-        if hit is not None:
-            return _counted(hit, self.cached)
-        return self.cache.fill(digest, size, self._fetch(reference, digest, size))
-
-    def _fetch(self, reference: Reference, digest: Digest, size: int) -> Iterator[bytes]:
-        chunks = self.pool.get(reference.registry).blob_chunks(reference.repository, digest, size)
-        return _counted(chunks, self.downloaded)
-
-
-def _counted(chunks: Iterator[bytes], counter: "_Counter") -> Iterator[bytes]:
-    for chunk in chunks:
-        counter.add(len(chunk))
-        yield chunk
-
-
-class _Counter:
-    """A byte counter shared by download threads (``+=`` on an int attribute is not atomic)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.value = 0
-
-    def add(self, n: int) -> None:
-        with self._lock:
-            self.value += n

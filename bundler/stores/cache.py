@@ -1,4 +1,5 @@
-"""A local, content-addressed blob cache, so that repeated packs download only manifests.
+"""A local, content-addressed blob cache, so that repeated packs download only manifests; and the
+read store that puts it in front of another store (``CachedPool`` hands those out per host).
 
 Entries live at ``ROOT/blobs/sha256/<hex>`` (``ROOT`` is platformdirs' user cache dir for
 ``imgbundle``, or ``IMGBUNDLE_CACHE_DIR``). Nothing in it is trusted: an entry is hashed before it
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +27,10 @@ import platformdirs
 
 from bundler.digest import Digest, DigestVerifier
 from bundler.errors import ContentMismatchError, LocalIOError
+from bundler.oci import Descriptor, RawManifest
+from bundler.stores.base import ReadStore, StorePool
 
-__all__ = ["BlobCache", "CacheInfo", "PruneResult", "CACHE_ENV", "default_cache_dir"]
+__all__ = ["BlobCache", "CachedPool", "CachedStore", "CacheInfo", "PruneResult", "CACHE_ENV", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +229,107 @@ class _Filling:
             self._temp = None
             handle.close()
             _unlink(temp)
+
+
+class CachedPool:
+    """Hands out, per host, the pool's store with the cache in front; counts where blob bytes came from.
+
+    Two tiers: blobs read whole with ``CachedStore.blob_bytes`` (config blobs, while resolving) stay in
+    memory until ``blob_chunks`` hands them out once more, so a small blob is never fetched twice; and
+    the disk cache, when there is one. The pool's owner closes the inner pool.
+    """
+
+    def __init__(self, pool: StorePool, cache: BlobCache | None = None,
+                 on_corrupt: Callable[[str], None] = log.warning) -> None:
+        self.pool = pool
+        self.cache = cache
+        self.on_corrupt = on_corrupt
+        self.fetched = Counter()
+        """Blob bytes read from the inner stores."""
+        self.cached = Counter()
+        """Blob bytes the disk cache served instead."""
+        self._kept: dict[Digest, bytes] = {}
+        self._lock = threading.Lock()
+
+    def get(self, host: str) -> "CachedStore":
+        return CachedStore(self, self.pool.get(host))
+
+    def close(self) -> None:
+        """Nothing to close: the inner pool belongs to whoever made it."""
+
+    def keep(self, digest: Digest, data: bytes) -> None:
+        with self._lock:
+            self._kept[digest] = data
+
+    def kept(self, digest: Digest, *, forget: bool) -> bytes | None:
+        with self._lock:
+            return self._kept.pop(digest, None) if forget else self._kept.get(digest)
+
+
+class CachedStore:
+    """A read store in front of ``inner``: manifests and listings pass through, blobs come from the cache
+    when it holds them and fill it when it does not."""
+
+    def __init__(self, pool: CachedPool, inner: ReadStore) -> None:
+        self._pool = pool
+        self._inner = inner
+
+    def manifest_get(self, repository: str, reference: str) -> RawManifest:
+        return self._inner.manifest_get(repository, reference)
+
+    def manifest_head(self, repository: str, reference: str) -> Descriptor | None:
+        return self._inner.manifest_head(repository, reference)
+
+    def tags_list(self, repository: str) -> list[str]:
+        return self._inner.tags_list(repository)
+
+    def catalog(self) -> list[str]:
+        return self._inner.catalog()
+
+    def referrers(self, repository: str, digest: Digest) -> list[Descriptor]:
+        return self._inner.referrers(repository, digest)
+
+    def blob_bytes(self, repository: str, digest: Digest, size: int) -> bytes:
+        """A small blob, whole; kept in memory for the one ``blob_chunks`` call that will want it again."""
+        data = self._pool.kept(digest, forget=False)
+        if data is None:
+            data = b"".join(self._read(repository, digest, size))
+            self._pool.keep(digest, data)
+        return data
+
+    def blob_chunks(self, repository: str, digest: Digest, size: int) -> Iterator[bytes]:
+        kept = self._pool.kept(digest, forget=True)
+        return iter([kept]) if kept is not None else self._read(repository, digest, size)
+
+    def _read(self, repository: str, digest: Digest, size: int) -> Iterator[bytes]:
+        cache = self._pool.cache
+        if cache is None:
+            return self._fetch(repository, digest, size)
+        hit = cache.read(digest, size, on_corrupt=self._pool.on_corrupt)
+        if hit is not None:
+            return _counted(hit, self._pool.cached)
+        return cache.fill(digest, size, self._fetch(repository, digest, size))
+
+    def _fetch(self, repository: str, digest: Digest, size: int) -> Iterator[bytes]:
+        return _counted(self._inner.blob_chunks(repository, digest, size), self._pool.fetched)
+
+
+class Counter:
+    """A byte counter shared by download threads (``+=`` on an int attribute is not atomic)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.value += n
+
+
+def _counted(chunks: Iterator[bytes], counter: Counter) -> Iterator[bytes]:
+    for chunk in chunks:
+        counter.add(len(chunk))
+        yield chunk
 
 
 def _file_chunks(handle: BinaryIO) -> Iterator[bytes]:

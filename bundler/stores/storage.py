@@ -1,4 +1,4 @@
-"""``StorageTree``: a Docker Distribution storage directory read as an ``ImageSource``, no registry running.
+"""``StorageTree``: a Docker Distribution storage directory as a read store, no registry running.
 
 The layout (Distribution 2.x and 3.x, also under Harbor's registry volume)::
 
@@ -57,7 +57,7 @@ def find_v2_root(path: Path) -> Path:
 
 
 class StorageTree:
-    """The read interface of a registry, served from its storage directory; stateless, so thread-safe."""
+    """The read store of a registry, served from its storage directory; stateless, so thread-safe."""
 
     def __init__(self, path: Path) -> None:
         self.root = find_v2_root(path)
@@ -190,6 +190,10 @@ class StorageTree:
             raise NotFoundError(f"blob {digest}: its data is missing from storage ({self._rel(path)})") from None
         except OSError as error:
             raise _local(error) from None
+
+    def referrers(self, repository: str, digest: Digest) -> list[Descriptor]:
+        """None: the storage of Distribution 2.x keeps no referrers index (the registry's API answers 404 too)."""
+        return []
 
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()

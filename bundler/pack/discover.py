@@ -1,0 +1,97 @@
+"""What to pack when the user names a whole registry or storage tree instead of a list of images.
+
+``discover`` turns "everything a store holds" (its catalog, then each repository's tags) into
+references; ``discover_registry`` falls back to Harbor's project API where the catalog is closed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Callable, Iterable, Sequence
+
+from bundler.errors import AuthError, InputError, NotFoundError
+from bundler.reference import Reference, parse_reference
+from bundler.registry import RegistryOptions
+from bundler.registry.harbor import HarborProjects, project_of
+from bundler.stores import ReadStore
+from bundler.stores.registry import RegistryPool
+
+__all__ = ["discover", "discover_registry", "registry_target", "repository_matches"]
+
+
+def repository_matches(repository: str, *, prefix: str = "", patterns: Sequence[str] = ()) -> bool:
+    """True when ``repository`` lies under ``prefix`` (whole path elements) and matches any glob of ``patterns``.
+
+    Globs follow ``fnmatch``: ``*`` also crosses ``/``, so ``calico/*`` matches ``calico/a/b``.
+    """
+    prefix = prefix.strip("/")
+    if prefix and repository != prefix and not repository.startswith(prefix + "/"):
+        return False
+    return not patterns or any(fnmatch.fnmatchcase(repository, pattern) for pattern in patterns)
+
+
+def discover(
+    store: ReadStore,
+    host: str,
+    *,
+    prefix: str = "",
+    patterns: Sequence[str] = (),
+    closed_catalog: Callable[[], Iterable[str]] | None = None,
+) -> list[Reference]:
+    """``host/repository:tag`` for every tag of every repository the store lists, filtered, sorted.
+
+    When the catalog is closed (401/403/404, as Harbor's is for non-admins), ``closed_catalog`` is
+    asked instead; without one the refusal is raised with a hint. A repository without tags
+    contributes nothing (it holds no image a tag names).
+    """
+    try:
+        repositories = store.catalog()
+    except (AuthError, NotFoundError) as refusal:
+        if closed_catalog is None:
+            raise type(refusal)(f"{refusal}; the catalog is closed, list the images with -f instead") from None
+        repositories = list(closed_catalog())
+    chosen = sorted({r for r in repositories if repository_matches(r, prefix=prefix, patterns=patterns)})
+    where = f"{host}/{prefix.strip('/')}" if prefix.strip("/") else host
+    if not chosen:
+        raise InputError(f"{where}: no repository matches" + (f" {', '.join(patterns)}" if patterns else ""))
+    references = [Reference(host, repo, tag) for repo in chosen for tag in sorted(_tags(store, repo))]
+    if not references:
+        raise InputError(f"{where}: {len(chosen)} repositories, but not one tag in them")
+    return references
+
+
+def _tags(store: ReadStore, repository: str) -> list[str]:
+    """The tags of a listed repository; Distribution answers 404 for one whose tags were all deleted."""
+    try:
+        return store.tags_list(repository)
+    except NotFoundError:
+        return []
+
+
+def registry_target(text: str, flag: str = "--all-from") -> tuple[str, str]:
+    """``HOST[/PREFIX]`` split and checked: the first element must be a registry host, as in a reference."""
+    cleaned = text.strip().strip("/")
+    host, _, prefix = cleaned.partition("/")
+    try:
+        probe = parse_reference(f"{host}/probe")
+    except InputError as error:
+        raise InputError(f"{flag} {text!r}: {error}") from None
+    if not host or probe.repository != "probe":
+        raise InputError(f"{flag} {text!r}: must start with a registry host (with a dot or a port, or localhost)")
+    return probe.registry, prefix
+
+
+def discover_registry(
+    pool: RegistryPool, target: str, patterns: Sequence[str] = (), options: RegistryOptions | None = None
+) -> list[Reference]:
+    """Every tagged image under ``HOST[/PROJECT]``: from ``/v2/_catalog``, or from Harbor's project API
+    when the catalog is closed (Harbor's is, for users without the admin role)."""
+    host, prefix = registry_target(target)
+
+    def harbor_repositories() -> list[str]:
+        if not prefix:
+            raise InputError(f"{host}: the catalog is closed; name a project: --all-from {host}/PROJECT")
+        with HarborProjects(host, options or pool.options) as api:
+            return api.list_repositories(project_of(prefix))
+
+    return discover(pool.get(host), host, prefix=prefix, patterns=patterns, closed_catalog=harbor_repositories)

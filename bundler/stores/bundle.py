@@ -1,0 +1,136 @@
+"""A bundle as a read store, straight from the compressed file through its seek table.
+
+A bundle is content-addressed: a manifest asked for by digest and a blob are found whatever the
+repository. Its repositories and tags are those of the images' references, a repository named
+with its registry host (``docker.io/library/alpine``), since a bundle holds images of many registries.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from types import TracebackType
+from typing import BinaryIO, Iterator, Union
+
+import msgspec
+
+from bundler.bundle import BundleIndex, BundleReader, Member, MemberEntry
+from bundler.bundle.volumes import BundleFiles
+from bundler.digest import Digest
+from bundler.errors import ContentMismatchError, CorruptBundleError, InputError, NotFoundError
+from bundler.oci import Descriptor, RawManifest, detect_media_type
+from bundler.reference import parse_reference
+
+__all__ = ["BundleStore"]
+
+Location = Union[str, "os.PathLike[str]", BundleFiles, BinaryIO]
+
+
+class BundleStore:
+    """An open bundle as a read store; a context manager. Thread-safe for reads by digest."""
+
+    def __init__(self, reader: BundleReader) -> None:
+        self.reader = reader
+        self._manifests = {Digest(entry.digest): entry for entry in reader.index.manifests}
+        self._blobs = {Digest(entry.digest): entry for entry in reader.index.blobs}
+
+    @classmethod
+    def open(cls, location: Location) -> "BundleStore":
+        """Open a bundle from a path, its volumes, a seekable file or a pipe (a pipe can only be scanned)."""
+        return cls(BundleReader.open(location))
+
+    @property
+    def index(self) -> BundleIndex:
+        return self.reader.index
+
+    @property
+    def seekable(self) -> bool:
+        """Whether manifests and blobs can be read in any order (not from a pipe)."""
+        return self.reader.seekable
+
+    def members(self) -> Iterator[Member]:
+        """Every member in file order, each checked; the way to read a bundle from a pipe."""
+        return self.reader.members()
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def __enter__(self) -> "BundleStore":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    # --- the read interface ------------------------------------------------------------------
+
+    def manifest_get(self, repository: str, reference: str) -> RawManifest:
+        digest = self._resolve(repository, reference)
+        entry = self._manifest_entry(digest)
+        data = self.reader.manifest_bytes(digest)
+        try:
+            return RawManifest.from_bytes(data, detect_media_type(data, entry.media_type), expected=digest)
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            raise CorruptBundleError(f"manifest {digest} is not valid: {error}") from None
+        except ContentMismatchError as error:
+            raise CorruptBundleError(str(error)) from None
+
+    def manifest_head(self, repository: str, reference: str) -> Descriptor | None:
+        try:
+            digest = self._resolve(repository, reference)
+            entry = self._manifest_entry(digest)
+        except NotFoundError:
+            return None
+        return Descriptor(media_type=entry.media_type, digest=digest, size=entry.size)
+
+    def blob_chunks(self, repository: str, digest: Digest, size: int) -> Iterator[bytes]:
+        entry = self._blobs.get(digest) or self._manifests.get(digest)
+        if entry is None:
+            raise NotFoundError(f"blob {digest} is not in this bundle")
+        if entry.size != size:
+            raise CorruptBundleError(f"blob {digest}: the bundle holds {entry.size} bytes, {size} were expected")
+        return self.reader.blob_chunks(digest)
+
+    def tags_list(self, repository: str) -> list[str]:
+        tags = self._tags.get(repository)
+        if tags is None:
+            raise NotFoundError(f"{repository}: no such repository in this bundle")
+        return sorted(tags)
+
+    def catalog(self) -> list[str]:
+        return sorted(self._tags)
+
+    def referrers(self, repository: str, digest: Digest) -> list[Descriptor]:
+        """None: bundles of format 1.1 carry no referrers."""
+        return []
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    @cached_property
+    def _tags(self) -> dict[str, dict[str, Digest]]:
+        """Repository name -> tag -> digest, from the images' references (read only when asked by name)."""
+        tags: dict[str, dict[str, Digest]] = {}
+        for image in self.index.images:
+            try:
+                reference = parse_reference(image.reference)
+            except InputError:
+                raise CorruptBundleError(f"image reference {image.reference[:200]!r} is not valid") from None
+            if reference.tag:
+                tags.setdefault(reference.name, {})[reference.tag] = Digest(image.digest)
+        return tags
+
+    def _resolve(self, repository: str, reference: str) -> Digest:
+        if ":" in reference:
+            try:
+                return Digest(reference)
+            except InputError:
+                raise NotFoundError(f"{reference[:200]!r} is not a digest") from None
+        digest = self._tags.get(repository, {}).get(reference)
+        if digest is None:
+            raise NotFoundError(f"{repository}:{reference}: no such tag in this bundle")
+        return digest
+
+    def _manifest_entry(self, digest: Digest) -> MemberEntry:
+        entry = self._manifests.get(digest)
+        if entry is None:
+            raise NotFoundError(f"manifest {digest} is not in this bundle")
+        return entry
