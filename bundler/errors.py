@@ -20,13 +20,18 @@
 
 Lower layers raise these (``registry`` maps httpx exceptions and OCI error bodies, ``bundle``
 maps zstd and tar problems); ``cli`` has the single ``except`` that prints one line and exits.
+Library messages name no command-line option: where the user can do something about an error,
+the raiser names a ``Remedy`` and the CLI words it with its own options.
 ``ContentMismatchError`` is raised by ``digest`` wherever bytes disagree with their digest; the
 layer that knows where the bytes came from re-raises it as registry or bundle trouble.
 """
 
 from __future__ import annotations
 
+import enum
+
 __all__ = [
+    "Remedy",
     "ImgbundleError",
     "InputError",
     "RegistryError",
@@ -47,10 +52,44 @@ __all__ = [
 ]
 
 
+class Remedy(enum.Enum):
+    """What the user can do about an error, as the layer that knows the cause sees it."""
+
+    LOG_IN = "log in"
+    """Credentials are missing or refused."""
+    TRUST_CA = "trust the CA"
+    """The registry's TLS certificate is signed by a CA we do not trust."""
+    SMALLER_CHUNKS = "smaller upload chunks"
+    """A proxy or the registry refuses requests this large."""
+    FEWER_REQUESTS = "fewer requests at once"
+    """The registry keeps rate-limiting us."""
+    CREATE_PROJECTS = "create the projects"
+    """Harbor projects a push needs do not exist."""
+    NAME_PROJECT = "name a project"
+    """The catalog is closed: a Harbor project must be named to list repositories."""
+    LIST_IMAGES = "list the images"
+    """The catalog is closed and no project API can replace it."""
+    OVERWRITE = "overwrite"
+    """The output exists."""
+    TELL_APART = "tell the images apart"
+    """Two images would land on one target reference."""
+
+
 class ImgbundleError(Exception):
-    """Base of every error the tool reports; ``str(err)`` is the one line shown to the user."""
+    """Base of every error the tool reports; ``str(err)`` is the one line shown to the user, to which
+    the CLI adds how to apply ``remedy`` when there is one."""
 
     exit_code = 1
+
+    def __init__(self, message: str = "", *, remedy: Remedy | None = None) -> None:
+        super().__init__(message)
+        self.remedy = remedy
+
+    def reworded(self, message: str, remedy: Remedy | None = None) -> "ImgbundleError":
+        """The same kind of error (its class, and its remedy unless another is given) with another message."""
+        error = type(self)(message)
+        error.remedy = remedy or self.remedy
+        return error
 
 
 class InputError(ImgbundleError):
@@ -115,6 +154,9 @@ class Interrupted(ImgbundleError):
     def __init__(self, message: str = "interrupted", *, exit_code: int = 130) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+    def reworded(self, message: str, remedy: Remedy | None = None) -> "Interrupted":
+        return Interrupted(message, exit_code=self.exit_code)
 
 
 class ContentMismatchError(ImgbundleError):

@@ -24,7 +24,7 @@ class PlatformFilter:
     def parse(cls, text: str) -> "PlatformFilter":
         parts = text.strip().lower().split("/")
         if len(parts) not in (2, 3) or not all(parts):
-            raise InputError(f"--platform {text!r}: expected OS/ARCH or OS/ARCH/VARIANT, e.g. linux/arm64")
+            raise InputError(f"{text!r}: expected OS/ARCH or OS/ARCH/VARIANT, e.g. linux/arm64")
         return cls(*parts)
 
     def matches(self, platform: Platform) -> bool:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from bundler.digest import Digest
-from bundler.errors import InputError
+from bundler.errors import InputError, Remedy
 
 __all__ = ["Reference", "parse_reference", "parse_image_list", "DOCKER_HUB", "registry_endpoint", "mask_userinfo"]
 
@@ -97,7 +97,8 @@ def _refuse_url(text: str) -> None:
     if prefix["scheme"] or userinfo:
         raise InputError(
             f"{mask_userinfo(text) if userinfo else text}: write HOST/REPOSITORY[:TAG][@DIGEST], "
-            "without a scheme or credentials (log in with docker login, or pass --username)"
+            "without a scheme or credentials",
+            remedy=Remedy.LOG_IN,
         )
 
 
@@ -146,10 +147,10 @@ def _split_registry(name: str) -> tuple[str, str]:
     return registry, path
 
 
-def parse_image_list(lines: Iterable[str], source: str = "-") -> list[tuple[str, Reference]]:
+def parse_image_list(lines: Iterable[str], list_name: str = "-") -> list[tuple[str, Reference]]:
     """``(text, reference)`` pairs from an image list: one per line, blank lines and ``#`` comments ignored.
 
-    Errors name ``SOURCE:LINE``. Every bad line is reported together, not just the first.
+    Errors name ``LIST_NAME:LINE``. Every bad line is reported together, not just the first.
     """
     problems: list[str] = []
     references: list[tuple[str, Reference]] = []
@@ -160,7 +161,7 @@ def parse_image_list(lines: Iterable[str], source: str = "-") -> list[tuple[str,
         try:
             references.append((text, parse_reference(text)))
         except InputError as error:
-            problems.append(f"{source}:{number}: {error}")
+            problems.append(f"{list_name}:{number}: {error}")
     if problems:
         raise InputError("; ".join(problems))
     return references

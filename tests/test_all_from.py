@@ -185,7 +185,7 @@ def test_closed_catalog_falls_back_to_harbor_projects_api(harbor_stub: HarborStu
 
 @pytest.mark.parametrize("harbor_stub", [401], indirect=True)
 @pytest.mark.parametrize("target, user, error, message", [
-    ("{host}", "admin", InputError, "name a project: --all-from {host}/PROJECT"),
+    ("{host}", "admin", InputError, "name a project: {host}/PROJECT"),
     ("{host}/nosuch", "admin", NotFoundError, "Harbor project nosuch"),
     ("{host}/team", "mallory", AuthError, "credentials refused"),
 ])

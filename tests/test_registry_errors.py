@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
+from bundler.cli.errors import describe
 from bundler.errors import (
     AuthError,
     ImgbundleError,
@@ -17,6 +18,7 @@ from bundler.errors import (
     PushRefusedError,
     RegistryContentError,
     RegistryError,
+    Remedy,
     UnreachableError,
 )
 from bundler.registry.errors import map_httpx_error, map_status, mapped, parse_error_body, redact
@@ -67,8 +69,9 @@ def test_tls_causes_are_explained() -> None:
     cause.verify_message = "self-signed certificate"
     error = httpx.ConnectError("handshake failed", request=httpx.Request("GET", URL))
     error.__cause__ = cause
-    message = str(map_httpx_error(error, HOST, "x"))
-    assert "not trusted (self-signed certificate)" in message and "--ca-file" in message
+    mapped_error = map_httpx_error(error, HOST, "x")
+    assert "not trusted (self-signed certificate)" in str(mapped_error) and mapped_error.remedy is Remedy.TRUST_CA
+    assert "--ca-file" in describe(mapped_error) and "--" not in str(mapped_error)
     assert not is_retryable(error)
     assert is_retryable(httpx.ReadError("reset", request=httpx.Request("GET", URL)))
 
@@ -103,7 +106,8 @@ def test_status_mapping(status: int, write: bool, body: bytes, expected: type[Re
     message = str(error)
     assert message.startswith("reg.example:5000/lib/app:1: ") and "\n" not in message
     if status == 413:
-        assert "--chunk-size" in message and "<html>" not in message
+        assert error.remedy is Remedy.SMALLER_CHUNKS and "<html>" not in message
+        assert "--chunk-size" in describe(error)
 
 
 def test_harbor_missing_project_is_explained() -> None:

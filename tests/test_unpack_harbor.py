@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from bundler.errors import AuthError, InputError, PushRefusedError
+from bundler.errors import AuthError, InputError, PushRefusedError, Remedy
 from bundler.registry import RegistryOptions
 from bundler.unpack import UnpackOptions, unpack
 from fixtures_registry import MANIFEST_ACCEPT, RunningRegistry, registry_catalog
@@ -205,7 +205,7 @@ def test_missing_projects_are_named_before_any_push(harbor: Any, small_bundle: P
     with pytest.raises(PushRefusedError) as caught:
         unpack(small_bundle, UnpackOptions(to=stub.host, maps=MAPS), options_for(stub))
     message = str(caught.value)
-    assert "k8s" in message and "calico" not in message and "--create-projects" in message
+    assert "k8s" in message and "calico" not in message and caught.value.remedy is Remedy.CREATE_PROJECTS
     assert stub.host in message
     assert stub.writes() == []
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import string
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -180,5 +183,9 @@ def test_options_refuse_nonsense() -> None:
 
     with pytest.raises(InputError):
         UnpackOptions(to="h.local", jobs=0)
-    with pytest.raises(InputError, match="--create-projects"):
-        UnpackOptions(to="h.local", public=True)
+
+
+def test_public_needs_create_projects_on_the_command_line(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "bundler", "unpack", str(tmp_path / "b.tar.zst"), "--to", "h.local",
+                           "--public"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3 and "--public only applies with --create-projects" in done.stderr

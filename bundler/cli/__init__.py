@@ -13,6 +13,7 @@ import click
 from bundler import __version__
 from bundler.cli.cache_cmd import cache_group
 from bundler.cli.commands import list_command, pack_command, unpack_command, verify_command
+from bundler.cli.errors import describe
 from bundler.cli.malloc import tune_malloc
 from bundler.cli.output import err
 from bundler.errors import ImgbundleError, Interrupted, LocalIOError
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 
 def _fail(error: ImgbundleError) -> NoReturn:
-    err.print(f"imgbundle: error: {error}", markup=False, highlight=False)
+    err.print(f"imgbundle: error: {describe(error)}", markup=False, highlight=False)
     if lingering_workers():  # stuck on a stalled connection; everything to clean up is cleaned up
         sys.stdout.flush()
         sys.stderr.flush()

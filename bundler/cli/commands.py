@@ -14,6 +14,7 @@ import click
 from bundler.cli.output import format_bytes, make_progress, out, parse_size, print_json
 from bundler.bundle.index import bundle_id
 from bundler.bundle.volumes import BundleFiles, bundle_from_paths
+from bundler.cli.errors import parsed
 from bundler.cli.tables import image_table, verify_lines
 from bundler.errors import BundleError, CorruptBundleError, InputError
 
@@ -103,7 +104,7 @@ def _output_flags(command: Callable) -> Callable:
     return click.option("-q", "--quiet", is_flag=True, help="No progress output; warnings and errors only.")(command)
 
 
-def _source_flags(command: Callable) -> Callable:
+def _input_flags(command: Callable) -> Callable:
     """Where pack reads from besides an image list: a registry's storage tree or a whole registry."""
     options = [
         click.option("--from-storage", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="PATH",
@@ -136,12 +137,12 @@ def _choose_stores(stack: ExitStack, refs: tuple[str, ...], list_file, kwargs: d
     if repos and not (from_storage or all_from):
         raise InputError("--repo selects repositories of --from-storage or --all-from")
     if from_storage is not None:
-        host, _ = registry_target(storage_host, "--storage-host")
+        host, _ = parsed("--storage-host", storage_host, registry_target)
         tree = StorageTree(from_storage)
         options = _make_registry_options(kwargs, set())
         return _whole(discover(tree, host, patterns=repos)), options, stack.enter_context(SinglePool(host, tree))
     if all_from is not None:
-        options = _make_registry_options(kwargs, {registry_target(all_from)[0]})
+        options = _make_registry_options(kwargs, {parsed("--all-from", all_from, registry_target)[0]})
         pool = stack.enter_context(RegistryPool(options))
         return _whole(discover_registry(pool, all_from, repos)), options, pool
     lines = list(list_file) if list_file else []
@@ -173,7 +174,7 @@ def _whole(references: list["Reference"]) -> list["ImageRequest"]:
               help="Write volumes NAME.000, NAME.001 … each smaller than SIZE (e.g. 4G for FAT32, 3900M).")
 @click.option("--since", type=click.Path(dir_okay=False, path_type=Path), metavar="OLD",
               help="Delta bundle: leave out blobs that bundle OLD (or its 'list --json' output) brought.")
-@_source_flags
+@_input_flags
 @_registry_options
 @_output_flags
 def pack_command(refs, list_file, output, platforms, skip_missing, level, created, force, from_storage, storage_host,
@@ -187,7 +188,7 @@ def pack_command(refs, list_file, output, platforms, skip_missing, level, create
     from bundler.stores.cache import BlobCache
     from bundler.platforms import PlatformFilter
 
-    filters = tuple(PlatformFilter.parse(p) for p in platforms)
+    filters = tuple(parsed("--platform", p, PlatformFilter.parse) for p in platforms)
     split, since = _split_and_since(kwargs)
     with ExitStack() as stack:
         requests, options, stores = _choose_stores(stack, refs, list_file, kwargs, from_storage=from_storage,
@@ -352,10 +353,15 @@ def unpack_command(bundle, target, keep_host, flatten, maps, dry_run, report, cr
     from bundler.unpack import UnpackOptions, unpack
 
     from bundler.unpack.mapping import parse_to
+    from bundler.unpack.result import report_format
 
+    if public and not create_projects:
+        raise InputError("--public only applies with --create-projects")
+    if report is not None:
+        parsed("--report", report, report_format)
     bundle = _bundle_files(bundle)
     parsed_maps = [_parse_map(m) for m in maps]
-    host = parse_to(target).host
+    host = parsed("--to", target, parse_to).host
     options = _make_registry_options(kwargs, {host}, chunk_size=parse_size(chunk_size) if chunk_size else None)
     settings = UnpackOptions(
         to=target, keep_host=keep_host, flatten=flatten, maps=parsed_maps, dry_run=dry_run,

@@ -16,7 +16,7 @@ from pathlib import Path
 from bundler.bundle import SkippedEntry, WriteResult
 from bundler.bundle.volumes import existing_outputs
 from bundler.delta import DeltaBase
-from bundler.errors import LocalIOError
+from bundler.errors import LocalIOError, Remedy
 from bundler.pack.resolve import ImageRequest, ResolvedImage, read_requests, resolve_images
 from bundler.pack.write import created_now, write_images
 from bundler.platforms import PlatformFilter
@@ -67,7 +67,7 @@ def pack(
     """
     started = time.monotonic()
     if not overwrite and (existing := existing_outputs(output)):
-        raise LocalIOError(f"{existing[0]} exists; use --force to overwrite it")
+        raise LocalIOError(f"{existing[0]} exists", remedy=Remedy.OVERWRITE)
     with ExitStack() as stack:
         inner = stores if stores is not None else stack.enter_context(RegistryPool(options))
         pool = CachedPool(inner, cache, progress.warn)
@@ -77,7 +77,7 @@ def pack(
         for image in images:
             if image.original_digest:
                 progress.warn(
-                    f"{image.request.source}: index rewritten to {len(image.platforms)} platform(s); "
+                    f"{image.request.line}: index rewritten to {len(image.platforms)} platform(s); "
                     f"digest {image.original_digest} becomes {image.top.digest}"
                 )
         result = write_images(images, skipped, output, pool, progress=progress, jobs=jobs, level=level,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 from typing import Callable, Iterable, Sequence
 
-from bundler.errors import AuthError, InputError, NotFoundError
+from bundler.errors import AuthError, InputError, NotFoundError, Remedy
 from bundler.reference import Reference, parse_reference
 from bundler.registry import RegistryOptions
 from bundler.registry.harbor import HarborProjects, project_of
@@ -48,7 +48,7 @@ def discover(
         repositories = store.catalog()
     except (AuthError, NotFoundError) as refusal:
         if closed_catalog is None:
-            raise type(refusal)(f"{refusal}; the catalog is closed, list the images with -f instead") from None
+            raise refusal.reworded(f"{refusal}; the catalog is closed", Remedy.LIST_IMAGES) from None
         repositories = list(closed_catalog())
     chosen = sorted({r for r in repositories if repository_matches(r, prefix=prefix, patterns=patterns)})
     where = f"{host}/{prefix.strip('/')}" if prefix.strip("/") else host
@@ -68,16 +68,16 @@ def _tags(store: ReadStore, repository: str) -> list[str]:
         return []
 
 
-def registry_target(text: str, flag: str = "--all-from") -> tuple[str, str]:
+def registry_target(text: str) -> tuple[str, str]:
     """``HOST[/PREFIX]`` split and checked: the first element must be a registry host, as in a reference."""
     cleaned = text.strip().strip("/")
     host, _, prefix = cleaned.partition("/")
     try:
         probe = parse_reference(f"{host}/probe")
     except InputError as error:
-        raise InputError(f"{flag} {text!r}: {error}") from None
+        raise error.reworded(f"{text!r}: {error}") from None
     if not host or probe.repository != "probe":
-        raise InputError(f"{flag} {text!r}: must start with a registry host (with a dot or a port, or localhost)")
+        raise InputError(f"{text!r}: must start with a registry host (with a dot or a port, or localhost)")
     return probe.registry, prefix
 
 
@@ -90,7 +90,7 @@ def discover_registry(
 
     def harbor_repositories() -> list[str]:
         if not prefix:
-            raise InputError(f"{host}: the catalog is closed; name a project: --all-from {host}/PROJECT")
+            raise InputError(f"{host}: the catalog is closed; name a project: {host}/PROJECT")
         with HarborProjects(host, options or pool.options) as api:
             return api.list_repositories(project_of(prefix))
 

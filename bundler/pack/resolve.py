@@ -33,7 +33,7 @@ MAX_INDEX_DEPTH = 4
 class ImageRequest:
     """One line of the image list: the text as written and the reference it normalises to."""
 
-    source: str
+    line: str
     reference: Reference
 
 
@@ -54,7 +54,7 @@ class ResolvedImage:
 
     def entry(self) -> ImageEntry:
         return ImageEntry(
-            source=self.request.source,
+            source=self.request.line,
             reference=str(self.request.reference),
             digest=self.top.digest,
             media_type=self.top.media_type,
@@ -64,11 +64,11 @@ class ResolvedImage:
         )
 
 
-def read_requests(lines: Iterable[str], source: str, extra: Iterable[str] = ()) -> list[ImageRequest]:
+def read_requests(lines: Iterable[str], list_name: str, extra: Iterable[str] = ()) -> list[ImageRequest]:
     """Image requests from list lines plus command-line arguments, in order, duplicates dropped."""
     seen: set[Reference] = set()
     requests = []
-    for text, reference in parse_image_list([*lines, *extra], source):
+    for text, reference in parse_image_list([*lines, *extra], list_name):
         if reference not in seen:
             seen.add(reference)
             requests.append(ImageRequest(text, reference))
@@ -90,7 +90,7 @@ class _Resolver:
         client = self.pool.get(reference.registry)
         top = client.manifest_get(reference.repository, reference.identifier)
         if reference.digest and reference.tag:
-            self._check_tag(request, top.digest)
+            self._check_tag(request, reference.tag, top.digest)
         image = ResolvedImage(request, top)
         image.top = self._collect(image, top, depth=0)
         if image.top.digest != top.digest:
@@ -99,25 +99,25 @@ class _Resolver:
             image.platforms = self._single_platform(image, top)
         return image
 
-    def _check_tag(self, request: ImageRequest, digest: Digest) -> None:
+    def _check_tag(self, request: ImageRequest, tag: str, digest: Digest) -> None:
         reference = request.reference
-        current = self.pool.get(reference.registry).manifest_head(reference.repository, reference.tag)
+        current = self.pool.get(reference.registry).manifest_head(reference.repository, tag)
         if current is not None and current.digest != digest:
             self.progress.warn(
-                f"{request.source}: tag {reference.tag} now points at {current.digest}; packing the pinned {digest}"
+                f"{request.line}: tag {reference.tag} now points at {current.digest}; packing the pinned {digest}"
             )
 
     def _collect(self, image: ResolvedImage, raw: RawManifest, depth: int) -> RawManifest:
         """Add ``raw`` and all below it to ``image``; return it, or its rewrite to the kept children."""
         if depth > MAX_INDEX_DEPTH:
-            raise RegistryContentError(f"{image.request.source}: indexes nested more than {MAX_INDEX_DEPTH} deep")
+            raise RegistryContentError(f"{image.request.line}: indexes nested more than {MAX_INDEX_DEPTH} deep")
         if raw.is_index:
             raw = self._collect_index(image, raw, depth)
         elif raw.media_type in IMAGE_MANIFEST_TYPES:
             for blob in raw.manifest().blobs:
                 image.blobs[Digest(blob.digest)] = blob
         else:
-            raise RegistryContentError(f"{image.request.source}: unsupported manifest media type {raw.media_type!r}")
+            raise RegistryContentError(f"{image.request.line}: unsupported manifest media type {raw.media_type!r}")
         image.manifests[raw.digest] = raw
         return raw
 
@@ -128,7 +128,7 @@ class _Resolver:
         kept = kept_children(children, self.filters)
         if not kept:
             wanted = ", ".join(map(str, self.filters))
-            raise InputError(f"{image.request.source}: no platform matches {wanted}")
+            raise InputError(f"{image.request.line}: no platform matches {wanted}")
         for child in kept:
             child_raw = client.manifest_get(reference.repository, child.digest)
             self._collect(image, child_raw, depth + 1)
@@ -179,7 +179,7 @@ def resolve_images(
         except (RegistryError, InputError) as error:
             return error
         finally:
-            progress.item_done(request.source)
+            progress.item_done(request.line)
 
     executor = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="imgbundle-resolve")
     futures = [executor.submit(attempt, request) for request in requests]
@@ -192,7 +192,7 @@ def resolve_images(
     failures = [(r, o) for r, o in zip(requests, outcomes) if isinstance(o, ImgbundleError)]
     if failures and not skip_missing:
         raise _combined_failure(failures, len(requests))
-    skipped = [SkippedEntry(source=r.source, reason=str(error)) for r, error in failures]
+    skipped = [SkippedEntry(source=r.line, reason=str(error)) for r, error in failures]
     for entry in skipped:
         progress.warn(f"skipped {entry.source}: {entry.reason}")
     images = [o for o in outcomes if isinstance(o, ResolvedImage)]
@@ -210,12 +210,12 @@ def _combined_failure(failures: list[tuple[ImageRequest, ImgbundleError]], total
     first = failures[0][1]
     details = "; ".join(_failure_detail(request, error) for request, error in failures[:_FAILURES_SHOWN])
     more = f"; and {len(failures) - _FAILURES_SHOWN} more" if len(failures) > _FAILURES_SHOWN else ""
-    return type(first)(f"{len(failures)} of {total} references failed: {details}{more}")
+    return first.reworded(f"{len(failures)} of {total} references failed: {details}{more}")
 
 
 def _failure_detail(request: ImageRequest, error: ImgbundleError) -> str:
     """The error, prefixed with the list line unless the message already starts with the reference."""
     text = str(error)
-    return text if text.startswith(str(request.reference)) else f"{request.source}: {text}"
+    return text if text.startswith(str(request.reference)) else f"{request.line}: {text}"
 
 

@@ -365,14 +365,14 @@ class RegistryClient:
     ) -> None:
         """Monolithic PUT for small blobs, else PATCH chunks from ``session.offset``, then PUT; check the digest."""
         scopes = [push_scope(repository)]
-        data = _exactly(data, size)
+        exact = _exactly(data, size)
         chunk_size = self.options.upload_chunk_size(size)
         session.chunked = chunk_size is not None
         if chunk_size is None:
             headers = {"Content-Type": OCTETS, "Content-Length": str(size)}
-            content: Iterable[bytes] = data
+            content: bytes | Iterable[bytes] = exact
         else:
-            pieces = _rechunk(_skip(data, session.offset), chunk_size, size - session.offset)
+            pieces = _rechunk(_skip(exact, session.offset), chunk_size, size - session.offset)
             self._patch_chunks(session, pieces, scopes, what)
             headers, content = {"Content-Length": "0"}, b""
         assert session.location is not None
@@ -475,21 +475,21 @@ class _Outage:
 
     def __init__(self, host: str) -> None:
         self.host = host
-        self.error: tuple[type[ImgbundleError], str] | None = None
-        """The class of the error that ended the budget, and its message without the reference."""
+        self.error: ImgbundleError | None = None
+        """The error that ended the budget, its message without the reference."""
 
     @contextmanager
     def guard(self, what: str) -> Iterator[None]:
         """Inside ``mapped``: fail at once after an outage; remember a new one."""
         first = self.error
         if first is not None:
-            raise first[0](f"{what}: not tried, an earlier request gave up: {first[1]}")
+            raise first.reworded(f"{what}: not tried, an earlier request gave up: {first}")
         try:
             yield
         except RETRYABLE as failure:
             if is_outage(failure):
                 error = failure.final if isinstance(failure, Transient) else map_httpx_error(failure, self.host, what)
-                self.error = type(error), str(error).removeprefix(f"{what}: ")
+                self.error = error.reworded(str(error).removeprefix(f"{what}: "))
             raise
         self.error = None
 

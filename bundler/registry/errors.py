@@ -32,6 +32,7 @@ from bundler.errors import (
     PushRefusedError,
     RegistryContentError,
     RegistryError,
+    Remedy,
     UnreachableError,
 )
 from bundler.registry.retry import RETRYABLE_STATUSES, Transient, find_cause, parse_retry_after
@@ -168,16 +169,16 @@ def map_status(
         error = PushRefusedError(f"{what}: {host} refused the write: an immutable tag or a policy ({said})")
     elif status == 413:
         error = PushRefusedError(
-            f"{what}: request too large for {host} or a proxy in front of it; "
-            "retry with a smaller --chunk-size, e.g. 8MiB"
+            f"{what}: request too large for {host} or a proxy in front of it", remedy=Remedy.SMALLER_CHUNKS
         )
     elif codes & _CONTENT_CODES:
         error = RegistryContentError(f"{what}: {host} rejected the content ({said})")
     elif status == 429:
-        error = RegistryError(f"{what}: {host} keeps rate-limiting us ({said}); try again later or with fewer --jobs")
+        error = RegistryError(f"{what}: {host} keeps rate-limiting us ({said}); try again later",
+                              remedy=Remedy.FEWER_REQUESTS)
     else:
         error = RegistryError(f"{what}: {host} answered {status} ({said})")
-    return type(error)(_one_line(str(error)))
+    return error.reworded(_one_line(str(error)))
 
 
 def raise_for_answer(
@@ -210,7 +211,8 @@ def map_httpx_error(exc: Exception, host: str, what: str) -> ImgbundleError:
         return map_status(exc.response, what)
     host = _request_host(exc, host)
     if isinstance(exc, httpx.TransportError):
-        return UnreachableError(_one_line(f"{what}: {_transport_reason(exc, host)}"))
+        reason, remedy = _transport_reason(exc, host)
+        return UnreachableError(_one_line(f"{what}: {reason}"), remedy=remedy)
     if isinstance(exc, httpx.DecodingError):
         return RegistryContentError(_one_line(f"{what}: the answer of {host} could not be decoded ({exc})"))
     if isinstance(exc, httpx.TooManyRedirects):
@@ -229,18 +231,18 @@ def _request_host(exc: Exception, fallback: str) -> str:
     return fallback
 
 
-def _transport_reason(exc: httpx.TransportError, host: str) -> str:
+def _transport_reason(exc: httpx.TransportError, host: str) -> tuple[str, Remedy | None]:
     verify = find_cause(exc, ssl.SSLCertVerificationError)
     if verify is not None:
         reason = getattr(verify, "verify_message", "") or str(verify)
         return (
-            f"TLS certificate of {host} is not trusted ({reason}); pass --ca-file or put the CA in "
-            f"/etc/docker/certs.d/{host}/ca.crt"
+            f"TLS certificate of {host} is not trusted ({reason}); put the CA in /etc/docker/certs.d/{host}/ca.crt",
+            Remedy.TRUST_CA,
         )
     tls = find_cause(exc, ssl.SSLError)
     if tls is not None:
-        return f"TLS handshake with {host} failed ({getattr(tls, 'reason', None) or tls})"
-    return _TRANSPORT_REASONS.get(type(exc), "connection to {host} failed").format(host=host) + _detail(exc)
+        return f"TLS handshake with {host} failed ({getattr(tls, 'reason', None) or tls})", None
+    return _TRANSPORT_REASONS.get(type(exc), "connection to {host} failed").format(host=host) + _detail(exc), None
 
 
 _TRANSPORT_REASONS: dict[type, str] = {

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import httpx
 import msgspec
 
-from bundler.errors import AuthError, InputError, NotFoundError, PushRefusedError, RegistryError, UnreachableError
+from bundler.errors import AuthError, InputError, NotFoundError, PushRefusedError, RegistryError, Remedy, UnreachableError
 from bundler.registry.auth import find_credentials
 from bundler.registry.errors import mapped, raise_for_answer
 from bundler.registry.options import RegistryOptions
@@ -78,7 +78,7 @@ class HarborProjects:
         return httpx.URL(f"{self._scheme}://{self.host}{API}{path}", params=params)
 
     def _send(self, method: str, path: str, what: str, *, params: dict[str, str] | None = None,
-              body: dict[str, object] | None = None, auth: bool = True,
+              body: Mapping[str, object] | None = None, auth: bool = True,
               limit: int = _MAX_BODY) -> tuple[int, bytes]:
         """One API call with retries on 5xx/429/dropped connections; returns status and (capped) body."""
         content = msgspec.json.encode(body) if body is not None else None
@@ -171,7 +171,7 @@ def _repository_page(status: int, data: bytes, what: str) -> list[str]:
     """Names on one page of ``GET /projects/{p}/repositories``, or the error its status means."""
     reason = _api_message(data) or f"HTTP {status}"
     if status == 401:
-        raise AuthError(f"{what}: credentials refused or missing ({reason}); docker login or --username")
+        raise AuthError(f"{what}: credentials refused or missing ({reason})", remedy=Remedy.LOG_IN)
     if status == 403:
         raise AuthError(f"{what}: access denied ({reason})")
     if status == 404:
@@ -216,6 +216,7 @@ def ensure_projects(api: HarborProjects, projects: Iterable[str], *, create: boo
         raise PushRefusedError(
             f"Harbor project{'s' if len(missing) > 1 else ''} {listed} "
             f"{'do' if len(missing) > 1 else 'does'} not exist on {api.host}; create "
-            f"{'them' if len(missing) > 1 else 'it'} in Harbor (Projects > New Project) or re-run with --create-projects"
+            f"{'them' if len(missing) > 1 else 'it'} in Harbor (Projects > New Project)",
+            remedy=Remedy.CREATE_PROJECTS,
         )
     return [name for name in missing if api.create_project(name, public=public)]

@@ -107,7 +107,7 @@ def _proxy_mounts(host: str, context: ssl.SSLContext, options: RegistryOptions) 
     httpx reads these variables only when it makes the transport itself; ours is direct. Loopback
     and the hosts ``NO_PROXY`` lists are never proxied.
     """
-    if is_loopback(host) or urllib.request.proxy_bypass_environment(host):
+    if is_loopback(host) or urllib.request.proxy_bypass(host):
         return {}
     proxies = urllib.request.getproxies_environment()
     limits = httpx.Limits(max_connections=options.jobs + 2, max_keepalive_connections=options.jobs)

@@ -61,8 +61,6 @@ class UnpackOptions:
     def __post_init__(self) -> None:
         if self.jobs < 1:
             raise InputError(f"jobs must be at least 1, not {self.jobs}")
-        if self.public and not self.create_projects:
-            raise InputError("--public only applies with --create-projects")
 
 
 def unpack(bundle: Path | BundleFiles, settings: UnpackOptions, options: RegistryOptions, *,
@@ -91,7 +89,7 @@ def unpack_bundle(bundle: BundleStore, settings: UnpackOptions, options: Registr
     images = list(bundle.index.images)
     targets = plan_targets(images, settings.to, settings.keep_host, settings.flatten, settings.maps)
     for source, destination in unused_maps(images, settings.maps):
-        progress.warn(f"--map {source}={destination} matches no image in the bundle")
+        progress.warn(f"map {source}={destination} matches no image in the bundle")
     plan = build_plan(bundle, targets)
     host = parse_to(settings.to).host
     if settings.dry_run:
@@ -132,13 +130,13 @@ def _prepare_harbor(host: str, plan: PushPlan, settings: UnpackOptions, options:
     with HarborProjects(host, options) as api:
         if not api.is_harbor():
             if settings.create_projects:
-                progress.warn(f"{host} is not Harbor (no /api/v2.0/systeminfo); --create-projects has no effect")
+                progress.warn(f"{host} is not Harbor (no /api/v2.0/systeminfo): no project to create")
             return []
         flat = sorted({r for r in repositories if "/" not in r})
         if flat:
             raise InputError(
                 f"{host} is Harbor, where a repository needs a project as its first path element; "
-                f"{flat[0]} has none: use --to {host}/PROJECT"
+                f"{flat[0]} has none: push to {host}/PROJECT"
             )
         created = ensure_projects(api, [project_of(r) for r in repositories],
                                   create=settings.create_projects, public=settings.public)

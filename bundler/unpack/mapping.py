@@ -1,6 +1,6 @@
 """Target naming: where each image of a bundle lands in the target registry. Pure, no I/O.
 
-``--to HOST[/PREFIX]`` plus the source path without its registry host::
+The target ``HOST[/PREFIX]`` plus the source path without its registry host::
 
     quay.io/calico/node:v3.26.4        -> HOST/PREFIX/calico/node:v3.26.4
     docker.io/library/nginx:1.25       -> HOST/PREFIX/library/nginx:1.25
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Iterable, Protocol, Sequence
 
 from bundler.digest import Digest
-from bundler.errors import InputError
+from bundler.errors import InputError, Remedy
 from bundler.reference import Reference, mask_userinfo, parse_reference
 
 __all__ = ["Target", "ImageLike", "TargetSpec", "parse_to", "plan_targets", "unused_maps", "normalise_map"]
@@ -77,7 +77,7 @@ class Target:
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """``--to`` split into the registry host and the path prefix (may be empty)."""
+    """The target ``HOST[/PREFIX]`` split into the registry host and the path prefix (may be empty)."""
 
     host: str
     prefix: str
@@ -88,18 +88,19 @@ def parse_to(to: str) -> TargetSpec:
     text = to.strip().strip("/")
     if "://" in text or "@" in text:
         raise InputError(
-            f"--to {mask_userinfo(to)!r}: give HOST[/PREFIX] without a scheme or credentials "
-            "(e.g. harbor.example.com/mirror; log in with docker login, or pass --username)"
+            f"{mask_userinfo(to)!r}: give HOST[/PREFIX] without a scheme or credentials "
+            "(e.g. harbor.example.com/mirror)",
+            remedy=Remedy.LOG_IN,
         )
     host, _, prefix = text.partition("/")
     if not host or not _looks_like_host(host):
-        raise InputError(f"--to {to!r}: must start with a registry host (with a dot or a port, or localhost)")
+        raise InputError(f"{to!r}: must start with a registry host (with a dot or a port, or localhost)")
     try:
         probe = parse_reference(f"{host}/probe")
     except InputError as error:
-        raise InputError(f"--to {to!r}: {error}") from None
+        raise error.reworded(f"{to!r}: {error}") from None
     if prefix:
-        _check_path(prefix, f"--to {to!r}")
+        _check_path(prefix, repr(to))
     return TargetSpec(probe.registry, prefix)
 
 
@@ -215,4 +216,4 @@ def _check_collisions(targets: list[Target]) -> None:
         if not same_source or first.digest != target.digest:
             problems.append(f"{first.source_ref} and {target.source_ref} both map to {target.display}")
     if problems:
-        raise InputError("; ".join(problems) + " (use --keep-host or --map to tell them apart)")
+        raise InputError("; ".join(problems), remedy=Remedy.TELL_APART)

@@ -16,7 +16,7 @@ from bundler.errors import ImgbundleError, InputError, LocalIOError, PartialFail
 from bundler.unpack.mapping import Target
 from bundler.unpack.plan import PushPlan
 
-__all__ = ["ImageOutcome", "UnpackResult", "write_report", "REPORT_FIELDS"]
+__all__ = ["REPORT_FIELDS", "ImageOutcome", "UnpackResult", "report_format", "write_report"]
 
 REPORT_FIELDS = ("source", "target", "digest")
 _SUMMARY_NAMES = 10
@@ -89,9 +89,11 @@ class UnpackResult:
         if not failed:
             return None
         kinds = {type(o.error) for o in failed if o.error is not None}
+        remedies = {o.error.remedy for o in failed if o.error is not None}
+        remedy = remedies.pop() if len(remedies) == 1 else None
         if len(failed) == len(self.images) and len(kinds) == 1:
-            return kinds.pop()(self.failure_summary())
-        return PartialFailureError(self.failure_summary())
+            return kinds.pop()(self.failure_summary(), remedy=remedy)
+        return PartialFailureError(self.failure_summary(), remedy=remedy)
 
     def report_rows(self) -> list[dict[str, str]]:
         """``{source, target, digest}`` for each image that is now in the target (would be, in a dry run)."""
@@ -122,14 +124,19 @@ class UnpackResult:
 
 def write_report(path: Path, rows: list[dict[str, str]]) -> None:
     """Write ``rows`` as JSON (``.json``) or CSV with a header (``.csv``), atomically (temp file + rename)."""
-    suffix = path.suffix.lower()
-    if suffix == ".json":
+    if report_format(path) == ".json":
         data = msgspec.json.format(msgspec.json.encode(rows), indent=2) + b"\n"
-    elif suffix == ".csv":
-        data = _csv_bytes(rows)
     else:
-        raise InputError(f"--report {path}: the file name must end in .json or .csv")
+        data = _csv_bytes(rows)
     _write_atomic(path, data)
+
+
+def report_format(path: Path) -> str:
+    """``.json`` or ``.csv``, as the report's file name says; ``InputError`` for any other name."""
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".csv"):
+        raise InputError(f"{path}: the file name must end in .json or .csv")
+    return suffix
 
 
 def _csv_bytes(rows: list[dict[str, str]]) -> bytes:

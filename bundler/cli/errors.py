@@ -1,0 +1,39 @@
+"""Library errors in the command line's words: the options that apply a remedy, the option a bad value came from.
+
+Below ``cli`` no message names an option; an error carries a ``Remedy`` instead, worded here.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+from bundler.errors import ImgbundleError, InputError, Remedy
+
+__all__ = ["describe", "parsed"]
+
+T = TypeVar("T")
+
+REMEDIES: dict[Remedy, str] = {
+    Remedy.LOG_IN: "; log in with docker login, or pass --username",
+    Remedy.TRUST_CA: " or pass --ca-file",
+    Remedy.SMALLER_CHUNKS: "; retry with a smaller --chunk-size, e.g. 8MiB",
+    Remedy.FEWER_REQUESTS: " or with fewer --jobs",
+    Remedy.CREATE_PROJECTS: " or re-run with --create-projects",
+    Remedy.LIST_IMAGES: ", list the images with -f instead",
+    Remedy.OVERWRITE: "; use --force to overwrite it",
+    Remedy.TELL_APART: " (use --keep-host or --map to tell them apart)",
+}
+"""Each is appended to the message as is, so it starts with its own separator."""
+
+
+def describe(error: ImgbundleError) -> str:
+    """The error's one line, with its remedy in terms of our options."""
+    return f"{error}{REMEDIES[error.remedy]}" if error.remedy is not None else str(error)
+
+
+def parsed(option: str, value: str, parse: Callable[[str], T]) -> T:
+    """``parse(value)``; its ``InputError`` names ``option`` first, as every bad option value is reported."""
+    try:
+        return parse(value)
+    except InputError as error:
+        raise error.reworded(f"{option} {error}") from None
