@@ -2,9 +2,7 @@
 
 Why: every compressed or decompressed frame and every network chunk is a fresh bytes object of
 1 to 4 MiB. glibc serves blocks that large with ``mmap`` and unmaps them when they are freed, so each
-one is touched anew: a page fault per 4 KiB page. Measured on the benchmark machine (1 GiB, 60 images):
-pack 104,000 to 124,000 minor faults with the defaults, 30,000 with these settings (kernel time
-1.6 to 3.5 s -> 1.3 to 1.7 s); unpack 260,000 -> 23,000 (1.0 to 1.2 s -> 0.6 s, wall 8 s -> 6.7 s).
+one is touched anew: a page fault per 4 KiB page (fault counts and times: docs/benchmark.md).
 Serving these blocks from the heap, and keeping freed memory for reuse, avoids the faults. Two arenas
 keep peak RSS where it was; with one arena per thread, each of them would hold its own idle memory.
 

@@ -80,5 +80,5 @@ def write_images(
         split=split,
         base=since.id if since is not None else None,
         external=external,
-        verify_digests=False,  # every store (and the cache) verifies as it streams; a second hash costs a core
+        verify_digests=False,  # every store (and the cache) verifies as it streams; a second hash costs CPU
     )

@@ -1,8 +1,8 @@
 """An httpx transport on the standard library's ``http.client``: httpx's API, a cheaper HTTP/1.1 wire.
 
-httpx's default transport (httpcore and h11) copies every body byte three times and spends about
-a millisecond of GIL time per request; a pack is a gigabyte of bodies and thousands of requests,
-so that was a third of its CPU. Here a body is read straight from the socket into the chunk that
+httpx's default transport (httpcore and h11) copies every body byte three times and holds the GIL
+for a long time per request; a pack is a gigabyte of bodies and thousands of requests, so that was
+a large share of its CPU (docs/benchmark.md). Here a body is read straight from the socket into the chunk that
 is handed on, and a request is a few ``sendall`` calls. httpx still does everything above the
 wire: auth flows, redirects, cookies, timeouts as configured, proxies from the environment (a
 proxied URL goes to httpx's own transport).

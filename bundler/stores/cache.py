@@ -6,7 +6,7 @@ Entries live at ``ROOT/blobs/sha256/<hex>`` (``ROOT`` is platformdirs' user cach
 is used and deleted when it does not match. New entries are written to ``ROOT/tmp`` and renamed into
 place only when their stream ended, at the declared size. Their digest is not hashed a second time:
 the chunks come from a source that verifies as it streams and raises before the end when they do not
-match (as the bundle writer, the cache trusts that; a second sha256 would cost a core per GiB),
+match (as the bundle writer, the cache trusts that; a second sha256 would cost CPU on every byte),
 and a wrong entry would be caught when it is read anyway. The cache is an optimisation: when it
 cannot be written (disk full, read-only) the pack goes on without it. Least recently used entries
 (by mtime, refreshed on every hit) go first when ``prune`` caps its size.
