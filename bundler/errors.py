@@ -29,6 +29,7 @@ layer that knows where the bytes came from re-raises it as registry or bundle tr
 from __future__ import annotations
 
 import enum
+from typing import TypeVar
 
 __all__ = [
     "Remedy",
@@ -75,6 +76,9 @@ class Remedy(enum.Enum):
     """Two images would land on one target reference."""
 
 
+_E = TypeVar("_E", bound="ImgbundleError")
+
+
 class ImgbundleError(Exception):
     """Base of every error the tool reports; ``str(err)`` is the one line shown to the user, to which
     the CLI adds how to apply ``remedy`` when there is one."""
@@ -85,7 +89,7 @@ class ImgbundleError(Exception):
         super().__init__(message)
         self.remedy = remedy
 
-    def reworded(self, message: str, remedy: Remedy | None = None) -> "ImgbundleError":
+    def reworded(self: _E, message: str, remedy: Remedy | None = None) -> _E:
         """The same kind of error (its class, and its remedy unless another is given) with another message."""
         error = type(self)(message)
         error.remedy = remedy or self.remedy

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from contextlib import closing, contextmanager
+from functools import partial
 from typing import Callable, Iterable, Iterator, TypeVar
 
 import httpx
@@ -435,13 +436,7 @@ class RegistryClient:
         """Every page's body, following ``Link: <…>; rel="next"``; none when the answer is not 200."""
         url: httpx.URL | None = None
         while True:
-
-            def attempt() -> httpx.Response:
-                response = self._send("GET", url or first(), what=what, scopes=scopes, ok=ok)
-                response.close()
-                return response
-
-            response = self._run(what, attempt)
+            response = self._run(what, partial(self._get_page, url, first, what, scopes, ok))
             if response.status_code != 200:
                 return
             yield response.content
@@ -449,6 +444,12 @@ class RegistryClient:
             if not following:
                 return
             url = urls.resolve(response.request.url, following)
+
+    def _get_page(self, url: httpx.URL | None, first: Callable[[], httpx.URL], what: str, scopes: list[str],
+                  ok: tuple[int, ...]) -> httpx.Response:
+        response = self._send("GET", url or first(), what=what, scopes=scopes, ok=ok)
+        response.close()
+        return response
 
     def ping(self) -> None:
         """``GET /v2/``: fails early and clearly when the host is unreachable, untrusted or refuses us."""

@@ -11,7 +11,7 @@ import email.utils
 import logging
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, TypeVar
 
@@ -98,7 +98,7 @@ def find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException |
 @dataclass(frozen=True)
 class RetryPolicy:
     budget: int = 5
-    backoff: Backoff = Backoff()
+    backoff: Backoff = field(default_factory=Backoff)
     retry_after_max: float = 60.0
 
     @classmethod
