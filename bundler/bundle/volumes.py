@@ -41,6 +41,7 @@ __all__ = [
     "open_bundle",
     "VolumeFile",
     "VolumeWriter",
+    "WritableFile",
     "VolumeDigests",
     "check_volume_digests",
     "check_split",
@@ -410,10 +411,21 @@ def check_volume_digests(files: BundleFiles, actual: Sequence[str]) -> str | Non
 # --- writing ---------------------------------------------------------------------------------
 
 
+class WritableFile(Protocol):
+    """A file written front to back: what a bundle, or one of its volumes, is written to."""
+
+    def write(self, data: bytes | memoryview, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+    def fileno(self) -> int: ...
+
+
 class _Temp(Protocol):
     """The writer's temp file: written, synced, then renamed into place by ``commit``."""
 
-    file: BinaryIO
+    @property
+    def file(self) -> WritableFile: ...
 
     def __enter__(self) -> "_Temp": ...
 
