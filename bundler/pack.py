@@ -21,7 +21,7 @@ import msgspec
 from bundler.bundle import BlobSpec, ImageEntry, SkippedEntry, WriteResult, write_bundle
 from bundler.bundle.volumes import existing_outputs
 from bundler.cache import BlobCache
-from bundler.delta import DeltaBase, split_blobs
+from bundler.bundle.delta import DeltaBase, split_blobs
 from bundler.digest import Digest
 from bundler.errors import ImgbundleError, InputError, LocalIOError, RegistryContentError, RegistryError
 from bundler.oci import IMAGE_MANIFEST_TYPES, Descriptor, RawManifest
@@ -287,7 +287,7 @@ def pack(
 
     Images are read from ``source`` (which the caller closes), by default from registries reached
     with ``options``. With ``cache``, blobs it holds are not downloaded and new ones are added to it.
-    With ``since``, a delta bundle: blobs that base brought are left out (see ``bundler.delta``).
+    With ``since``, a delta bundle: blobs that base brought are left out (see ``bundler.bundle.delta``).
     With ``split``, volumes each smaller than ``split`` bytes.
     """
     started = time.monotonic()

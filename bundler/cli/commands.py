@@ -19,7 +19,7 @@ from bundler.errors import BundleError, CorruptBundleError, InputError
 
 if TYPE_CHECKING:
     from bundler.bundle import WriteResult
-    from bundler.delta import DeltaBase
+    from bundler.bundle.delta import DeltaBase
     from bundler.pack import ImageRequest
     from bundler.reference import Reference
     from bundler.registry import RegistryOptions
@@ -224,10 +224,21 @@ def pack_command(refs, list_file, output, platforms, skip_missing, level, create
 
 def _split_and_since(kwargs: dict) -> tuple[int | None, "DeltaBase | None"]:
     """``--split`` in bytes and the ``--since`` base, read before anything is fetched."""
-    from bundler.delta import load_base
-
     split, since = kwargs.pop("split"), kwargs.pop("since")
-    return (parse_size(split) if split else None), (load_base(since) if since else None)
+    return (parse_size(split) if split else None), (_load_since(since) if since else None)
+
+
+def _load_since(path: Path) -> "DeltaBase":
+    """The ``--since`` base; its errors name the flag, and the command whose output may stand for a bundle."""
+    from bundler.bundle.delta import NotABaseError, load_base
+
+    try:
+        return load_base(path)
+    except NotABaseError as error:
+        raise InputError(f"--since {error.path}: not a bundle or a bundle index from 'imgbundle list --json': "
+                         f"{error.reason}") from None
+    except InputError as error:
+        raise InputError(f"--since {error}") from None
 
 
 def _volumes_and_delta_json(write: "WriteResult") -> dict:
