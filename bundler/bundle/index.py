@@ -136,8 +136,8 @@ def blob_path(digest: str) -> str:
 
 def bundle_id(index: BundleIndex) -> str:
     """What a delta names its base by: ``sha256:`` of every carried manifest and blob digest, sorted,
-    one per line. It depends on the content only, so a bundle and the JSON that ``list --json``
-    exports from it have the same id, and so does any bundle of any version carrying the same members."""
+    one per line. It depends on the content only, so a bundle and its index exported as JSON have the
+    same id, and so does any bundle of any version carrying the same members."""
     digests = sorted([*(entry.digest for entry in index.manifests), *(entry.digest for entry in index.blobs)])
     return "sha256:" + hashlib.sha256("".join(f"{digest}\n" for digest in digests).encode()).hexdigest()
 

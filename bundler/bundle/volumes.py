@@ -52,7 +52,7 @@ __all__ = [
 MAX_VOLUMES = 1000
 """Volume numbers have three digits: ``.000`` to ``.999``."""
 MIN_SPLIT = 4096
-"""Smallest ``--split`` accepted: smaller volumes are a typo, not a medium."""
+"""Smallest split size accepted: smaller volumes are a typo, not a medium."""
 _VOLUME_RE = re.compile(r"^(.+)\.([0-9]{3})$")
 _FRAME_HEADER_MAX = 18
 """Longest zstd frame header: enough bytes to read a frame's declared content size."""
@@ -479,7 +479,7 @@ class VolumeWriter:
 
     def _next_volume(self) -> None:
         if len(self._temps) == MAX_VOLUMES:
-            raise InputError(f"more than {MAX_VOLUMES} volumes: choose a larger --split size")
+            raise InputError(f"more than {MAX_VOLUMES} volumes: choose a larger split size")
         if self._temps:
             self._temps[-1].sync()
         temp = self._new_temp(volume_path(self.name, len(self._temps)))
@@ -520,7 +520,7 @@ class VolumeWriter:
 
 
 def check_split(split: int, payload: int) -> None:
-    """Refuse a ``--split`` size that is a typo, or that ``payload`` bytes would need over 1000 volumes of."""
+    """Refuse a split size that is a typo, or that ``payload`` bytes would need over 1000 volumes of."""
     if split < MIN_SPLIT:
         raise InputError(f"split size {split} is too small (at least {MIN_SPLIT} bytes)")
     if payload // (split - 1) >= MAX_VOLUMES:
