@@ -13,6 +13,7 @@ import secrets
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 try:
     import fcntl
@@ -21,6 +22,9 @@ except ImportError:  # Windows: temp files are not locked, and not swept
 
 from bundler.bundle.pagecache import WriteBehind
 from bundler.errors import LocalIOError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["ABANDONED_AFTER", "TempFile", "sweep_abandoned", "sync_directory", "write_error"]
 
@@ -71,7 +75,7 @@ class TempFile:
         self.file: WriteBehind
         self._committed = False
 
-    def __enter__(self) -> TempFile:
+    def __enter__(self) -> Self:
         try:
             descriptor = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
         except OSError as error:

@@ -13,8 +13,8 @@ on its own.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import msgspec
 
@@ -38,7 +38,7 @@ class DeltaBase:
     """The bundle, or the JSON of its index, the base was read from."""
 
     @classmethod
-    def of(cls, index: BundleIndex, path: Path) -> "DeltaBase":
+    def of(cls, index: BundleIndex, path: Path) -> DeltaBase:
         blobs = {entry.digest for entry in index.blobs} | {entry.digest for entry in index.external}
         return cls(bundle_id(index), frozenset(blobs), path)
 

@@ -15,10 +15,11 @@ import os
 import tempfile
 import threading
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, BinaryIO
 
 import zstandard
 
@@ -30,7 +31,10 @@ from bundler.digest import Digest, DigestVerifier
 from bundler.errors import ContentMismatchError, LocalIOError
 from bundler.threads import stop_workers
 
-__all__ = ["BlobPipeline", "SPOOL_MEMORY", "STREAM_MEMORY", "LOOKAHEAD_BYTES"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["LOOKAHEAD_BYTES", "SPOOL_MEMORY", "STREAM_MEMORY", "BlobPipeline"]
 
 SPOOL_MEMORY = 24 * 1024 * 1024
 """Compressed bytes all the spools waiting to be written keep in memory together; the rest is
@@ -49,7 +53,7 @@ class _Cancelled(Exception):
 class _Spool:
     """The compressed frames of one blob member, in order: bytes in memory or ranges of a temp file."""
 
-    def __init__(self, spec: BlobSpec, pipeline: "BlobPipeline") -> None:
+    def __init__(self, spec: BlobSpec, pipeline: BlobPipeline) -> None:
         self.spec = spec
         self._pipeline = pipeline
         self._frames: deque[tuple[bytes | tuple[int, int], int]] = deque()
@@ -82,7 +86,8 @@ class _Spool:
     def _spill(self, frame: bytes) -> tuple[int, int]:
         try:
             if self._file is None:
-                self._file = tempfile.TemporaryFile(dir=self._pipeline.spill_dir)
+                # no with-block: the spool keeps its file open across put() calls; close() closes it
+                self._file = tempfile.TemporaryFile(dir=self._pipeline.spill_dir)  # noqa: SIM115
             written = 0
             while written < len(frame):
                 written += os.pwrite(self._file.fileno(), frame[written:], self._file_end + written)
@@ -164,7 +169,7 @@ class BlobPipeline:
         self._executor = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="imgbundle-blob")
         self._local = threading.local()
 
-    def __enter__(self) -> "BlobPipeline":
+    def __enter__(self) -> Self:
         self._refill()
         return self
 
@@ -251,7 +256,7 @@ class BlobPipeline:
         frame.add(bytes(padding(spec.size)))
         frame.flush()
 
-    def _frame_builder(self) -> "_FrameBuilder":
+    def _frame_builder(self) -> _FrameBuilder:
         """This worker thread's builder: one buffer and one compressor per level, reused for every blob."""
         builder = getattr(self._local, "builder", None)
         if builder is None:

@@ -17,10 +17,11 @@ import hashlib
 import io
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Callable, Protocol, Sequence, Union
+from typing import TYPE_CHECKING, BinaryIO, Protocol, Union
 
 import zstandard
 
@@ -30,23 +31,26 @@ from bundler.bundle.seektable import SKIPPABLE_MAGIC, SeekTable, SeekTableError,
 from bundler.bundle.sidecar import format_sidecar, read_sidecar_lines, sidecar_path
 from bundler.errors import IncompleteVolumeSetError, InputError, LocalIOError
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer, Self
+
 __all__ = [
     "MAX_VOLUMES",
     "MIN_SPLIT",
     "BundleFiles",
     "BundlePath",
-    "volume_path",
-    "find_bundle",
-    "bundle_from_paths",
-    "open_bundle",
+    "VolumeDigests",
     "VolumeFile",
     "VolumeWriter",
     "WritableFile",
-    "VolumeDigests",
-    "check_volume_digests",
+    "bundle_from_paths",
     "check_split",
+    "check_volume_digests",
     "existing_outputs",
+    "find_bundle",
+    "open_bundle",
     "remove_stale",
+    "volume_path",
 ]
 
 MAX_VOLUMES = 1000
@@ -176,7 +180,7 @@ def _sidecar_volume_count(name: Path) -> int | None:
 # --- reading ---------------------------------------------------------------------------------
 
 
-class VolumeFile(io.RawIOBase):
+class VolumeFile(io.RawIOBase, BinaryIO):
     """The volumes of one bundle read as one seekable file; one volume is open at a time.
 
     Not thread-safe (the bundle reader serialises access to a shared file).
@@ -195,16 +199,16 @@ class VolumeFile(io.RawIOBase):
         self.starts = tuple(sum(sizes[:i]) for i in range(len(sizes)))
         self.size = sum(sizes)
         self._position = 0
-        self._open: tuple[int, BinaryIO] | None = None
+        self._open: tuple[int, io.BufferedReader] | None = None
         self._digests: VolumeDigests | None = None
 
-    def track_digests(self) -> "VolumeDigests":
+    def track_digests(self) -> VolumeDigests:
         """Hash each volume as the set is read front to back (how ``verify`` reads it)."""
         self._digests = VolumeDigests(self.sizes)
         return self._digests
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         return str(self.files)
 
     def readable(self) -> bool:
@@ -223,7 +227,7 @@ class VolumeFile(io.RawIOBase):
         self._position = base + offset
         return self._position
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Buffer) -> int:
         """Fill ``buffer`` from as many volumes as it takes; short only at the end of the set."""
         view = memoryview(buffer)
         done = 0
@@ -239,7 +243,7 @@ class VolumeFile(io.RawIOBase):
         want = min(len(view), self.sizes[number] - offset)
         try:
             file.seek(offset)
-            count = file.readinto(view[:want])  # type: ignore[attr-defined]
+            count = file.readinto(view[:want])
         except OSError as error:
             raise LocalIOError(f"cannot read {self.files.volumes[number]}: {error.strerror or error}") from None
         if not count:
@@ -254,7 +258,7 @@ class VolumeFile(io.RawIOBase):
         self.seek(offset)
         return self.read(size)
 
-    def _volume(self, number: int) -> BinaryIO:
+    def _volume(self, number: int) -> io.BufferedReader:
         if self._open is not None and self._open[0] == number:
             return self._open[1]
         self._close_volume()
@@ -427,7 +431,7 @@ class _Temp(Protocol):
     @property
     def file(self) -> WritableFile: ...
 
-    def __enter__(self) -> "_Temp": ...
+    def __enter__(self) -> Self: ...
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  tb: TracebackType | None) -> None: ...
@@ -451,18 +455,18 @@ class VolumeWriter:
         self.limit = limit
         self._new_temp = new_temp
         self._temps: list[_Temp] = []
-        self._hashes: list["hashlib._Hash"] = []
+        self._hashes: list[hashlib._Hash] = []
         self._filled = 0
 
     @property
-    def file(self) -> "VolumeWriter":
+    def file(self) -> VolumeWriter:
         return self
 
     @property
     def volumes(self) -> tuple[Path, ...]:
         return tuple(volume_path(self.name, number) for number in range(len(self._temps)))
 
-    def __enter__(self) -> "VolumeWriter":
+    def __enter__(self) -> Self:
         return self
 
     def write(self, data: bytes | memoryview) -> int:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import zstandard
 
@@ -115,7 +115,7 @@ def write_bundle(
     return WriteResult(path, sidecar, sha256, output.size, plan.index, volumes)
 
 
-def _write_members(output: "_FrameOutput", plan: BundlePlan, pipeline: BlobPipeline, *, level: int) -> None:
+def _write_members(output: _FrameOutput, plan: BundlePlan, pipeline: BlobPipeline, *, level: int) -> None:
     """All members in canonical order; the blob workers start before the metadata is written."""
     compressor = new_compressor(level)
     with pipeline:
@@ -134,7 +134,7 @@ def _write_members(output: "_FrameOutput", plan: BundlePlan, pipeline: BlobPipel
     output.write_frame(compressor.compress(END_OF_ARCHIVE), len(END_OF_ARCHIVE))
 
 
-def _expect_position(output: "_FrameOutput", position: int, digest: str) -> None:
+def _expect_position(output: _FrameOutput, position: int, digest: str) -> None:
     if output.position != position:
         raise ImgbundleError(f"internal error: {digest} written at {output.position}, planned at {position}")
 
