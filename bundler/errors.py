@@ -74,6 +74,8 @@ class Remedy(enum.Enum):
     """The output exists."""
     TELL_APART = "tell the images apart"
     """Two images would land on one target reference."""
+    NAME_BASE = "name a bundle or its index"
+    """What was given as a delta's base is neither a bundle nor the JSON of its index."""
 
 
 _E = TypeVar("_E", bound="ImgbundleError")

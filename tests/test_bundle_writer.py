@@ -17,6 +17,7 @@ except ImportError:
     fcntl = None  # type: ignore[assignment]
 
 from bundler.bundle import BlobSpec, BundleReader, read_index
+from bundler.bundle import pipeline as pipeline_module
 from bundler.bundle import writer as writer_module
 from bundler.digest import Digest
 from bundler.errors import ContentMismatchError, InputError, LocalIOError
@@ -158,15 +159,15 @@ def test_digest_check_can_be_left_to_the_caller(image_set, tmp_path) -> None:
 
 def test_spilled_spools_give_identical_bytes(image_set, reference_bytes, tmp_path, monkeypatch) -> None:
     """With a tiny memory budget the look-ahead spools go to temp files; the output is unchanged."""
-    monkeypatch.setattr(writer_module, "SPOOL_MEMORY", 1024)
+    monkeypatch.setattr(pipeline_module, "SPOOL_MEMORY", 1024)
     spilled = []
-    real = writer_module.tempfile.TemporaryFile
+    real = pipeline_module.tempfile.TemporaryFile
 
     def counting(*args, **kwargs):
         spilled.append(kwargs.get("dir"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(writer_module.tempfile, "TemporaryFile", counting)
+    monkeypatch.setattr(pipeline_module.tempfile, "TemporaryFile", counting)
     ordered = sorted(image_set.blobs)
     inner = image_set.open_blob()
 
@@ -215,7 +216,7 @@ def test_look_ahead_is_bounded_by_member_count(image_set, tmp_path) -> None:
 
 
 def test_look_ahead_is_bounded_by_bytes(image_set, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(writer_module, "LOOKAHEAD_BYTES", 1)
+    monkeypatch.setattr(pipeline_module, "LOOKAHEAD_BYTES", 1)
     assert _count_started_while_first_blocks(image_set, tmp_path, jobs=4, expected=2) == 2  # the next one may
 
 
@@ -326,6 +327,7 @@ def test_blobs_already_compressed_are_compressed_at_level_1(tmp_path, monkeypatc
             return self.inner.compress(data)
 
     monkeypatch.setattr(writer_module, "new_compressor", Recording)
+    monkeypatch.setattr(pipeline_module, "new_compressor", Recording)
     image_set = make_image_set()
     result = image_set.write(tmp_path / "b.tar.zst", level=9)
     layers = sum(len(data) for data, media_type in image_set.blobs.values() if media_type.endswith("gzip"))

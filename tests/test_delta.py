@@ -20,7 +20,7 @@ import pytest
 
 from bundler.bundle import BundleReader, read_index
 from bundler.bundle.index import bundle_id, decode_index
-from bundler.errors import CorruptBundleError, InputError, NotFoundError
+from bundler.errors import CorruptBundleError, InputError, NotFoundError, Remedy
 from bundler.pack import pack, read_requests
 from bundler.unpack import UnpackOptions, unpack
 from bundler.verify import verify_bundle
@@ -69,7 +69,7 @@ def pack_list(source: RunningRegistry, image_set, output: Path, **options) -> Pa
 
 @pytest.fixture(scope="module")
 def months(small_imageset, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Months]:  # noqa: ANN001
-    from bundler.delta import load_base
+    from bundler.bundle.delta import load_base
 
     workdir = tmp_path_factory.mktemp("delta")
     upgrade = imageset.generate(workdir / "month2", images=small_imageset.images.__len__(),
@@ -112,7 +112,7 @@ def test_a_delta_carries_every_manifest_and_only_the_new_blobs(months: Months) -
 
 
 def test_the_base_may_be_the_bundle_or_the_json_that_list_exports(months: Months) -> None:
-    from bundler.delta import load_base
+    from bundler.bundle.delta import load_base
 
     from_bundle, from_json = load_base(months.month1), load_base(months.base_json)
     assert (from_bundle.id, from_bundle.blobs) == (from_json.id, from_json.blobs)
@@ -178,7 +178,7 @@ def test_an_expected_blob_in_another_repository_is_mounted(months: Months, fresh
 
 
 def test_a_delta_of_a_delta_leaves_out_what_both_brought(months: Months, tmp_path: Path) -> None:
-    from bundler.delta import load_base
+    from bundler.bundle.delta import load_base
 
     images = imageset.ImageSet.load(months.workdir / "month2")
     again = pack_list(months.source, images, tmp_path / "again.tar.zst", since=load_base(months.delta))
@@ -190,15 +190,17 @@ def test_a_delta_of_a_delta_leaves_out_what_both_brought(months: Months, tmp_pat
 
 
 def test_since_must_name_a_bundle_or_its_index(months: Months, tmp_path: Path) -> None:
-    from bundler.delta import load_base
+    from bundler.bundle.delta import load_base
 
     junk = tmp_path / "junk.json"
     junk.write_text('{"hello": 1}')
-    with pytest.raises(InputError, match="not a bundle or a bundle index"):
+    with pytest.raises(InputError, match="not a bundle or a bundle index") as raised:
         load_base(junk)
+    assert "--since" not in str(raised.value) and raised.value.remedy is Remedy.NAME_BASE  # the CLI names the flag
     done = imgbundle("pack", months.source.ref("pause:3.9"), "-o", str(tmp_path / "x.tar.zst"), "--since", str(junk),
                      check=InputError.exit_code)
-    assert "--since" in done.stderr
+    assert f"--since {junk}: not a bundle or a bundle index" in done.stderr
+    assert "what 'imgbundle list --json' printed" in done.stderr
 
 
 def test_index_rules_for_the_delta_fields() -> None:

@@ -115,7 +115,7 @@ def test_the_set_is_found_from_any_name_and_read_at_random(written: tuple[Path, 
 
 def test_a_split_bundle_can_be_the_base_of_a_delta(written: tuple[Path, Path]) -> None:
     from bundler.bundle.index import bundle_id
-    from bundler.delta import load_base
+    from bundler.bundle.delta import load_base
 
     base = load_base(written[1])
     assert base.id == bundle_id(read_index(written[0]))

@@ -11,11 +11,12 @@ exactly the frames seen. So a pipe reader checks the same framing rules as a fil
 from __future__ import annotations
 
 import struct
-from typing import BinaryIO, Generator
+from collections.abc import Generator
+from typing import Protocol
 
 from bundler.bundle.seektable import FOOTER_SIZE, SEEKABLE_MAGIC, SKIPPABLE_MAGIC
 
-__all__ = ["FrameError", "FrameTracker"]
+__all__ = ["FrameError", "FrameTracker", "Readable"]
 
 _ZSTD_FRAME_MAGIC = 0xFD2FB528
 _SKIPPABLE_MASK = 0xFFFFFFF0
@@ -24,9 +25,16 @@ _FCS_BYTES = {1: 2, 2: 4, 3: 8}
 _RLE_BLOCK = 1
 _RESERVED_BLOCK = 3
 
-# The parser is a generator that asks for ("read", n) bytes or to ("skip", n) bytes.
+# The parser is a generator that asks for ("read", n) bytes or to ("skip", n) bytes, and is sent
+# the bytes read (nothing, ``b""``, for a skip).
 _Request = tuple[str, int]
-_Parser = Generator[_Request, "bytes | None", None]
+_Parser = Generator[_Request, bytes, None]
+
+
+class Readable(Protocol):
+    """A stream of bytes read front to back: a file, a pipe, or a wrapper around one."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class FrameError(Exception):
@@ -42,7 +50,7 @@ class FrameTracker:
     ``frame_starts`` lists where each zstd frame's output starts (known once its header passed).
     """
 
-    def __init__(self, raw: BinaryIO, *, max_content: int) -> None:
+    def __init__(self, raw: Readable, *, max_content: int) -> None:
         self._raw = raw
         self._max_content = max_content
         self.offset = 0
@@ -99,7 +107,7 @@ class FrameTracker:
                 self.offset += take
                 data = data[take:]
                 if self._skipped == size:
-                    self._advance(None)
+                    self._advance(b"")
             else:
                 take = min(size - len(self._buffer), len(data))
                 self._buffer += data[:take]
@@ -110,12 +118,12 @@ class FrameTracker:
                     self._buffer.clear()
                     self._advance(value)
 
-    def _advance(self, value: bytes | None) -> None:
+    def _advance(self, value: bytes) -> None:
         self._skipped = 0
         try:
             self._request = self._parser.send(value)
             while self._request == ("skip", 0):
-                self._request = self._parser.send(None)
+                self._request = self._parser.send(b"")
         except StopIteration:  # pragma: no cover - the parser never returns
             raise FrameError("internal parser stopped") from None
 
@@ -139,7 +147,7 @@ class FrameTracker:
             else:
                 raise FrameError(f"no zstd frame at byte {start}")
 
-    def _zstd_frame(self, start: int) -> Generator[_Request, "bytes | None", int]:
+    def _zstd_frame(self, start: int) -> Generator[_Request, bytes, int]:
         descriptor = (yield ("read", 1))[0]
         fcs_flag, single_segment = descriptor >> 6, descriptor >> 5 & 1
         if descriptor & 0x08 or descriptor & 0x03 or not descriptor & 0x04:
@@ -164,7 +172,7 @@ class FrameTracker:
         yield ("skip", 4)  # content checksum, verified by the decompressor
         return content
 
-    def _seek_table(self, magic: int, start: int) -> Generator[_Request, "bytes | None", None]:
+    def _seek_table(self, magic: int, start: int) -> Generator[_Request, bytes, None]:
         size = int.from_bytes((yield ("read", 4)), "little")
         expected = 8 * len(self._frames) + FOOTER_SIZE
         if magic != SKIPPABLE_MAGIC or size != expected:

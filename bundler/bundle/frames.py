@@ -16,28 +16,28 @@ import bisect
 import queue
 import re
 import threading
-from typing import BinaryIO, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import zstandard
 
-from bundler.bundle.framecheck import FrameError, FrameTracker
+from bundler.bundle.framecheck import FrameError, FrameTracker, Readable
 from bundler.bundle.seektable import SeekTable
 from bundler.errors import CorruptBundleError
 
 __all__ = [
-    "FRAME_SIZE",
     "CHUNK_SIZE",
-    "MAX_WINDOW",
-    "MAX_FRAME_COMPRESSED",
-    "ZSTD_MAGIC",
-    "new_compressor",
-    "blob_level",
     "COMPRESSED_BLOB_LEVEL",
-    "compress_frames",
+    "FRAME_SIZE",
+    "MAX_FRAME_COMPRESSED",
+    "MAX_WINDOW",
+    "ZSTD_MAGIC",
+    "Cursor",
+    "SeekableSource",
     "SourceError",
     "StreamSource",
-    "SeekableSource",
-    "Cursor",
+    "blob_level",
+    "compress_frames",
+    "new_compressor",
 ]
 
 FRAME_SIZE = 4 * 1024 * 1024
@@ -89,7 +89,7 @@ class _ReadAhead:
     consumer at the point of the stream where it happened.
     """
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: Readable) -> None:
         self._raw = raw
         self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=READ_AHEAD)
         self._stop = threading.Event()
@@ -149,12 +149,13 @@ class StreamSource:
     must be called, and nothing else may read ``raw`` meanwhile.
     """
 
-    def __init__(self, raw: BinaryIO, *, read_ahead: bool = False) -> None:
+    def __init__(self, raw: Readable, *, read_ahead: bool = False) -> None:
         self._ahead = _ReadAhead(raw) if read_ahead else None
-        self._tracker = FrameTracker(self._ahead or raw, max_content=FRAME_SIZE)  # type: ignore[arg-type]
+        self._tracker = FrameTracker(self._ahead or raw, max_content=FRAME_SIZE)
         decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+        # zstandard reads from any object with read(); its stub asks for IO[bytes]
         self._reader = decompressor.stream_reader(
-            self._tracker, read_size=CHUNK_SIZE, read_across_frames=True, closefd=False
+            self._tracker, read_size=CHUNK_SIZE, read_across_frames=True, closefd=False  # type: ignore[arg-type]
         )
         self._position = 0
 

@@ -9,8 +9,10 @@ that chain, totals that add up), so later code can trust every number in it.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
-from typing import Annotated, Sequence
+from collections.abc import Sequence
+from typing import Annotated
 
 import msgspec
 
@@ -19,21 +21,21 @@ from bundler.errors import CorruptBundleError, NotABundleError, UnsupportedVersi
 from bundler.oci import MAX_MANIFEST_BYTES
 
 __all__ = [
+    "DELTA_VERSION",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "INDEX_NAME",
     "BundleIndex",
-    "ImageEntry",
-    "SkippedEntry",
-    "MemberEntry",
     "ExternalEntry",
+    "ImageEntry",
+    "MemberEntry",
+    "SkippedEntry",
     "Totals",
-    "DELTA_VERSION",
     "blob_path",
     "bundle_id",
+    "decode_index",
     "encode_index",
     "encode_json",
-    "decode_index",
 ]
 
 FORMAT_NAME = "imgbundle"
@@ -136,8 +138,8 @@ def blob_path(digest: str) -> str:
 
 def bundle_id(index: BundleIndex) -> str:
     """What a delta names its base by: ``sha256:`` of every carried manifest and blob digest, sorted,
-    one per line. It depends on the content only, so a bundle and the JSON that ``list --json``
-    exports from it have the same id, and so does any bundle of any version carrying the same members."""
+    one per line. It depends on the content only, so a bundle and its index exported as JSON have the
+    same id, and so does any bundle of any version carrying the same members."""
     digests = sorted([*(entry.digest for entry in index.manifests), *(entry.digest for entry in index.blobs)])
     return "sha256:" + hashlib.sha256("".join(f"{digest}\n" for digest in digests).encode()).hexdigest()
 
@@ -212,7 +214,7 @@ def _check_external(index: BundleIndex, manifest_digests: set[str]) -> None:
 
 def _check_sorted_unique(entries: Sequence[MemberEntry | ExternalEntry], what: str) -> None:
     digests = [entry.digest for entry in entries]
-    if any(a >= b for a, b in zip(digests, digests[1:])):
+    if any(a >= b for a, b in itertools.pairwise(digests)):
         raise CorruptBundleError(f"{INDEX_NAME}: {what} are not sorted by digest or not unique")
 
 
@@ -221,7 +223,7 @@ def _check_offsets(entries: list[MemberEntry]) -> None:
     minimum_start = member_length("oci-layout", 1) + member_length("index.json", 1)
     if entries and entries[0].offset < minimum_start:
         raise CorruptBundleError(f"{INDEX_NAME}: offset of {entries[0].digest} is impossible")
-    for previous, entry in zip(entries, entries[1:]):
+    for previous, entry in itertools.pairwise(entries):
         if entry.offset != previous.offset + member_length(blob_path(previous.digest), previous.size):
             raise CorruptBundleError(f"{INDEX_NAME}: offset of {entry.digest} does not follow the member before it")
 

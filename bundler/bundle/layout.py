@@ -8,8 +8,8 @@ manifests by digest, blobs by digest, end of archive.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import msgspec
 
@@ -35,15 +35,15 @@ from bundler.oci import MAX_MANIFEST_BYTES, OCI_INDEX, REF_NAME_ANNOTATION, RawM
 
 __all__ = [
     "LAYOUT_NAME",
+    "MAX_OCI_INDEX_BYTES",
     "OCI_INDEX_NAME",
     "OCI_LAYOUT_BYTES",
-    "MAX_OCI_INDEX_BYTES",
     "BlobSpec",
     "BundlePlan",
-    "plan_bundle",
-    "oci_index_bytes",
-    "check_oci_layout",
     "check_oci_index",
+    "check_oci_layout",
+    "oci_index_bytes",
+    "plan_bundle",
 ]
 
 LAYOUT_NAME = "oci-layout"

@@ -24,10 +24,14 @@ import mmap
 import os
 import threading
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import TYPE_CHECKING, BinaryIO
 
-__all__ = ["DirectReader", "WriteBehind", "open_read_once", "read_fully", "WINDOW"]
+if TYPE_CHECKING:
+    from typing_extensions import Buffer, Self
+
+__all__ = ["WINDOW", "DirectReader", "WriteBehind", "open_read_once", "read_fully"]
 
 WINDOW = 32 * 1024 * 1024
 """Bytes written, or read, between two requests to the kernel to write them out or drop them."""
@@ -127,12 +131,12 @@ def read_fully(file: BinaryIO, size: int) -> bytes:
     return b"".join(parts)
 
 
-def open_read_once(path: Path | str) -> BinaryIO:
+def open_read_once(path: Path | str) -> io.BufferedReader:
     """``open(path, "rb")``, except that the pages read are dropped from the page cache: every
     ``WINDOW`` of a run of consecutive reads, and the rest when the run ends or the file closes."""
     if not _CAN_DROP:
         return open(path, "rb")
-    return io.BufferedReader(_ReadOnce(path))  # type: ignore[return-value]
+    return io.BufferedReader(_ReadOnce(path))
 
 
 class _ReadOnce(io.FileIO):
@@ -148,7 +152,7 @@ class _ReadOnce(io.FileIO):
         self._position = super().seek(offset, whence)
         return self._position
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Buffer) -> int:
         start = self._position
         count = super().readinto(buffer)
         if count:
@@ -235,7 +239,7 @@ class DirectReader:
         if self._file is not None:
             self._file.close()
 
-    def __enter__(self) -> "DirectReader":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

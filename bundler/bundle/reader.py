@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Callable, Iterator, Union
+from typing import TYPE_CHECKING, BinaryIO, Union
 
 import zstandard
 
@@ -45,14 +46,17 @@ from bundler.bundle.volumes import BundleFiles, VolumeFile, open_bundle
 from bundler.digest import Digest, DigestVerifier
 from bundler.errors import BundleError, ContentMismatchError, CorruptBundleError, LocalIOError, NotABundleError
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
 __all__ = [
+    "KIND_BLOB",
     "KIND_INDEX",
     "KIND_LAYOUT",
-    "KIND_OCI_INDEX",
     "KIND_MANIFEST",
-    "KIND_BLOB",
-    "Member",
+    "KIND_OCI_INDEX",
     "BundleReader",
+    "Member",
     "read_index",
 ]
 
@@ -114,7 +118,7 @@ class BundleReader:
         self._blobs = {entry.digest: entry for entry in index.blobs}
 
     @classmethod
-    def open(cls, source: Source) -> "BundleReader":
+    def open(cls, source: Source) -> BundleReader:
         """Open a bundle from a path, a seekable binary file or a pipe (e.g. ``sys.stdin.buffer``)."""
         file, owns_file, path = _open_file(source)
         try:
@@ -125,7 +129,7 @@ class BundleReader:
             raise
 
     @classmethod
-    def _from_file(cls, file: BinaryIO, owns_file: bool, path: Path | None) -> "BundleReader":
+    def _from_file(cls, file: BinaryIO, owns_file: bool, path: Path | None) -> BundleReader:
         seekable = _is_seekable(file)
         if seekable:
             file.seek(0)
@@ -157,7 +161,7 @@ class BundleReader:
         if self._owns_file:
             self._file.close()
 
-    def __enter__(self) -> "BundleReader":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
@@ -209,7 +213,7 @@ class BundleReader:
             raise BundleError("random access needs a bundle file, not a pipe; read it with members()")
         return self._table
 
-    def _private_reader(self) -> "_ReadAt":
+    def _private_reader(self) -> _ReadAt:
         return _ReadAt(self._path, self._file, self._lock)
 
     # --- sequential scan ----------------------------------------------------------------------
@@ -459,7 +463,7 @@ def _read_index_member(file: BinaryIO, *, read_ahead: bool = False) -> tuple[byt
         raise NotABundleError("not a bundle: not zstd-compressed")
     recorder = _Recorder(_Prefixed(magic, file))
     _probe_first_header(recorder)
-    source = StreamSource(_Prefixed(bytes(recorder.recorded), file), read_ahead=read_ahead)  # type: ignore[arg-type]
+    source = StreamSource(_Prefixed(bytes(recorder.recorded), file), read_ahead=read_ahead)
     cursor = Cursor(source)
     try:
         return _read_index_data(cursor)
@@ -483,11 +487,12 @@ def _read_index_data(cursor: Cursor) -> tuple[bytes, int, Cursor]:
 
 def _probe_first_header(recorder: _Recorder) -> None:
     """Decompress just enough to see the first tar header, ignoring our framing rules."""
+    # zstandard reads from any object with read(); its stub asks for IO[bytes]
     probe = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).stream_reader(
-        recorder, read_size=16 * 1024, read_across_frames=True
+        recorder, read_size=16 * 1024, read_across_frames=True  # type: ignore[arg-type]
     )
     try:
-        block = read_fully(probe, BLOCK)  # type: ignore[arg-type]
+        block = read_fully(probe, BLOCK)
     except zstandard.ZstdError as error:
         raise CorruptBundleError(f"{INDEX_NAME}: damaged zstd data ({error})") from None
     except _TooFar:
@@ -537,8 +542,9 @@ def _read_seek_table(file: BinaryIO, index: BundleIndex, index_length: int) -> S
         raise LocalIOError(f"cannot read the bundle: {error.strerror or error}") from None
     if table.frame_starting_at(index_length) is None:
         raise CorruptBundleError(f"seek table: no frame starts after {INDEX_NAME}")
-    last = (index.blobs or index.manifests or [None])[-1]
-    if last is not None:
+    members = index.blobs or index.manifests
+    if members:
+        last = members[-1]
         end = index_length + last.offset + member_length(blob_path(last.digest), last.size) + len(END_OF_ARCHIVE)
         if table.decompressed_total != end:
             raise CorruptBundleError("seek table: frame sizes disagree with the member sizes in the index")

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import bisect
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Callable, Sequence
 
 __all__ = [
-    "SKIPPABLE_MAGIC",
-    "SEEKABLE_MAGIC",
     "FOOTER_SIZE",
-    "SeekTableError",
+    "SEEKABLE_MAGIC",
+    "SKIPPABLE_MAGIC",
     "SeekTable",
+    "SeekTableError",
     "encode_seek_table",
     "parse_seek_table",
 ]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bundler.errors import CorruptBundleError, LocalIOError
 
-__all__ = ["sidecar_path", "format_sidecar", "read_sidecar", "read_sidecar_lines", "file_sha256", "check_sidecar"]
+__all__ = ["check_sidecar", "file_sha256", "format_sidecar", "read_sidecar", "read_sidecar_lines", "sidecar_path"]
 
 _READ_SIZE = 1024 * 1024
 _LINE_RE = re.compile(r"^([a-f0-9]{64}) [ *](.+)\n?$")

@@ -8,8 +8,8 @@ hostile archives (links, devices, odd pax keys, bad checksums) meet explicit ref
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 __all__ = [
     "BLOCK",
@@ -18,9 +18,9 @@ __all__ = [
     "PAX_HEADER_NAME",
     "TarFormatError",
     "TarHeader",
-    "padding",
     "header_bytes",
     "member_length",
+    "padding",
     "read_header",
 ]
 

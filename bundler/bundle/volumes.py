@@ -17,10 +17,11 @@ import hashlib
 import io
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Callable, Protocol, Sequence, Union
+from typing import TYPE_CHECKING, BinaryIO, Protocol, Union
 
 import zstandard
 
@@ -30,28 +31,32 @@ from bundler.bundle.seektable import SKIPPABLE_MAGIC, SeekTable, SeekTableError,
 from bundler.bundle.sidecar import format_sidecar, read_sidecar_lines, sidecar_path
 from bundler.errors import IncompleteVolumeSetError, InputError, LocalIOError
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer, Self
+
 __all__ = [
     "MAX_VOLUMES",
     "MIN_SPLIT",
     "BundleFiles",
     "BundlePath",
-    "volume_path",
-    "find_bundle",
-    "bundle_from_paths",
-    "open_bundle",
+    "VolumeDigests",
     "VolumeFile",
     "VolumeWriter",
-    "VolumeDigests",
-    "check_volume_digests",
+    "WritableFile",
+    "bundle_from_paths",
     "check_split",
+    "check_volume_digests",
     "existing_outputs",
+    "find_bundle",
+    "open_bundle",
     "remove_stale",
+    "volume_path",
 ]
 
 MAX_VOLUMES = 1000
 """Volume numbers have three digits: ``.000`` to ``.999``."""
 MIN_SPLIT = 4096
-"""Smallest ``--split`` accepted: smaller volumes are a typo, not a medium."""
+"""Smallest split size accepted: smaller volumes are a typo, not a medium."""
 _VOLUME_RE = re.compile(r"^(.+)\.([0-9]{3})$")
 _FRAME_HEADER_MAX = 18
 """Longest zstd frame header: enough bytes to read a frame's declared content size."""
@@ -175,7 +180,7 @@ def _sidecar_volume_count(name: Path) -> int | None:
 # --- reading ---------------------------------------------------------------------------------
 
 
-class VolumeFile(io.RawIOBase):
+class VolumeFile(io.RawIOBase, BinaryIO):
     """The volumes of one bundle read as one seekable file; one volume is open at a time.
 
     Not thread-safe (the bundle reader serialises access to a shared file).
@@ -194,16 +199,16 @@ class VolumeFile(io.RawIOBase):
         self.starts = tuple(sum(sizes[:i]) for i in range(len(sizes)))
         self.size = sum(sizes)
         self._position = 0
-        self._open: tuple[int, BinaryIO] | None = None
+        self._open: tuple[int, io.BufferedReader] | None = None
         self._digests: VolumeDigests | None = None
 
-    def track_digests(self) -> "VolumeDigests":
+    def track_digests(self) -> VolumeDigests:
         """Hash each volume as the set is read front to back (how ``verify`` reads it)."""
         self._digests = VolumeDigests(self.sizes)
         return self._digests
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         return str(self.files)
 
     def readable(self) -> bool:
@@ -222,7 +227,7 @@ class VolumeFile(io.RawIOBase):
         self._position = base + offset
         return self._position
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Buffer) -> int:
         """Fill ``buffer`` from as many volumes as it takes; short only at the end of the set."""
         view = memoryview(buffer)
         done = 0
@@ -238,7 +243,7 @@ class VolumeFile(io.RawIOBase):
         want = min(len(view), self.sizes[number] - offset)
         try:
             file.seek(offset)
-            count = file.readinto(view[:want])  # type: ignore[attr-defined]
+            count = file.readinto(view[:want])
         except OSError as error:
             raise LocalIOError(f"cannot read {self.files.volumes[number]}: {error.strerror or error}") from None
         if not count:
@@ -253,7 +258,7 @@ class VolumeFile(io.RawIOBase):
         self.seek(offset)
         return self.read(size)
 
-    def _volume(self, number: int) -> BinaryIO:
+    def _volume(self, number: int) -> io.BufferedReader:
         if self._open is not None and self._open[0] == number:
             return self._open[1]
         self._close_volume()
@@ -410,12 +415,23 @@ def check_volume_digests(files: BundleFiles, actual: Sequence[str]) -> str | Non
 # --- writing ---------------------------------------------------------------------------------
 
 
+class WritableFile(Protocol):
+    """A file written front to back: what a bundle, or one of its volumes, is written to."""
+
+    def write(self, data: bytes | memoryview, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+    def fileno(self) -> int: ...
+
+
 class _Temp(Protocol):
     """The writer's temp file: written, synced, then renamed into place by ``commit``."""
 
-    file: BinaryIO
+    @property
+    def file(self) -> WritableFile: ...
 
-    def __enter__(self) -> "_Temp": ...
+    def __enter__(self) -> Self: ...
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  tb: TracebackType | None) -> None: ...
@@ -439,18 +455,18 @@ class VolumeWriter:
         self.limit = limit
         self._new_temp = new_temp
         self._temps: list[_Temp] = []
-        self._hashes: list["hashlib._Hash"] = []
+        self._hashes: list[hashlib._Hash] = []
         self._filled = 0
 
     @property
-    def file(self) -> "VolumeWriter":
+    def file(self) -> VolumeWriter:
         return self
 
     @property
     def volumes(self) -> tuple[Path, ...]:
         return tuple(volume_path(self.name, number) for number in range(len(self._temps)))
 
-    def __enter__(self) -> "VolumeWriter":
+    def __enter__(self) -> Self:
         return self
 
     def write(self, data: bytes | memoryview) -> int:
@@ -467,7 +483,7 @@ class VolumeWriter:
 
     def _next_volume(self) -> None:
         if len(self._temps) == MAX_VOLUMES:
-            raise InputError(f"more than {MAX_VOLUMES} volumes: choose a larger --split size")
+            raise InputError(f"more than {MAX_VOLUMES} volumes: choose a larger split size")
         if self._temps:
             self._temps[-1].sync()
         temp = self._new_temp(volume_path(self.name, len(self._temps)))
@@ -508,7 +524,7 @@ class VolumeWriter:
 
 
 def check_split(split: int, payload: int) -> None:
-    """Refuse a ``--split`` size that is a typo, or that ``payload`` bytes would need over 1000 volumes of."""
+    """Refuse a split size that is a typo, or that ``payload`` bytes would need over 1000 volumes of."""
     if split < MIN_SPLIT:
         raise InputError(f"split size {split} is too small (at least {MIN_SPLIT} bytes)")
     if payload // (split - 1) >= MAX_VOLUMES:

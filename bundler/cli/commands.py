@@ -20,7 +20,7 @@ from bundler.errors import BundleError, CorruptBundleError, InputError
 
 if TYPE_CHECKING:
     from bundler.bundle import WriteResult
-    from bundler.delta import DeltaBase
+    from bundler.bundle.delta import DeltaBase
     from bundler.pack import ImageRequest
     from bundler.reference import Reference
     from bundler.registry import RegistryOptions
@@ -226,10 +226,10 @@ def pack_command(refs, list_file, output, platforms, skip_missing, level, create
 
 def _split_and_since(kwargs: dict) -> tuple[int | None, "DeltaBase | None"]:
     """``--split`` in bytes and the ``--since`` base, read before anything is fetched."""
-    from bundler.delta import load_base
-
     split, since = kwargs.pop("split"), kwargs.pop("since")
-    return (parse_size(split) if split else None), (load_base(since) if since else None)
+    from bundler.bundle.delta import load_base
+
+    return (parse_size(split) if split else None), (parsed("--since", since, load_base) if since else None)
 
 
 def _volumes_and_delta_json(write: "WriteResult") -> dict:

@@ -12,6 +12,7 @@ from bundler.errors import ImgbundleError, InputError, Remedy
 __all__ = ["describe", "parsed"]
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 REMEDIES: dict[Remedy, str] = {
     Remedy.LOG_IN: "; log in with docker login, or pass --username",
@@ -22,6 +23,7 @@ REMEDIES: dict[Remedy, str] = {
     Remedy.LIST_IMAGES: ", list the images with -f instead",
     Remedy.OVERWRITE: "; use --force to overwrite it",
     Remedy.TELL_APART: " (use --keep-host or --map to tell them apart)",
+    Remedy.NAME_BASE: "; give a bundle, or what 'imgbundle list --json' printed for it",
 }
 """Each is appended to the message as is, so it starts with its own separator."""
 
@@ -31,7 +33,7 @@ def describe(error: ImgbundleError) -> str:
     return f"{error}{REMEDIES[error.remedy]}" if error.remedy is not None else str(error)
 
 
-def parsed(option: str, value: str, parse: Callable[[str], T]) -> T:
+def parsed(option: str, value: V, parse: Callable[[V], T]) -> T:
     """``parse(value)``; its ``InputError`` names ``option`` first, as every bad option value is reported."""
     try:
         return parse(value)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bundler.bundle import SkippedEntry, WriteResult
 from bundler.bundle.volumes import existing_outputs
-from bundler.delta import DeltaBase
+from bundler.bundle.delta import DeltaBase
 from bundler.errors import LocalIOError, Remedy
 from bundler.pack.resolve import ImageRequest, ResolvedImage, read_requests, resolve_images
 from bundler.pack.write import created_now, write_images
@@ -62,7 +62,7 @@ def pack(
 
     Images are read from ``stores`` (which the caller closes), by default from registries reached
     with ``options``. With ``cache``, blobs it holds are not downloaded and new ones are added to it.
-    With ``since``, a delta bundle: blobs that base brought are left out (see ``bundler.delta``).
+    With ``since``, a delta bundle: blobs that base brought are left out (see ``bundler.bundle.delta``).
     With ``split``, volumes each smaller than ``split`` bytes.
     """
     started = time.monotonic()

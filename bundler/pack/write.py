@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Iterator
 
 from bundler.bundle import BlobSpec, SkippedEntry, WriteResult, write_bundle
-from bundler.delta import DeltaBase, split_blobs
+from bundler.bundle.delta import DeltaBase, split_blobs
 from bundler.digest import Digest
 from bundler.oci import RawManifest
 from bundler.pack.resolve import ResolvedImage
