@@ -4,8 +4,8 @@ Writing: every member's bytes are cut into pieces of at most ``FRAME_SIZE`` and 
 compressed on its own (content size and checksum in the frame header), so frames can be made on
 many threads and read back from any member start.
 
-Reading: ``SeekableSource`` decompresses frame by frame as the seek table lists them, checking
-each frame's header against the table before decompressing (no zstd bombs); ``StreamSource``
+Reading: ``SeekableFrames`` decompresses frame by frame as the seek table lists them, checking
+each frame's header against the table before decompressing (no zstd bombs); ``StreamFrames``
 decompresses a pipe front to back. ``Cursor`` reads exact byte counts from either and turns
 every decompression or truncation problem into ``CorruptBundleError`` naming the member.
 """
@@ -32,9 +32,9 @@ __all__ = [
     "MAX_WINDOW",
     "ZSTD_MAGIC",
     "Cursor",
-    "SeekableSource",
-    "SourceError",
-    "StreamSource",
+    "SeekableFrames",
+    "CompressedDataError",
+    "StreamFrames",
     "blob_level",
     "compress_frames",
     "new_compressor",
@@ -76,7 +76,7 @@ def compress_frames(compressor: zstandard.ZstdCompressor, data: bytes) -> Iterat
         yield compressor.compress(piece), len(piece)
 
 
-class SourceError(Exception):
+class CompressedDataError(Exception):
     """Damaged compressed data; ``Cursor`` adds the member name and raises ``CorruptBundleError``."""
 
 
@@ -140,7 +140,7 @@ class _ReadAhead:
         self._thread.join(timeout=1.0)
 
 
-class StreamSource:
+class StreamFrames:
     """Decompressed bytes of a stream of frames read front to back (a file or a pipe).
 
     The compressed bytes pass through a ``FrameTracker`` first, so framing is checked as
@@ -168,19 +168,19 @@ class StreamSource:
         if self._tracker.error is not None:
             position, message = self._tracker.error
             if self._position >= position:
-                raise SourceError(message)
+                raise CompressedDataError(message)
             size = min(size, position - self._position)
         try:
             data = self._reader.read(size)
         except zstandard.ZstdError as error:
-            raise SourceError(f"damaged zstd data ({error})") from None
+            raise CompressedDataError(f"damaged zstd data ({error})") from None
         if self._tracker.error is not None:
             position, message = self._tracker.error
             data = data[: max(0, position - self._position)]
             if not data:
-                raise SourceError(message)
+                raise CompressedDataError(message)
         elif not data and self._tracker.ended_inside_a_frame:
-            raise SourceError(f"truncated: the data ends inside a zstd frame (after {self._tracker.offset} bytes)")
+            raise CompressedDataError(f"truncated: the data ends inside a zstd frame (after {self._tracker.offset} bytes)")
         self._position += len(data)
         return data
 
@@ -195,14 +195,14 @@ class StreamSource:
         try:
             self._tracker.finish()
         except FrameError as error:
-            raise SourceError(str(error)) from None
+            raise CompressedDataError(str(error)) from None
 
     def close(self) -> None:
         if self._ahead is not None:
             self._ahead.close()
 
 
-class SeekableSource:
+class SeekableFrames:
     """Decompressed bytes from frame ``first_frame`` on, one frame at a time, via the seek table.
 
     ``read_at`` may return a view that its next call overwrites (``DirectReader``): each frame is
@@ -246,45 +246,45 @@ class SeekableSource:
         expected = self._table.decompressed_sizes[number]
         data = self._read_at(offset, self._table.compressed_sizes[number])
         if len(data) != self._table.compressed_sizes[number]:
-            raise SourceError(f"frame {number} at byte {offset} is truncated")
+            raise CompressedDataError(f"frame {number} at byte {offset} is truncated")
         if data[:4] != ZSTD_MAGIC:
-            raise SourceError(f"frame {number} at byte {offset} is not a zstd frame")
+            raise CompressedDataError(f"frame {number} at byte {offset} is not a zstd frame")
         try:
             _check_frame_header(zstandard.get_frame_parameters(data), expected, f"frame {number} at byte {offset}")
             output = self._decompressor.decompress(data, allow_extra_data=False)
         except zstandard.ZstdError as error:
-            raise SourceError(f"damaged zstd frame {number} at byte {offset} ({error})") from None
+            raise CompressedDataError(f"damaged zstd frame {number} at byte {offset} ({error})") from None
         if len(output) != expected:
-            raise SourceError(f"frame {number} at byte {offset} decompressed to the wrong size")
+            raise CompressedDataError(f"frame {number} at byte {offset} decompressed to the wrong size")
         return output
 
 
 def _check_frame_header(params: zstandard.FrameParameters, expected: int, where: str) -> None:
     """Before decompressing: the header must promise exactly what the seek table says."""
     if params.content_size == zstandard.CONTENTSIZE_UNKNOWN:
-        raise SourceError(f"{where} does not declare its content size")
+        raise CompressedDataError(f"{where} does not declare its content size")
     if not params.has_checksum or params.dict_id:
-        raise SourceError(f"{where} has no content checksum or needs a dictionary")
+        raise CompressedDataError(f"{where} has no content checksum or needs a dictionary")
     if params.content_size != expected:
-        raise SourceError(f"{where} declares {params.content_size} bytes; the seek table says {expected}")
+        raise CompressedDataError(f"{where} declares {params.content_size} bytes; the seek table says {expected}")
 
 
 class Cursor:
-    """Exact reads from a source, tracking the position in the decompressed tar stream.
+    """Exact reads from decompressed frames, tracking the position in the decompressed tar stream.
 
     ``label`` names the member being read; every problem becomes ``CorruptBundleError`` with it.
     """
 
-    def __init__(self, source: StreamSource | SeekableSource, position: int = 0) -> None:
-        self._source = source
+    def __init__(self, frames: StreamFrames | SeekableFrames, position: int = 0) -> None:
+        self._frames = frames
         self.position = position
         self.label = "bundle"
 
     def read_some(self, limit: int) -> bytes:
         """Between 1 and ``limit`` bytes; refuses to hit the end of data."""
         try:
-            data = self._source.read(limit)
-        except SourceError as error:
+            data = self._frames.read(limit)
+        except CompressedDataError as error:
             raise CorruptBundleError(f"{self.label}: {error}") from None
         if not data:
             raise CorruptBundleError(f"{self.label}: truncated (data ends early)")
@@ -297,8 +297,8 @@ class Cursor:
         remaining = size
         while remaining:
             try:
-                part = self._source.read(remaining)
-            except SourceError as error:
+                part = self._frames.read(remaining)
+            except CompressedDataError as error:
                 raise CorruptBundleError(f"{self.label}: {error}") from None
             if not part:
                 break
@@ -321,24 +321,24 @@ class Cursor:
             size -= len(self.read_some(min(size, CHUNK_SIZE)))
 
     def starts_frame(self, position: int) -> bool:
-        return self._source.starts_frame(position)
+        return self._frames.starts_frame(position)
 
     def finish(self) -> None:
         """After the last byte: check the framing of whatever follows (the seek table)."""
         try:
-            self._source.finish()
-        except SourceError as error:
+            self._frames.finish()
+        except CompressedDataError as error:
             raise CorruptBundleError(f"{self.label}: {error}") from None
 
     def close(self) -> None:
-        """Release the source (stops a stream's read-ahead thread)."""
-        self._source.close()
+        """Release the frames (stops a stream's read-ahead thread)."""
+        self._frames.close()
 
     def at_end(self) -> bool:
         """True when the decompressed data is exhausted (reads at most one more byte)."""
         try:
-            data = self._source.read(1)
-        except SourceError as error:
+            data = self._frames.read(1)
+        except CompressedDataError as error:
             raise CorruptBundleError(f"{self.label}: {error}") from None
         self.position += len(data)
         return not data

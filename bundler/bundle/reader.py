@@ -26,8 +26,8 @@ from bundler.bundle.frames import (
     MAX_WINDOW,
     ZSTD_MAGIC,
     Cursor,
-    SeekableSource,
-    StreamSource,
+    SeekableFrames,
+    StreamFrames,
 )
 from bundler.bundle.index import INDEX_NAME, BundleIndex, MemberEntry, blob_path, decode_index
 from bundler.bundle.layout import (
@@ -56,6 +56,7 @@ __all__ = [
     "KIND_MANIFEST",
     "KIND_OCI_INDEX",
     "BundleReader",
+    "Location",
     "Member",
     "read_index",
 ]
@@ -66,7 +67,8 @@ KIND_OCI_INDEX = "oci-index"
 KIND_MANIFEST = "manifest"
 KIND_BLOB = "blob"
 
-Source = Union[str, "os.PathLike[str]", BundleFiles, BinaryIO]
+Location = Union[str, "os.PathLike[str]", BundleFiles, BinaryIO]
+"""Where a bundle is read from: a path, its volumes, a seekable file or a pipe."""
 _MEMBER_NAME_RE = re.compile(r"^blobs/(sha256/[a-f0-9]{64}|sha512/[a-f0-9]{128})$")
 _FIXED_NAMES = frozenset({INDEX_NAME, LAYOUT_NAME, OCI_INDEX_NAME})
 
@@ -111,16 +113,16 @@ class BundleReader:
         self._path = path
         self._table = table
         self._stream_cursor = stream_cursor
-        self._stream_source = stream_cursor
+        self._stream_to_close = stream_cursor
         """Kept to be closed: a piped bundle is read ahead on a helper thread."""
         self._lock = threading.Lock()
         self._manifests = {entry.digest: entry for entry in index.manifests}
         self._blobs = {entry.digest: entry for entry in index.blobs}
 
     @classmethod
-    def open(cls, source: Source) -> BundleReader:
+    def open(cls, location: Location) -> BundleReader:
         """Open a bundle from a path, a seekable binary file or a pipe (e.g. ``sys.stdin.buffer``)."""
-        file, owns_file, path = _open_file(source)
+        file, owns_file, path = _open_file(location)
         try:
             return cls._from_file(file, owns_file, path)
         except BaseException:
@@ -156,8 +158,8 @@ class BundleReader:
         return self._table is not None
 
     def close(self) -> None:
-        if self._stream_source is not None:
-            self._stream_source.close()
+        if self._stream_to_close is not None:
+            self._stream_to_close.close()
         if self._owns_file:
             self._file.close()
 
@@ -200,7 +202,7 @@ class BundleReader:
 
     def _stream_member(self, entry: MemberEntry, label: str, frame: int, position: int) -> Iterator[bytes]:
         with self._private_reader() as read_at:
-            cursor = Cursor(SeekableSource(read_at, self._require_table(), frame), position)
+            cursor = Cursor(SeekableFrames(read_at, self._require_table(), frame), position)
             cursor.label = label
             header = _read_header(cursor)
             if header is None or header.name != blob_path(entry.digest) or header.size != entry.size:
@@ -230,7 +232,7 @@ class BundleReader:
     def _scan_file(self) -> Iterator[Member]:
         table = self._require_table()
         with self._private_reader() as read_at:
-            cursor = Cursor(SeekableSource(read_at, table, 0))
+            cursor = Cursor(SeekableFrames(read_at, table, 0))
             cursor.label = INDEX_NAME
             header = _read_header(cursor)
             if header is None or header.name != INDEX_NAME or header.size != len(self._index_bytes):
@@ -379,9 +381,9 @@ def _pread(file: BinaryIO, offset: int, size: int) -> bytes:
 # --- opening ---------------------------------------------------------------------------------
 
 
-def read_index(source: Source) -> BundleIndex:
+def read_index(location: Location) -> BundleIndex:
     """Only the bundle index: reads the first member and nothing more, so it is fast on any size."""
-    file, owns_file, _ = _open_file(source)
+    file, owns_file, _ = _open_file(location)
     try:
         if _is_seekable(file):
             file.seek(0)
@@ -392,12 +394,12 @@ def read_index(source: Source) -> BundleIndex:
             file.close()
 
 
-def _open_file(source: Source) -> tuple[BinaryIO, bool, Path | None]:
+def _open_file(location: Location) -> tuple[BinaryIO, bool, Path | None]:
     """The file, whether we own it, and a path to reopen it by (none for volumes: they are shared)."""
-    if isinstance(source, (str, os.PathLike, BundleFiles)):
-        file = open_bundle(source)
+    if isinstance(location, (str, os.PathLike, BundleFiles)):
+        file = open_bundle(location)
         return file, True, (None if isinstance(file, VolumeFile) else Path(file.name))
-    return source, False, None
+    return location, False, None
 
 
 def _is_seekable(file: BinaryIO) -> bool:
@@ -463,8 +465,7 @@ def _read_index_member(file: BinaryIO, *, read_ahead: bool = False) -> tuple[byt
         raise NotABundleError("not a bundle: not zstd-compressed")
     recorder = _Recorder(_Prefixed(magic, file))
     _probe_first_header(recorder)
-    source = StreamSource(_Prefixed(bytes(recorder.recorded), file), read_ahead=read_ahead)
-    cursor = Cursor(source)
+    cursor = Cursor(StreamFrames(_Prefixed(bytes(recorder.recorded), file), read_ahead=read_ahead))
     try:
         return _read_index_data(cursor)
     except BaseException:

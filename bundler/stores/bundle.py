@@ -7,23 +7,20 @@ with its registry host (``docker.io/library/alpine``), since a bundle holds imag
 
 from __future__ import annotations
 
-import os
 from functools import cached_property
 from types import TracebackType
-from typing import BinaryIO, Iterator, Union
+from typing import Iterator
 
 import msgspec
 
 from bundler.bundle import BundleIndex, BundleReader, Member, MemberEntry
-from bundler.bundle.volumes import BundleFiles
+from bundler.bundle.reader import Location
 from bundler.digest import Digest
 from bundler.errors import ContentMismatchError, CorruptBundleError, InputError, NotFoundError
 from bundler.oci import Descriptor, RawManifest, detect_media_type
 from bundler.reference import parse_reference
 
 __all__ = ["BundleStore"]
-
-Location = Union[str, "os.PathLike[str]", BundleFiles, BinaryIO]
 
 
 class BundleStore:
