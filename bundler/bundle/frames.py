@@ -52,9 +52,8 @@ MAX_FRAME_COMPRESSED = FRAME_SIZE + FRAME_SIZE // 128 + 4096
 """Above ZSTD_compressBound(FRAME_SIZE): no honest frame is larger."""
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 COMPRESSED_BLOB_LEVEL = 1
-"""The level for blobs already compressed (gzip and zstd layers). Measured on gzip'd binaries, 4 MiB
-frames: level 3 saves 1.2 % of their size for 1.1 to 1.4 s of CPU per GiB, level 1 saves 0.7 % for
-0.6 s, and level 19 saves 2.1 % for 140 s."""
+"""The level for blobs already compressed (gzip and zstd layers): higher levels barely shrink such
+data and cost several times the CPU (measured in docs/benchmark.md)."""
 _ALREADY_COMPRESSED = re.compile(r"[+.](gzip|zstd|bzip2|xz)$")
 
 

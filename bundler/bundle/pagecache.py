@@ -6,9 +6,8 @@ closing fsync stalled for as long as the disk (a USB stick) needed, and reading 
 pushed out the pages of everything else on the host, the Harbor that unpack feeds among them.
 ``WriteBehind`` has the kernel write each ``WINDOW`` as soon as it is full and drops it from the
 cache once it is on disk; ``open_read_once`` drops what it has read. Dropped pages are reused for
-the next ones, which is also cheaper: measured on the benchmark machine (a VM, 1 GiB in 4 MiB
-pieces), writing through the page cache took 2.2 to 3.3 s of kernel time, writing behind 0.34 to
-0.56 s; reading a bundle that is not cached took up to 1.7 s, reading and dropping 0.1 s.
+the next ones, which also costs the kernel less than filling the cache with new pages (measured
+in docs/benchmark.md).
 ``DirectReader``, for the positioned reads of unpack's threads, goes around the cache altogether.
 
 Linux only (``sync_file_range``, called through ctypes because the os module lacks it,
@@ -38,7 +37,7 @@ WINDOW = 32 * 1024 * 1024
 
 WINDOWS_IN_FLIGHT = 2
 """Windows the disk may still be writing while the next one fills: waiting for the one just before
-it stalled pack's writer for a tenth of its time on the benchmark machine's virtual disk."""
+it stalls the writer on a slow disk (docs/benchmark.md)."""
 
 _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4  # SYNC_FILE_RANGE_* from <fcntl.h>
 _UNSUPPORTED = (errno.EINVAL, errno.ESPIPE, errno.ENOSYS, errno.EOPNOTSUPP)
@@ -194,9 +193,8 @@ def _drop(fd: int, start: int, end: int, overlap: int | None = None) -> None:
 
 class DirectReader:
     """``read_at(offset, size)`` on a file from the disk straight into memory (``O_DIRECT``): the page
-    cache is neither filled nor dropped. Measured on the benchmark machine, 1 GiB read in 4 MiB frames
-    by four threads cost 0.11 to 0.15 s of kernel time this way, and 0.41 to 0.45 s through the cache
-    with ``open_read_once`` dropping behind. Each read covers whole blocks, into a buffer kept per
+    cache is neither filled nor dropped, which costs the kernel less than reading through the cache
+    with ``open_read_once`` dropping behind (docs/benchmark.md). Each read covers whole blocks, into a buffer kept per
     thread (a fresh one per read would cost a page fault per 4 KiB), and the asked-for bytes are handed
     out as a view of that buffer, not copied: a copy holds the GIL that every other thread waits for.
     Where the system or the file system refuses ``O_DIRECT`` (not Linux, some FUSE mounts), reads go
