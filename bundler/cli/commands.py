@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from bundler.verify import VerifyReport
 
 # The plans and the HTTP stack are imported by the commands that run them: ``verify`` and ``list`` start
-# 0.2 s sooner without httpx, and the CPU that costs is a tenth of verifying a gigabyte.
+# sooner without httpx (docs/benchmark.md).
 
 __all__ = ["pack_command", "list_command", "verify_command", "unpack_command"]
 
