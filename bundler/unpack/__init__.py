@@ -23,7 +23,7 @@ from bundler.registry import RegistryClient, RegistryOptions
 from bundler.registry.harbor import HarborProjects, ensure_projects, project_of
 from bundler.stores import WriteStore
 from bundler.stores.bundle import BundleStore
-from bundler.unpack.execute import push_plan
+from bundler.unpack.push import push_plan
 from bundler.unpack.expected import check_expected
 from bundler.unpack.mapping import Target, parse_to, plan_targets, unused_maps
 from bundler.unpack.plan import PushPlan, build_plan
