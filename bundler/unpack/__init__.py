@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bundler.bundle.volumes import BundleFiles
+from bundler.digest import Digest
 from bundler.errors import InputError
 from bundler.progress import NullProgress, Progress
 from bundler.reference import DOCKER_HUB
@@ -118,7 +119,7 @@ def _check_expected(plan: PushPlan, bundle: BundleStore, client: WriteStore, set
     external = bundle.index.external
     if not external:
         return 0
-    check = check_expected(plan, [entry.digest for entry in external], client, base=bundle.index.base,
+    check = check_expected(plan, [Digest(entry.digest) for entry in external], client, base=bundle.index.base,
                            jobs=settings.jobs, progress=progress)
     return check.mounted
 

@@ -89,10 +89,13 @@ def head_blob(client: WriteStore, fact: BlobFact) -> Outcome | None:
     return Outcome.PRESENT if client.blob_exists(fact.repository, fact.digest) else None
 
 
-def check_job(fact: Fact, head: Callable[[], Settled | None], progress: Progress) -> PushJob:
+def check_job(fact: Fact, head: Callable[[], Settled | None], progress: Progress, *,
+              required: bool = False) -> PushJob:
     """A HEAD whose answer settles ``fact`` (``None``: absent, left open); one progress item each.
 
-    A refusal (an ``ImgbundleError``) settles the fact as failed; an unreachable target stops the run.
+    The item is not ok when the HEAD was refused, or when a ``required`` fact (a blob the bundle leaves
+    to the target) is absent. A refusal (an ``ImgbundleError``) settles the fact as failed; an
+    unreachable target stops the run.
     """
 
     def work() -> Mapping[Fact, Settled]:
@@ -102,7 +105,7 @@ def check_job(fact: Fact, head: Callable[[], Settled | None], progress: Progress
             raise
         except ImgbundleError as error:
             answer = error
-        progress.item_done(fact.label, not isinstance(answer, ImgbundleError))
+        progress.item_done(fact.label, answer is Outcome.PRESENT or (answer is None and not required))
         return {fact: answer} if answer is not None else {}
 
     return Job(f"check {fact.label}", work, produces=(fact,))

@@ -143,7 +143,8 @@ class _Push:
             if image.target.tag:
                 tag = TagFact(repository, image.target.tag)
                 checks.setdefault(tag, partial(self._head_tag, tag, image.target.digest))
-        todo = [check_job(fact, head, self.progress) for fact, head in checks.items() if fact not in self.known]
+        todo = [check_job(fact, head, self.progress, required=isinstance(fact, BlobFact))
+                for fact, head in checks.items() if fact not in self.known]
         if todo:
             self.progress.phase("check", total_items=len(todo))
             self.runner.run(todo)
