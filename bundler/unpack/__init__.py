@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from bundler.bundle.volumes import BundleFiles
 from bundler.digest import Digest
@@ -24,20 +24,20 @@ from bundler.registry import RegistryClient, RegistryOptions
 from bundler.registry.harbor import HarborProjects, ensure_projects, project_of
 from bundler.stores import WriteStore
 from bundler.stores.bundle import BundleStore
-from bundler.unpack.push import push_plan
 from bundler.unpack.expected import check_expected
 from bundler.unpack.mapping import Target, parse_to, plan_targets, unused_maps
 from bundler.unpack.plan import PushPlan, build_plan
+from bundler.unpack.push import push_plan
 from bundler.unpack.result import ImageOutcome, UnpackResult, write_report
 
 __all__ = [
+    "ImageOutcome",
+    "PushPlan",
+    "Target",
     "UnpackOptions",
     "UnpackResult",
-    "ImageOutcome",
-    "Target",
-    "PushPlan",
-    "plan_targets",
     "build_plan",
+    "plan_targets",
     "unpack",
     "unpack_bundle",
     "write_report",

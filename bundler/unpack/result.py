@@ -16,7 +16,7 @@ from bundler.errors import ImgbundleError, InputError, LocalIOError, PartialFail
 from bundler.unpack.mapping import Target
 from bundler.unpack.plan import PushPlan
 
-__all__ = ["ImageOutcome", "UnpackResult", "write_report", "REPORT_FIELDS"]
+__all__ = ["REPORT_FIELDS", "ImageOutcome", "UnpackResult", "write_report"]
 
 REPORT_FIELDS = ("source", "target", "digest")
 _SUMMARY_NAMES = 10
