@@ -49,13 +49,7 @@ def check_expected(plan: PushPlan, expected: Collection[Digest], client: WriteSt
         runner.run(check_job(fact, partial(head_blob, client, fact), progress, required=True) for fact in needs)
         _raise_first_failure(runner.settled, needs)
         absent = [fact for fact in needs if fact not in runner.settled]
-        lacking = sorted({fact.digest for fact in absent})
-        unseen = [digest for digest in lacking if _holder(runner.settled, digest, repositories) is None]
-        needed = set(needs)
-        runner.run(_search_job(client, digest, [r for r in repositories if BlobFact(r, digest) not in needed])
-                   for digest in unseen)
-        holders = {digest: holder for digest in lacking
-                   if (holder := _holder(runner.settled, digest, repositories)) is not None}
+        holders = _find_holders(runner, client, needs, absent, repositories)
     missing = [fact for fact in absent if fact.digest not in holders]
     if missing:
         raise NotFoundError(_missing_message(missing, base, len({fact.digest for fact in needs})))
@@ -84,6 +78,19 @@ def _raise_first_failure(settled: Mapping[Fact, Settled], facts: list[BlobFact])
         result = settled.get(fact)
         if isinstance(result, ImgbundleError):
             raise result
+
+
+def _find_holders(runner: PushRunner, client: WriteStore, needs: list[BlobFact], absent: list[BlobFact],
+                  repositories: list[str]) -> dict[Digest, str]:
+    """A mount source per digest that some repository lacks: a repository of the push seen with it, else
+    the first that a HEAD finds holding it; digests that none holds are left out."""
+    lacking = sorted({fact.digest for fact in absent})
+    unseen = [digest for digest in lacking if _holder(runner.settled, digest, repositories) is None]
+    needed = set(needs)
+    runner.run(_search_job(client, digest, [r for r in repositories if BlobFact(r, digest) not in needed])
+               for digest in unseen)
+    return {digest: holder for digest in lacking
+            if (holder := _holder(runner.settled, digest, repositories)) is not None}
 
 
 def _holder(settled: Mapping[Fact, Settled], digest: Digest, repositories: list[str]) -> str | None:

@@ -71,7 +71,7 @@ class Outcome(enum.Enum):
     """The target had it already: a HEAD said so, or a manifest above it was there."""
     UPLOADED = "uploaded"
     MOUNTED = "mounted"
-    PUT = "put"
+    PUSHED = "pushed"
     """A manifest or tag stored by a ``PUT``."""
 
     @classmethod

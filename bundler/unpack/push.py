@@ -1,6 +1,7 @@
 """Running a push plan against one registry: check what is there, then push the rest in order.
 
-Two phases, both batches of the job runner (``bundler.jobs``) on ``jobs`` threads:
+Two phases, both batches of the job runner (``bundler.jobs``) on ``jobs`` threads; the writes
+themselves are ``bundler.unpack.steps``:
 
 ``check``  HEAD each image's top manifest; one that is there implies everything below it (a
            registry refuses a manifest whose blobs or children are missing). HEAD the tags (to
@@ -26,16 +27,14 @@ interruption finds what is there and pushes only the rest.
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from functools import partial
 
 from bundler.digest import Digest
-from bundler.errors import CorruptBundleError, ImgbundleError, Interrupted, UnreachableError
+from bundler.errors import CorruptBundleError, ImgbundleError, Interrupted
 from bundler.jobs import Job
-from bundler.oci import RawManifest
 from bundler.progress import NullProgress, Progress
-from bundler.stores import Placement, WriteStore
+from bundler.stores import WriteStore
 from bundler.stores.bundle import BundleStore
 from bundler.unpack.facts import (
     BlobFact,
@@ -51,6 +50,7 @@ from bundler.unpack.facts import (
 )
 from bundler.unpack.plan import BlobPlan, ImagePlan, PushPlan
 from bundler.unpack.result import ImageOutcome, UnpackResult
+from bundler.unpack.steps import PushSteps
 
 __all__ = ["push_plan"]
 
@@ -73,7 +73,6 @@ class _Push:
     def __init__(self, plan: PushPlan, bundle: BundleStore, client: WriteStore, registry: str, jobs: int,
                  progress: Progress) -> None:
         self.plan = plan
-        self.bundle = bundle
         self.client = client
         self.progress = progress
         self.result = UnpackResult(registry=registry, dry_run=False, plan=plan, images=[])
@@ -81,9 +80,9 @@ class _Push:
         self.known = self.runner.settled
         self.tag_digests: dict[TagFact, str | None] = {}
         """What each tag pointed at before this run (``None``: it did not exist)."""
+        self.steps = PushSteps(client, bundle, progress, self.result, self.tag_digests, self.runner.check_cancelled)
         self.watchers: dict[Fact, list[ImagePlan]] = {}
         self.reported: set[int] = set()
-        self.lock = threading.Lock()
         self.images = [image for image in plan.images if image.error is None]
 
     # ---- orchestration
@@ -219,7 +218,7 @@ class _Push:
         for blob, missing, source in self._missing_blobs():
             facts = tuple(BlobFact(repository, blob.digest) for repository in missing)
             first = min(rank.get(fact, 0) for fact in facts)
-            jobs.append(Job(f"blob {blob.digest}", partial(self._place_blob, blob, missing, source),
+            jobs.append(Job(f"blob {blob.digest}", partial(self.steps.place_blob, blob, missing, source),
                             produces=facts, rank=(2, first)))
         return jobs
 
@@ -256,7 +255,7 @@ class _Push:
                 if fact in self.known or fact in jobs or fact in carried:
                     continue
                 raw = self.plan.manifests[digest].raw
-                jobs[fact] = Job(f"manifest {fact.label}", partial(self._put_manifest, fact, raw),
+                jobs[fact] = Job(f"manifest {fact.label}", partial(self.steps.put_manifest, fact, raw),
                                  needs=self._needs(repository, digest), produces=(fact,), rank=(1, rank[fact]))
         return list(jobs.values())
 
@@ -278,103 +277,9 @@ class _Push:
                 needs, produces = self._needs(target.repository, target.digest), (fact, top)
             else:
                 needs, produces = (top,), (fact,)
-            jobs[fact] = Job(f"tag {target.display}", partial(self._put_tag, fact, raw, produces),
+            jobs[fact] = Job(f"tag {target.display}", partial(self.steps.put_tag, fact, raw, produces),
                              needs=needs, produces=produces, rank=(0, number))
         return list(jobs.values())
-
-    # ---- the work itself (worker threads)
-
-    def _place_blob(self, blob: BlobPlan, repositories: list[str], source: str | None) -> Mapping[Fact, Settled]:
-        """Upload once into the first repository that lacks it, then mount into the others."""
-        results: dict[Fact, Settled] = {}
-        chunks = self._chunk_source(blob)
-        for position, repository in enumerate(repositories):
-            fact = BlobFact(repository, blob.digest)
-            try:
-                if source is None and self._already_there(fact, blob.size or 0):
-                    results[fact], source = Outcome.PRESENT, repository
-                    continue
-                how = self.client.blob_upload(repository, blob.digest, blob.size or 0, chunks, mount_from=source)
-            except CorruptBundleError as error:  # the bundle's bytes are bad: every repository would get them
-                return {**results, **{BlobFact(r, blob.digest): error for r in repositories[position:]}}
-            except UnreachableError:
-                raise
-            except ImgbundleError as error:
-                results[fact] = error
-                continue
-            results[fact] = Outcome.of(how)
-            source = source or repository
-            self._count_blob(how, blob.size or 0)
-        return results
-
-    def _already_there(self, fact: BlobFact, size: int) -> bool:
-        """HEAD before an upload (an earlier run may have sent it); a blob found counts as sent for progress.
-
-        Why a HEAD and not a mount from the repository itself (one request fewer per new blob): Harbor's
-        HEAD marks a blob that garbage collection has picked as in use again, and a mount does not, so a
-        blob found by a mount could be swept before the manifest that needs it lands.
-        """
-        if head_blob(self.client, fact) is None:
-            return False
-        with self.lock:
-            self.result.blobs_present += 1
-        self.progress.advance(size)
-        return True
-
-    def _count_blob(self, how: Placement, size: int) -> None:
-        with self.lock:
-            if how is Placement.MOUNTED:
-                self.result.blobs_mounted += 1
-            else:
-                self.result.blobs_uploaded += 1
-                self.result.bytes_uploaded += size
-
-    def _chunk_source(self, blob: BlobPlan) -> Callable[[], Iterator[bytes]]:
-        """A restartable chunk stream from the bundle that reports progress once per byte of the blob
-        (a retried upload re-reads, but does not re-count) and stops when the run is cancelled."""
-        reported = [0]
-
-        def chunks() -> Iterator[bytes]:
-            sent = 0
-            for chunk in self.bundle.blob_chunks(blob.origin, blob.digest, blob.size or 0):
-                self.runner.check_cancelled()
-                sent += len(chunk)
-                if sent > reported[0]:
-                    self.progress.advance(sent - reported[0])
-                    reported[0] = sent
-                yield chunk
-
-        return chunks
-
-    def _put_manifest(self, fact: ManifestFact, raw: RawManifest) -> Mapping[Fact, Settled]:
-        return self._put(fact.repository, fact.digest, raw, (fact,))
-
-    def _put_tag(self, fact: TagFact, raw: RawManifest, produces: tuple[Fact, ...]) -> Mapping[Fact, Settled]:
-        """PUT by tag (settling the top manifest too when the tag carries it); warn when the tag moved."""
-        results = self._put(fact.repository, fact.tag, raw, produces)
-        previous = self.tag_digests.get(fact)
-        if results[fact] is Outcome.PUT and previous is not None and previous != raw.digest:
-            with self.lock:
-                self.result.tags_moved.append(fact.label)
-            self.progress.warn(f"{self.result.registry}/{fact.label} moved from {previous} to {raw.digest}")
-        return results
-
-    def _put(self, repository: str, reference: str, raw: RawManifest,
-             produces: tuple[Fact, ...]) -> Mapping[Fact, Settled]:
-        """PUT ``raw`` under ``reference`` (a digest or a tag); settles every fact of ``produces``."""
-        try:
-            self.client.manifest_put(repository, reference, raw)
-        except UnreachableError:
-            raise
-        except ImgbundleError as error:
-            return dict.fromkeys(produces, error)
-        with self.lock:
-            for fact in produces:
-                if isinstance(fact, TagFact):
-                    self.result.tags_set += 1
-                else:
-                    self.result.manifests_pushed += 1
-        return dict.fromkeys(produces, Outcome.PUT)
 
     # ---- bookkeeping (calling thread)
 
