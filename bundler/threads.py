@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Executor, Future, wait
-from typing import Iterable
 
-__all__ = ["CANCEL_GRACE", "stop_workers", "lingering_workers"]
+__all__ = ["CANCEL_GRACE", "Cancelled", "lingering_workers", "stop_workers"]
 
 CANCEL_GRACE = 2.0
 """Seconds a stopping run waits for its workers to notice."""
+
+
+class Cancelled(BaseException):
+    """Raised inside a worker once its run is being stopped (an error elsewhere, or an interrupt).
+
+    A ``BaseException`` so that no ``except Exception`` between the worker and its run (a retry loop,
+    an error mapping) takes it for a network or file error.
+    """
 
 
 def stop_workers(executor: Executor, futures: Iterable[Future]) -> None:

@@ -29,7 +29,7 @@ from bundler.bundle.layout import BlobSpec
 from bundler.bundle.tar import header_bytes, padding
 from bundler.digest import Digest, DigestVerifier
 from bundler.errors import ContentMismatchError, LocalIOError
-from bundler.threads import stop_workers
+from bundler.threads import Cancelled, stop_workers
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -43,11 +43,6 @@ STREAM_MEMORY = 8 * 1024 * 1024
 """Compressed bytes the spool being written may hold before its worker waits for the writer."""
 LOOKAHEAD_BYTES = 256 * 1024 * 1024
 """Blob bytes that may be fetched ahead of the one being written (the next one always may)."""
-
-
-
-class _Cancelled(Exception):
-    """Raised inside a worker when another worker (or the writer) failed."""
 
 
 class _Spool:
@@ -214,13 +209,13 @@ class BlobPipeline:
 
     def check_cancelled(self) -> None:
         if self._cancelled:
-            raise _Cancelled()
+            raise Cancelled()
 
     def _work(self, spool: _Spool) -> None:
         try:
             self.check_cancelled()
             self._fill(spool)
-        except _Cancelled:
+        except Cancelled:
             pass
         except BaseException as error:  # noqa: BLE001 - handed to the writer thread, which re-raises it
             with self.condition:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from bundler.bundle.volumes import BundleFiles
+from bundler.digest import Digest
 from bundler.errors import InputError
 from bundler.progress import NullProgress, Progress
 from bundler.reference import DOCKER_HUB
@@ -23,20 +24,20 @@ from bundler.registry import RegistryClient, RegistryOptions
 from bundler.registry.harbor import HarborProjects, ensure_projects, project_of
 from bundler.stores import WriteStore
 from bundler.stores.bundle import BundleStore
-from bundler.unpack.execute import push_plan
 from bundler.unpack.expected import check_expected
 from bundler.unpack.mapping import Target, parse_to, plan_targets, unused_maps
 from bundler.unpack.plan import PushPlan, build_plan
+from bundler.unpack.push import push_plan
 from bundler.unpack.result import ImageOutcome, UnpackResult, write_report
 
 __all__ = [
+    "ImageOutcome",
+    "PushPlan",
+    "Target",
     "UnpackOptions",
     "UnpackResult",
-    "ImageOutcome",
-    "Target",
-    "PushPlan",
-    "plan_targets",
     "build_plan",
+    "plan_targets",
     "unpack",
     "unpack_bundle",
     "write_report",
@@ -116,7 +117,7 @@ def _check_expected(plan: PushPlan, bundle: BundleStore, client: WriteStore, set
     external = bundle.index.external
     if not external:
         return 0
-    check = check_expected(plan, [entry.digest for entry in external], client, base=bundle.index.base,
+    check = check_expected(plan, [Digest(entry.digest) for entry in external], client, base=bundle.index.base,
                            jobs=settings.jobs, progress=progress)
     return check.mounted
 

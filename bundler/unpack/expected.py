@@ -9,15 +9,17 @@ that cannot be completed.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Collection, Iterator
+from functools import partial
 
 from bundler.digest import Digest
-from bundler.errors import NotFoundError
+from bundler.errors import ImgbundleError, NotFoundError
+from bundler.jobs import Job
 from bundler.progress import NullProgress, Progress
 from bundler.stores import WriteStore
-from bundler.unpack.plan import PushPlan
+from bundler.unpack.facts import BlobFact, Fact, Outcome, PushJob, PushRunner, Settled, check_job, head_blob
+from bundler.unpack.plan import ImagePlan, PushPlan
 
 __all__ = ["ExpectedCheck", "check_expected"]
 
@@ -33,7 +35,7 @@ class ExpectedCheck:
     mounted: int = 0
 
 
-def check_expected(plan: PushPlan, expected: Collection[str], client: WriteStore, *, base: str | None,
+def check_expected(plan: PushPlan, expected: Collection[Digest], client: WriteStore, *, base: str | None,
                    jobs: int = 4, progress: Progress | None = None) -> ExpectedCheck:
     """HEAD every expected blob in every repository needing it; mount what another repository of
     the push holds; ``NotFoundError`` naming the missing ones (nothing is mounted then)."""
@@ -41,63 +43,85 @@ def check_expected(plan: PushPlan, expected: Collection[str], client: WriteStore
     needs = _needs(plan, set(expected))
     if not needs:
         return ExpectedCheck()
-    repositories = sorted({repository for repository, _ in needs} | {i.target.repository for i in _ok(plan)})
+    repositories = sorted({fact.repository for fact in needs} | {i.target.repository for i in _ok(plan)})
     progress.phase("expected", total_items=len(needs))
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="expected") as pool:
-        found = dict(zip(needs, pool.map(lambda pair: _exists(client, pair, progress), needs)))
-        lacking = sorted({digest for (_, digest), there in found.items() if not there})
-        holders = dict(zip(lacking, pool.map(lambda d: _holder(client, d, repositories, found), lacking)))
-    missing = [(repository, digest) for (repository, digest), there in found.items()
-               if not there and holders[digest] is None]
+    with PushRunner(jobs, name="expected") as runner:
+        runner.run(check_job(fact, partial(head_blob, client, fact), progress, required=True) for fact in needs)
+        _raise_first_failure(runner.settled, needs)
+        absent = [fact for fact in needs if fact not in runner.settled]
+        holders = _find_holders(runner, client, needs, absent, repositories)
+    missing = [fact for fact in absent if fact.digest not in holders]
     if missing:
-        raise NotFoundError(_missing_message(missing, base, len({digest for _, digest in needs})))
-    mounts = [(repository, digest) for (repository, digest), there in found.items() if not there]
-    for repository, digest in mounts:
-        _mount(client, repository, digest, holders[digest])  # type: ignore[arg-type]
-    return ExpectedCheck(present=len(needs) - len(mounts), mounted=len(mounts))
+        raise NotFoundError(_missing_message(missing, base, len({fact.digest for fact in needs})))
+    for fact in absent:
+        _mount(client, fact, holders[fact.digest])
+    return ExpectedCheck(present=len(needs) - len(absent), mounted=len(absent))
 
 
-def _ok(plan: PushPlan) -> Iterator:
+def _ok(plan: PushPlan) -> Iterator[ImagePlan]:
     return (image for image in plan.images if image.error is None)
 
 
-def _needs(plan: PushPlan, expected: set[str]) -> list[tuple[str, str]]:
-    """``(repository, digest)`` of every expected blob an image to be pushed needs, each once."""
-    pairs: dict[tuple[str, str], None] = {}
+def _needs(plan: PushPlan, expected: set[Digest]) -> list[BlobFact]:
+    """Every expected blob an image to be pushed needs, in its repository, each once."""
+    facts: dict[BlobFact, None] = {}
     for image in _ok(plan):
         for digest in image.blobs:
             if digest in expected:
-                pairs[(image.target.repository, digest)] = None
-    return list(pairs)
+                facts[BlobFact(image.target.repository, digest)] = None
+    return list(facts)
 
 
-def _exists(client: WriteStore, pair: tuple[str, str], progress: Progress) -> bool:
-    there = client.blob_exists(*pair)
-    progress.item_done(f"{pair[0]}@{pair[1]}", there)
-    return there
+def _raise_first_failure(settled: Mapping[Fact, Settled], facts: list[BlobFact]) -> None:
+    """A HEAD the target refused, rather than a blob it lacks: nothing can be concluded, the unpack stops."""
+    for fact in facts:
+        result = settled.get(fact)
+        if isinstance(result, ImgbundleError):
+            raise result
 
 
-def _holder(client: WriteStore, digest: str, repositories: list[str], found: dict[tuple[str, str], bool]) -> str | None:
-    """A repository of this push that holds ``digest``: one already seen with it, else the first a HEAD finds."""
-    for repository in repositories:
-        if found.get((repository, digest)):
-            return repository
-    for repository in repositories:
-        if (repository, digest) not in found and client.blob_exists(repository, digest):
-            return repository
-    return None
+def _find_holders(runner: PushRunner, client: WriteStore, needs: list[BlobFact], absent: list[BlobFact],
+                  repositories: list[str]) -> dict[Digest, str]:
+    """A mount source per digest that some repository lacks: a repository of the push seen with it, else
+    the first that a HEAD finds holding it; digests that none holds are left out."""
+    lacking = sorted({fact.digest for fact in absent})
+    unseen = [digest for digest in lacking if _holder(runner.settled, digest, repositories) is None]
+    needed = set(needs)
+    runner.run(_search_job(client, digest, [r for r in repositories if BlobFact(r, digest) not in needed])
+               for digest in unseen)
+    return {digest: holder for digest in lacking
+            if (holder := _holder(runner.settled, digest, repositories)) is not None}
 
 
-def _mount(client: WriteStore, repository: str, digest: str, source: str) -> None:
-    if not client.blob_mount(repository, Digest(digest), source):
-        raise NotFoundError(f"{repository}: cannot mount {digest} from {source}, and this delta does not carry it")
+def _holder(settled: Mapping[Fact, Settled], digest: Digest, repositories: list[str]) -> str | None:
+    """The first repository of the push known to hold ``digest``: a mount source."""
+    return next((r for r in repositories if settled.get(BlobFact(r, digest)) is Outcome.PRESENT), None)
 
 
-def _missing_message(missing: list[tuple[str, str]], base: str | None, expected: int) -> str:
+def _search_job(client: WriteStore, digest: Digest, repositories: list[str]) -> PushJob:
+    """HEAD ``repositories`` (of the push, not needing ``digest``) in turn until one holds it."""
+
+    def work() -> Mapping[Fact, Settled]:
+        for repository in repositories:
+            fact = BlobFact(repository, digest)
+            if head_blob(client, fact) is not None:
+                return {fact: Outcome.PRESENT}
+        return {}
+
+    return Job(f"find {digest}", work, produces=tuple(BlobFact(r, digest) for r in repositories))
+
+
+def _mount(client: WriteStore, fact: BlobFact, source: str) -> None:
+    if not client.blob_mount(fact.repository, fact.digest, source):
+        raise NotFoundError(
+            f"{fact.repository}: cannot mount {fact.digest} from {source}, and this delta does not carry it")
+
+
+def _missing_message(missing: list[BlobFact], base: str | None, expected: int) -> str:
     """One line: how many blobs are missing, the first few with the repositories that need them."""
-    where: dict[str, list[str]] = {}
-    for repository, digest in missing:
-        where.setdefault(digest, []).append(repository)
+    where: dict[Digest, list[str]] = {}
+    for fact in missing:
+        where.setdefault(fact.digest, []).append(fact.repository)
     named = ", ".join(f"{digest} (for {', '.join(repos)})" for digest, repos in list(where.items())[:_NAMED])
     more = f" and {len(where) - _NAMED} more" if len(where) > _NAMED else ""
     return (

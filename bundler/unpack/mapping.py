@@ -15,14 +15,15 @@ other, so that is refused with both names.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Protocol, Sequence
+from typing import Protocol
 
 from bundler.digest import Digest
 from bundler.errors import InputError, Remedy
 from bundler.reference import Reference, mask_userinfo, parse_reference
 
-__all__ = ["Target", "ImageLike", "TargetSpec", "parse_to", "plan_targets", "unused_maps", "normalise_map"]
+__all__ = ["ImageLike", "Target", "TargetSpec", "normalise_map", "parse_to", "plan_targets", "unused_maps"]
 
 _HUB_ALIASES = {"index.docker.io", "registry-1.docker.io"}
 _NOT_IN_COMPONENT = re.compile(r"[^a-z0-9._]+")

@@ -7,13 +7,14 @@ returns this plan, and the executor runs it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 from bundler.digest import Digest
 from bundler.errors import BundleError, CorruptBundleError, ImgbundleError, NotFoundError
 from bundler.oci import IMAGE_MANIFEST_TYPES, INDEX_TYPES, RawManifest
 from bundler.stores.bundle import BundleStore
 from bundler.unpack.mapping import Target
 
-__all__ = ["ManifestNode", "ImagePlan", "BlobPlan", "PushPlan", "build_plan", "MAX_INDEX_DEPTH"]
+__all__ = ["MAX_INDEX_DEPTH", "BlobPlan", "ImagePlan", "ManifestNode", "PushPlan", "build_plan"]
 
 MAX_INDEX_DEPTH = 4
 """Same bound as ``pack``: indexes of indexes exist, deeper nesting is a broken bundle."""
