@@ -25,7 +25,6 @@ import secrets
 import shutil
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -38,9 +37,8 @@ from typing import Any
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import localregistry  # noqa: E402  (scripts/ is not a package; the benchmark and the demo use it too)
-from localregistry import REGISTRY_BINARY, free_port  # noqa: E402
+import localregistry
+from localregistry import REGISTRY_BINARY, free_port
 
 __all__ = [
     "REGISTRY_BINARY",

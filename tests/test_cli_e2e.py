@@ -23,7 +23,7 @@ from typing import Iterator
 import pytest
 import zstandard
 
-from fixtures_images import imageset
+import imageset
 from fixtures_registry import RunningRegistry, registry_catalog, start_registry
 from test_unpack_support import SourceSet, assert_registry_holds, expected_state, read_source, skopeo_raw
 

@@ -24,7 +24,8 @@ from bundler.errors import CorruptBundleError, InputError, NotFoundError
 from bundler.pack import pack, read_requests
 from bundler.unpack import UnpackOptions, unpack
 from bundler.verify import verify_bundle
-from fixtures_images import imageset, seed_into
+import imageset
+from fixtures_images import seed_into
 from fixtures_registry import RunningRegistry, registry_catalog, start_registry
 from test_unpack_support import (
     SourceSet,

@@ -22,7 +22,8 @@ from bundler.registry import Backoff, RegistryClient, RegistryOptions
 from bundler.unpack import UnpackOptions, unpack
 from bundler.verify import verify_bundle
 from fixtures_faults import KINDS, Answer, FaultProxy, Rule, files_in, run_cli
-from fixtures_images import imageset, seed_into
+import imageset
+from fixtures_images import seed_into
 from fixtures_registry import RunningRegistry, registry_client, registry_get_manifest
 from test_unpack_support import (  # noqa: F401 (fixtures)
     assert_registry_holds,

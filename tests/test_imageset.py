@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 
 from bundler.reference import parse_image_list
-from fixtures_images import SMALL_IMAGES, SMALL_SEED, SMALL_SIZE, SCRIPT, imageset, seed_into
+import imageset
+from fixtures_images import SMALL_IMAGES, SMALL_SEED, SMALL_SIZE, seed_into
 from fixtures_registry import RunningRegistry, registry_client, registry_get_manifest
 
+SCRIPT = Path(imageset.__file__)
 MiB = imageset.MiB
 INDEX_TYPES = {imageset.OCI_INDEX, imageset.DOCKER_LIST}
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-import bench  # scripts/ is on sys.path (fixtures_registry puts it there for the launcher)
+import bench
 import localregistry
-from fixtures_images import imageset, seed_into
+from fixtures_images import seed_into
 from fixtures_registry import RunningRegistry
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"

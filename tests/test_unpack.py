@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import imageset
 from bundler.errors import (
     CorruptBundleError,
     InputError,
@@ -303,7 +304,6 @@ BIG = 60 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def big_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    from fixtures_images import imageset
     from test_unpack_support import read_source
 
     image_set = imageset.generate(tmp_path_factory.mktemp("big-set"), images=12, total_size=1024 * 1024, seed=5,
