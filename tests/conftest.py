@@ -1,11 +1,11 @@
-"""Shared fixtures live in plugin modules beside this file (tests/ is on sys.path: no __init__.py here)."""
+"""The suite's shared fixtures are plugin modules of the tests/support package; the session's blob caches are here."""
 
 import hashlib
 import os
 
 import pytest
 
-pytest_plugins = ["fixtures_registry", "fixtures_images", "fixtures_faults"]
+pytest_plugins = ["support.registry", "support.images", "support.sources", "support.faults"]
 
 
 @pytest.fixture(autouse=True, scope="session")

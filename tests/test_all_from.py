@@ -19,13 +19,12 @@ from typing import Iterator
 
 import httpx
 import pytest
+from test_storage import bundle_index, run_cli
 
 from bundler.errors import AuthError, InputError, NotFoundError
-from bundler.registry import RegistryClient
-from bundler.registry import harbor
-from fixtures_images import seed_into
-from fixtures_registry import RunningRegistry, registry_catalog, start_registry
-from test_storage import bundle_index, run_cli
+from bundler.registry import RegistryClient, harbor
+from support.images import seed_into
+from support.registry import RunningRegistry, registry_catalog, start_registry
 
 PROJECTS = ("proj", "team")
 PASSWORD = "harbor-stub-pw"

@@ -12,7 +12,7 @@ import pytest
 
 from bundler.bundle import check_sidecar, read_sidecar
 from bundler.errors import CorruptBundleError
-from test_bundle_helpers import make_image_set
+from support.bundles import make_image_set
 
 TOOLS = ("zstd", "tar", "skopeo", "sha256sum")
 

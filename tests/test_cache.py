@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from test_storage import run_cli
 
 from bundler.cache import BlobCache
 from bundler.digest import Digest
 from bundler.errors import ContentMismatchError
-from fixtures_registry import RunningRegistry
-from test_storage import run_cli
+from support.registry import RunningRegistry
 
 CREATED = "2024-02-03T04:05:06Z"
 

@@ -4,7 +4,7 @@ These are the "Done when" checks of the pack and unpack issues: a bundle within 
 blob bytes and byte-identical when packed twice; verify naming exactly the images a flipped byte
 breaks; every reference, child manifest and blob on the target under the source digests; a second
 unpack that uploads nothing. Expectations come from walking the generated OCI layout with json and
-hashlib (tests/test_unpack_support.py), never from our own code.
+hashlib (tests/support/sources.py), never from our own code.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import pytest
 import zstandard
 
 import imageset
-from fixtures_registry import RunningRegistry, registry_catalog, start_registry
-from test_unpack_support import SourceSet, assert_registry_holds, expected_state, read_source, skopeo_raw
+from support.registry import RunningRegistry, registry_catalog, start_registry
+from support.sources import SourceSet, assert_registry_holds, expected_state, read_source, skopeo_raw
 
 CREATED = "2026-01-02T03:04:05Z"
 SEEKABLE_MAGIC = 0x8F92EAB1

@@ -18,16 +18,16 @@ from typing import Iterator
 import msgspec
 import pytest
 
+import imageset
 from bundler.bundle import BundleReader, read_index
 from bundler.bundle.index import bundle_id, decode_index
 from bundler.errors import CorruptBundleError, InputError, NotFoundError
 from bundler.pack import pack, read_requests
 from bundler.unpack import UnpackOptions, unpack
 from bundler.verify import verify_bundle
-import imageset
-from fixtures_images import seed_into
-from fixtures_registry import RunningRegistry, registry_catalog, start_registry
-from test_unpack_support import (
+from support.images import seed_into
+from support.registry import RunningRegistry, registry_catalog, start_registry
+from support.sources import (
     SourceSet,
     assert_registry_holds,
     expected_state,

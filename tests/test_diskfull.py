@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
-from fixtures_registry import RunningRegistry
 from test_hostile_cli import limited
+
+from support.registry import RunningRegistry
 
 CREATED = "2026-03-04T05:06:07Z"
 LIMIT = 1024 * 1024

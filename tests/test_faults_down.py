@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from bundler.registry import RegistryOptions
-from fixtures_faults import CliRun, FaultProxy, Rule, files_in, run_cli
-from fixtures_registry import RunningRegistry, free_port
-from test_unpack_support import small_bundle, small_source, source_set  # noqa: F401 (fixtures)
+from support.faults import CliRun, FaultProxy, Rule, files_in, run_cli
+from support.registry import RunningRegistry, free_port
 
 BUDGET = ("--retries", "1", "--timeout", "1")
 BOUND_S = 10.0

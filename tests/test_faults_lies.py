@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from test_faults_transient import fast_options
 
 from bundler.cache import BlobCache
 from bundler.digest import Digest
 from bundler.errors import RegistryContentError
 from bundler.oci import MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST
 from bundler.pack import pack, read_requests
-from fixtures_faults import Answer, FaultProxy, Forward, Rule, Seen, files_in, run_cli
-from fixtures_registry import RunningRegistry, registry_get_manifest
-from test_faults_transient import fast_options
+from support.faults import Answer, FaultProxy, Forward, Rule, Seen, files_in, run_cli
+from support.registry import RunningRegistry, registry_get_manifest
 
 SINGLE = "mirantis/k8s-netchecker-server"
 PAUSE = "pause"

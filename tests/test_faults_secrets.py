@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from fixtures_faults import Answer, CliRun, FaultProxy, Rule, run_cli
-from fixtures_registry import RunningRegistry, TokenRegistry
-from test_unpack_support import small_bundle, small_source, source_set  # noqa: F401 (fixtures)
+from support.faults import Answer, CliRun, FaultProxy, Rule, run_cli
+from support.registry import RunningRegistry, TokenRegistry
 
 PREFIX = "secrets"
 SINGLE = "mirantis/k8s-netchecker-server:v1.2.2"

@@ -1,7 +1,7 @@
 """Registry faults that go away: pack and unpack finish with the right digests through a faulting proxy.
 
 Every test asserts that its faults fired (``proxy.fired``): one in which none did would prove nothing.
-The oracle is the registry itself read with plain httpx (``fixtures_registry``) and a clean run of the
+The oracle is the registry itself read with plain httpx (``support.registry``) and a clean run of the
 same command: a faulted pack must write the byte-identical bundle.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import imageset
 from bundler.bundle import read_index
 from bundler.digest import Digest
 from bundler.errors import UnreachableError
@@ -21,17 +22,10 @@ from bundler.pack import pack, read_requests
 from bundler.registry import Backoff, RegistryClient, RegistryOptions
 from bundler.unpack import UnpackOptions, unpack
 from bundler.verify import verify_bundle
-from fixtures_faults import KINDS, Answer, FaultProxy, Rule, files_in, run_cli
-import imageset
-from fixtures_images import seed_into
-from fixtures_registry import RunningRegistry, registry_client, registry_get_manifest
-from test_unpack_support import (  # noqa: F401 (fixtures)
-    assert_registry_holds,
-    expected_state,
-    small_bundle,
-    small_source,
-    source_set,
-)
+from support.faults import KINDS, Answer, FaultProxy, Rule, files_in, run_cli
+from support.images import seed_into
+from support.registry import RunningRegistry, registry_client, registry_get_manifest
+from support.sources import assert_registry_holds, expected_state
 
 SEED = int(os.environ.get("FAULTS_SEED", "5005"))
 """Seeds the proxies' fault schedules; shown in every assertion message (``proxy.summary()``)."""

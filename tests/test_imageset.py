@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from bundler.reference import parse_image_list
 import imageset
-from fixtures_images import SMALL_IMAGES, SMALL_SEED, SMALL_SIZE, seed_into
-from fixtures_registry import RunningRegistry, registry_client, registry_get_manifest
+from bundler.reference import parse_image_list
+from support.images import SMALL_IMAGES, SMALL_SEED, SMALL_SIZE, seed_into
+from support.registry import RunningRegistry, registry_client, registry_get_manifest
 
 SCRIPT = Path(imageset.__file__)
 MiB = imageset.MiB

@@ -22,20 +22,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from test_hostile_cli import Run
 
 from bundler.threads import CANCEL_GRACE
-from fixtures_registry import RunningRegistry, registry_catalog, start_registry
-from test_hostile_cli import Run
-from test_unpack_support import (  # noqa: F401 (fixtures)
-    SourceSet,
-    assert_registry_holds,
-    expected_state,
-    registry_tags_state,
-    small_bundle,
-    small_source,
-    source_set,
-    stored_blob_digests,
-)
+from support.registry import RunningRegistry, registry_catalog, start_registry
+from support.sources import SourceSet, assert_registry_holds, expected_state, registry_tags_state, stored_blob_digests
 
 CREATED = "2026-02-03T04:05:06Z"
 RATE = 256 * 1024

@@ -11,13 +11,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from fixtures_registry import RunningRegistry, TokenRegistry
 
 from bundler.digest import Digest
 from bundler.errors import AuthError
 from bundler.oci import OCI_MANIFEST, RawManifest
 from bundler.registry import Backoff, RegistryClient, RegistryOptions
 from bundler.registry.auth import Credentials, find_credentials, parse_challenges
+from support.registry import RunningRegistry, TokenRegistry
 
 FAST = Backoff(initial=0.001, factor=2, maximum=0.005)
 NOWHERE = Path("/nonexistent/imgbundle-tests")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fixtures_registry import RunningRegistry, registry_client, registry_get_manifest
 
 import bundler.registry as registry_pkg
 import bundler.registry.client as client_module
@@ -21,6 +20,7 @@ from bundler.errors import NotFoundError, UnreachableError
 from bundler.oci import DOCKER_MANIFEST_LIST, OCI_MANIFEST, RawManifest
 from bundler.registry import Backoff, RegistryClient, RegistryOptions, RegistryPool
 from bundler.registry.options import MiB
+from support.registry import RunningRegistry, registry_client, registry_get_manifest
 
 SEED = 20240611
 FAST = Backoff(initial=0.001, factor=2, maximum=0.005)

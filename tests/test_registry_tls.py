@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures_registry import RunningRegistry
 
 from bundler.digest import Digest
 from bundler.errors import LocalIOError, UnreachableError
 from bundler.registry import Backoff, RegistryClient, RegistryOptions
 from bundler.registry.transport import is_loopback
+from support.registry import RunningRegistry
 
 NOWHERE = Path("/nonexistent/imgbundle-tests")
 

@@ -12,8 +12,8 @@ import pytest
 
 import bench
 import localregistry
-from fixtures_images import seed_into
-from fixtures_registry import RunningRegistry
+from support.images import seed_into
+from support.registry import RunningRegistry
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 TINY = ["--images", "12", "--size", "2M"]

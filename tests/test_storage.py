@@ -1,7 +1,7 @@
 """``pack --from-storage``: images read straight from a storage tree that a real Distribution wrote.
 
 The expectations come from the generated OCI layout (walked with json and hashlib in
-test_unpack_support) and from the registry's own HTTP answers, never from ``StorageTree`` itself.
+support.sources) and from the registry's own HTTP answers, never from ``StorageTree`` itself.
 Trees are broken on copies, so the module's registry stays whole.
 """
 
@@ -22,9 +22,9 @@ from bundler.errors import NotFoundError, RegistryContentError
 from bundler.registry import RegistryClient
 from bundler.source import ImageSource
 from bundler.storage import StorageTree
-from fixtures_images import seed_into
-from fixtures_registry import RunningRegistry, registry_catalog, registry_tags, start_registry
-from test_unpack_support import SourceImage, read_source
+from support.images import seed_into
+from support.registry import RunningRegistry, registry_catalog, registry_tags, start_registry
+from support.sources import SourceImage, read_source
 
 CREATED = "2024-05-06T07:08:09Z"
 

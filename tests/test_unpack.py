@@ -1,6 +1,6 @@
 """unpack against real Docker Distribution registries: naming, order, skips, mounts, resume, failures.
 
-Expectations come from the generated source layout (``test_unpack_support``), and registry state is
+Expectations come from the generated source layout (``support.sources``), and registry state is
 read back with plain httpx and skopeo, never with imgbundle's own client.
 """
 
@@ -25,20 +25,17 @@ from bundler.errors import (
 )
 from bundler.registry import Backoff, RegistryOptions
 from bundler.unpack import UnpackOptions, unpack, write_report
-from fixtures_registry import RunningRegistry, TokenRegistry, registry_catalog, registry_tags
-from test_unpack_support import (  # noqa: F401 (fixtures)
+from support.registry import RunningRegistry, TokenRegistry, registry_catalog, registry_tags
+from support.sources import (
     RecordingProgress,
     SourceSet,
     assert_registry_holds,
     build_bundle,
-    bundle_file,
     expected_state,
+    read_source,
     registry_options,
     registry_tags_state,
     skopeo_raw,
-    small_bundle,
-    small_source,
-    source_set,
     stored_blob_digests,
 )
 
@@ -304,8 +301,6 @@ BIG = 60 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def big_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    from test_unpack_support import read_source
-
     image_set = imageset.generate(tmp_path_factory.mktemp("big-set"), images=12, total_size=1024 * 1024, seed=5,
                                   big_layer=BIG)
     source = read_source(image_set).select(["cilium/cilium"])

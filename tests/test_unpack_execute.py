@@ -27,14 +27,7 @@ from bundler.errors import (
 from bundler.oci import Descriptor, RawManifest
 from bundler.registry import RegistryOptions
 from bundler.unpack import UnpackOptions, unpack_bundle
-from test_unpack_support import (  # noqa: F401 (fixtures)
-    RecordingProgress,
-    SourceSet,
-    build_bundle,
-    bundle_file,
-    expected_state,
-    source_set,
-)
+from support.sources import RecordingProgress, SourceSet, build_bundle, expected_state
 
 HOST = "mem.invalid"
 OPTIONS = RegistryOptions()

@@ -23,17 +23,8 @@ import pytest
 from bundler.errors import AuthError, InputError, PushRefusedError
 from bundler.registry import RegistryOptions
 from bundler.unpack import UnpackOptions, unpack
-from fixtures_registry import MANIFEST_ACCEPT, RunningRegistry, registry_catalog
-from test_unpack_support import (  # noqa: F401 (fixtures)
-    RecordingProgress,
-    SourceSet,
-    assert_registry_holds,
-    expected_state,
-    registry_options,
-    small_bundle,
-    small_source,
-    source_set,
-)
+from support.registry import MANIFEST_ACCEPT, RunningRegistry, registry_catalog
+from support.sources import RecordingProgress, SourceSet, assert_registry_holds, expected_state, registry_options
 
 _REPO_RE = re.compile(r"^/v2/(.+?)/(blobs|manifests|tags)(/.*)?$")
 _HOP = {"connection", "transfer-encoding", "keep-alive", "content-length", "host"}

@@ -20,9 +20,9 @@ from bundler.bundle.seektable import parse_seek_table
 from bundler.bundle.volumes import BundleFiles, bundle_from_paths, find_bundle, volume_path
 from bundler.errors import IncompleteVolumeSetError, InputError, LocalIOError
 from bundler.verify import verify_bundle
-from fixtures_registry import RunningRegistry
-from test_bundle_helpers import ImageSet, make_image_set
-from test_unpack_support import assert_registry_holds, expected_state, read_source
+from support.bundles import ImageSet, make_image_set
+from support.registry import RunningRegistry
+from support.sources import assert_registry_holds, expected_state, read_source
 
 SPLIT = 1024 * 1024
 """Volumes below 1 MiB: the 9.5 MB test bundle makes ten of them."""

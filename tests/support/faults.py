@@ -45,7 +45,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_registry import RunningRegistry
+from support.registry import RunningRegistry
 
 __all__ = ["KINDS", "STATUS_KINDS", "Seen", "Answer", "Rule", "FaultProxy", "fault_proxy", "CliRun", "run_cli",
            "files_in"]

@@ -16,8 +16,8 @@ import os
 import pytest
 
 import imageset
-from fixtures_registry import RunningRegistry
 from imageset import ImageSet, SeedResult
+from support.registry import RunningRegistry
 
 __all__ = ["SMALL_IMAGES", "SMALL_SIZE", "SMALL_SEED", "seed_into", "small_imageset", "seeded_registry"]
 

@@ -1,5 +1,5 @@
-"""Helpers for the unpack tests (no tests here): bundles built from a generated image set, an
-independent oracle of what the source holds, registry-state readers, and recording progress.
+"""A generated image set as an independent oracle of what a source holds, bundles built from it, what a target
+registry must hold after an unpack, and recording progress (a pytest plugin: conftest lists it in pytest_plugins).
 
 The bundle is written with ``bundler.bundle.write_bundle`` straight from the OCI layout that
 ``scripts/imageset.py`` generated, so unpack is tested without depending on ``pack``.
@@ -13,7 +13,7 @@ import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -22,7 +22,7 @@ from bundler.digest import Digest
 from bundler.oci import RawManifest, detect_media_type
 from bundler.reference import parse_reference
 from bundler.registry import Backoff, RegistryOptions
-from fixtures_registry import MANIFEST_ACCEPT, RunningRegistry, TokenRegistry, registry_client
+from support.registry import MANIFEST_ACCEPT, RunningRegistry, TokenRegistry, registry_client
 
 SOURCE_HOST = "quay.io"
 CREATED = "2024-01-01T00:00:00Z"
@@ -238,27 +238,15 @@ class RecordingProgress:
         self.warnings.append(message)
 
 
-_SESSION: dict[str, Any] = {}
-"""Fixtures imported into several test modules get one FixtureDef per module, so pytest would build
-a session fixture once per module; this cache makes each one really once per session."""
-
-
-def _once(key: str, make: Callable[[], Any]) -> Any:
-    if key not in _SESSION:
-        _SESSION[key] = make()
-    return _SESSION[key]
-
-
 @pytest.fixture(scope="session")
 def source_set(small_imageset: Any) -> SourceSet:
-    return _once("source_set", lambda: read_source(small_imageset))
+    return read_source(small_imageset)
 
 
 @pytest.fixture(scope="session")
 def bundle_file(source_set: SourceSet, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The whole small image set as a bundle, as if packed from quay.io (read-only: copy it to modify)."""
-    return _once("bundle_file", lambda: build_bundle(
-        source_set, tmp_path_factory.mktemp("unpack-bundle") / "small.tar.zst"))
+    return build_bundle(source_set, tmp_path_factory.mktemp("unpack-bundle") / "small.tar.zst")
 
 
 SMALL_NAMES = ["calico/node", "calico/cni", "pause"]
@@ -272,5 +260,4 @@ def small_source(source_set: SourceSet) -> SourceSet:
 
 @pytest.fixture(scope="session")
 def small_bundle(small_source: SourceSet, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _once("small_bundle", lambda: build_bundle(
-        small_source, tmp_path_factory.mktemp("unpack-small") / "small3.tar.zst"))
+    return build_bundle(small_source, tmp_path_factory.mktemp("unpack-small") / "small3.tar.zst")
