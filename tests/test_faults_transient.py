@@ -22,7 +22,8 @@ from bundler.pack import pack, read_requests
 from bundler.registry import Backoff, RegistryClient, RegistryOptions
 from bundler.unpack import UnpackOptions, unpack
 from bundler.verify import verify_bundle
-from support.faults import KINDS, Answer, FaultProxy, Rule, files_in, run_cli
+from support.cli import files_in, run_cli
+from support.faults import KINDS, Answer, FaultProxy, Rule
 from support.images import seed_into
 from support.registry import RunningRegistry, registry_client, registry_get_manifest
 from support.sources import assert_registry_holds, expected_state

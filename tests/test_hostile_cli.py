@@ -12,12 +12,9 @@ concurrently in one fixture, so the module takes seconds.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import struct
-import subprocess
-import sys
 import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +42,7 @@ from support.bundles import (
     seek_entries,
     split_members,
 )
+from support.cli import CliRun, run_cli
 from support.registry import RunningRegistry, registry_has_manifest
 
 MEMORY_LIMIT = 1024**3
@@ -55,43 +53,12 @@ EVERY = "every image"
 # --- running the command -----------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def error_lines(self) -> list[str]:
-        return [line for line in self.stderr.splitlines() if line.strip()]
-
-
-_SET_LIMITS = """
-import os, resource, signal, sys
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so that a write past RLIMIT_FSIZE fails with EFBIG
-end = sys.argv.index("--")
-for limit in sys.argv[1:end]:
-    name, value = limit.split("=")
-    resource.setrlimit(getattr(resource, name), (int(value), int(value)))
-os.execv(sys.argv[end + 1], sys.argv[end + 1 :])
-"""
-
-
-def limited(argv: list[str], **limits: int) -> list[str]:
-    """``argv`` under resource limits (``RLIMIT_AS=…``), set by a small Python that then execs it:
-    ``preexec_fn`` is not safe in a process with threads, and these tests start commands from several."""
-    return [sys.executable, "-c", _SET_LIMITS, *(f"{name}={value}" for name, value in limits.items()), "--", *argv]
-
-
-def imgbundle(args: list[str], home: Path, *, stdin: Path | None = None) -> Run:
-    """The command as a user runs it, in an empty directory that must stay empty."""
+def imgbundle(args: list[str], home: Path, *, stdin: Path | None = None) -> CliRun:
+    """The command in an empty directory, with its own HOME and cache, that must stay empty."""
     home.mkdir(parents=True)
-    env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"),
-           "IMGBUNDLE_CACHE_DIR": str(home / "imgbundle-cache"), "DOCKER_CONFIG": "/nonexistent-docker-config"}
-    with open(stdin if stdin else os.devnull, "rb") as source:
-        done = subprocess.run(limited([sys.executable, "-m", "bundler", *args], RLIMIT_AS=MEMORY_LIMIT), stdin=source,
-                              capture_output=True, text=True, cwd=home, env=env, timeout=120)
-    return Run(done.returncode, done.stdout, done.stderr)
+    env = {"HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"),
+           "IMGBUNDLE_CACHE_DIR": str(home / "imgbundle-cache")}
+    return run_cli(*args, expect=None, stdin_file=stdin, env=env, cwd=home, limits={"RLIMIT_AS": MEMORY_LIMIT})
 
 
 # --- surgery -------------------------------------------------------------------------------------
@@ -354,7 +321,7 @@ class Outcome:
     bundle: Path
     expected_broken: frozenset[str]
     references: list[str]
-    runs: dict[str, Run] = field(default_factory=dict)
+    runs: dict[str, CliRun] = field(default_factory=dict)
     """By command: ``verify``, ``verify-pipe``, ``list``, ``list-pipe``, ``unpack``."""
 
 
@@ -424,19 +391,19 @@ def outcomes(inputs: Inputs, registry: RunningRegistry, tmp_path_factory: pytest
     return outcomes
 
 
-def _assert_clean(run: Run, code: int) -> None:
+def _assert_clean(run: CliRun, code: int) -> None:
     assert run.code == code, f"exit {run.code}, expected {code}\n{run.stdout[-2000:]}\n{run.stderr}"
     assert "Traceback" not in run.stderr and "internal error" not in run.stderr, run.stderr
     if code:
-        assert len(run.error_lines) == 1, run.stderr
-        assert run.error_lines[0].startswith("imgbundle: error: "), run.stderr
+        assert len(run.stderr_lines) == 1, run.stderr
+        assert run.stderr_lines[0].startswith("imgbundle: error: "), run.stderr
     else:
-        assert run.error_lines == [], run.stderr
+        assert run.stderr_lines == [], run.stderr
 
 
-def _named_in_summary(run: Run) -> frozenset[str]:
+def _named_in_summary(run: CliRun) -> frozenset[str]:
     """The images the one-line verify error says are broken."""
-    match = re.search(r"\d+ image\(s\) broken: (.*)$", run.error_lines[0])
+    match = re.search(r"\d+ image\(s\) broken: (.*)$", run.stderr_lines[0])
     return frozenset(match.group(1).split(", ")) if match else frozenset()
 
 
@@ -452,7 +419,7 @@ def test_verify_refuses_with_its_code_and_names_the_broken_images(outcomes: dict
     outcome = outcomes[case.name]
     run = outcome.runs["verify"]
     _assert_clean(run, case.code)
-    assert re.search(case.message, run.error_lines[0]), run.stderr
+    assert re.search(case.message, run.stderr_lines[0]), run.stderr
     if case.broken:
         assert _named_in_summary(run) == outcome.expected_broken, run.stderr
         report = json.loads(run.stdout)
@@ -467,7 +434,7 @@ def test_verify_from_a_pipe_refuses_the_same_way(outcomes: dict[str, Outcome], c
     _assert_clean(run, case.code)
     if case.broken:  # a pipe cannot seek past the damage: at least the broken images, maybe more
         assert outcomes[case.name].expected_broken <= _named_in_summary(run), run.stderr
-    assert run.error_lines[0].startswith("imgbundle: error: <stdin>: "), run.stderr
+    assert run.stderr_lines[0].startswith("imgbundle: error: <stdin>: "), run.stderr
 
 
 @_cases([case for case in CASES if case.lists])
