@@ -85,7 +85,7 @@ def test_bundle_holds_what_skopeo_sees_at_the_source(site: Site, bundle: Path) -
     index = json.loads(run_cli("list", str(bundle), "--json").stdout)
     by_reference = {image["reference"]: image["digest"] for image in index["images"]}
     for image in site.walked.images[::8]:
-        served = skopeo_raw(f"{image.reference}")
+        served = skopeo_raw(f"docker://{image.reference}", "--tls-verify=false")
         assert by_reference[image.reference] == "sha256:" + hashlib.sha256(served).hexdigest() == image.digest
 
 
@@ -178,7 +178,7 @@ def test_unpack_puts_everything_under_the_source_digests_and_reruns_upload_nothi
     assert_registry_holds(target, expected_state(site.walked, lambda image: f"mirror/{image.path}"))
 
     pinned = site.walked.images[0]
-    served = skopeo_raw(f"{target.host}/mirror/{pinned.path}@{pinned.digest}")
+    served = skopeo_raw(f"docker://{target.host}/mirror/{pinned.path}@{pinned.digest}", "--tls-verify=false")
     assert "sha256:" + hashlib.sha256(served).hexdigest() == pinned.digest
 
     second = json.loads(run_cli("unpack", str(bundle), "--to", f"{target.host}/mirror", "--json").stdout)
@@ -211,7 +211,7 @@ def test_platform_subset_rewrites_the_index_and_says_so(site: Site, tmp_path: Pa
 
     target = registry_factory()
     run_cli("unpack", str(output), "--to", target.host, "-q")
-    served = skopeo_raw(f"{target.host}/{attested.repository}:{attested.tag}")
+    served = skopeo_raw(f"docker://{target.host}/{attested.repository}:{attested.tag}", "--tls-verify=false")
     assert "sha256:" + hashlib.sha256(served).hexdigest() == entry["digest"]
 
 

@@ -24,13 +24,13 @@ from bundler.unpack import UnpackOptions, unpack
 from bundler.verify import verify_bundle
 from support.cli import run_cli
 from support.images import seed_into
+from support.options import registry_options
 from support.registry import RunningRegistry, registry_catalog, start_registry
 from support.sources import (
     SourceSet,
     assert_registry_holds,
     expected_state,
     read_source,
-    registry_options,
     stored_blob_digests,
 )
 

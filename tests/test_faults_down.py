@@ -47,7 +47,7 @@ def test_pack_from_a_closed_port(tmp_path: Path) -> None:
     assert files_in(tmp_path) == []
 
 
-def test_unpack_to_a_closed_port(small_bundle: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_unpack_to_a_closed_port(small_bundle: Path, tmp_path: Path) -> None:
     host = f"127.0.0.1:{free_port()}"
     run = run_cli("unpack", "-q", str(small_bundle), "--to", f"{host}/mirror", *BUDGET, expect=None)
     assert "cannot connect" in assert_one_clear_line(run, 13, host)
@@ -69,7 +69,7 @@ def test_pack_from_a_registry_answering_503_forever(seeded_registry: tuple[Runni
 
 
 def test_unpack_to_a_registry_answering_503_forever(fresh_registry: RunningRegistry, fault_proxy,
-                                                    small_bundle: Path) -> None:  # noqa: F811
+                                                    small_bundle: Path) -> None:
     proxy: FaultProxy = fault_proxy(fresh_registry, rate=1.0, kinds=("503",))
     run = run_cli("unpack", "-q", str(small_bundle), "--to", f"{proxy.host}/mirror", *BUDGET, expect=None)
     line = assert_one_clear_line(run, 10, proxy.host)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_faults_transient import fast_options
 
 from bundler.cache import BlobCache
 from bundler.digest import Digest
@@ -23,6 +22,7 @@ from bundler.oci import MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST
 from bundler.pack import pack, read_requests
 from support.cli import files_in, run_cli
 from support.faults import Answer, FaultProxy, Forward, Rule, Seen
+from support.options import fast_options
 from support.registry import RunningRegistry, registry_get_manifest
 
 SINGLE = "mirantis/k8s-netchecker-server"

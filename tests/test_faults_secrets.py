@@ -89,7 +89,7 @@ def pack_list(report: Path, path: Path) -> Path:
 
 
 def test_no_secret_in_debug_output_bundles_or_reports(basic_registry: RunningRegistry, token_registry: TokenRegistry,
-                                                       small_bundle: Path, tmp_path: Path) -> None:  # noqa: F811
+                                                       small_bundle: Path, tmp_path: Path) -> None:
     """bundle -> token registry (--password-stdin) -> bundle -> htpasswd registry (config.json) -> bundle."""
     basic, token = basic_registry, token_registry
     before = len(token.token_requests)

@@ -20,6 +20,7 @@ import imageset
 from bundler.reference import parse_image_list
 from support.images import SMALL_IMAGES, SMALL_SEED, SMALL_SIZE, seed_into
 from support.registry import RunningRegistry, registry_client, registry_get_manifest
+from support.sources import skopeo_raw
 
 SCRIPT = Path(imageset.__file__)
 MiB = imageset.MiB
@@ -54,12 +55,6 @@ def reachable(layout: Path, digest: str, media_type: str) -> dict[str, int]:
 
 def layout_entries(layout: Path) -> list[dict[str, Any]]:
     return json.loads((layout / "index.json").read_text())["manifests"]
-
-
-def skopeo_raw(ref: str, *extra: str) -> bytes:
-    proc = subprocess.run(["skopeo", "inspect", "--raw", *extra, ref], capture_output=True, timeout=60)
-    assert proc.returncode == 0, f"skopeo inspect --raw {ref}: {proc.stderr.decode()}"
-    return proc.stdout
 
 
 def canonical(data: bytes) -> bytes:

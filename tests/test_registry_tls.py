@@ -12,19 +12,13 @@ from bundler.digest import Digest
 from bundler.errors import LocalIOError, UnreachableError
 from bundler.registry import Backoff, RegistryClient, RegistryOptions
 from bundler.registry.transport import is_loopback
+from support.options import NOWHERE, offline_options
 from support.registry import RunningRegistry
-
-NOWHERE = Path("/nonexistent/imgbundle-tests")
 
 
 def options(**overrides: object) -> RegistryOptions:
-    settings: dict[str, object] = {
-        "backoff": Backoff(initial=0.001, maximum=0.005),
-        "docker_config_dir": NOWHERE,
-        "auth_file": NOWHERE / "auth.json",
-        "certs_dir": NOWHERE / "certs.d",
-    }
-    return RegistryOptions(**{**settings, **overrides})  # type: ignore[arg-type]
+    return offline_options(**{"backoff": Backoff(initial=0.001, maximum=0.005), "certs_dir": NOWHERE / "certs.d",
+                              **overrides})
 
 
 def round_trip(client: RegistryClient) -> None:

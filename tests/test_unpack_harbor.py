@@ -23,8 +23,9 @@ import pytest
 from bundler.errors import AuthError, InputError, PushRefusedError
 from bundler.registry import RegistryOptions
 from bundler.unpack import UnpackOptions, unpack
+from support.options import offline_options, registry_options
 from support.registry import MANIFEST_ACCEPT, RunningRegistry, registry_catalog
-from support.sources import RecordingProgress, SourceSet, assert_registry_holds, expected_state, registry_options
+from support.sources import RecordingProgress, SourceSet, assert_registry_holds, expected_state
 
 _REPO_RE = re.compile(r"^/v2/(.+?)/(blobs|manifests|tags)(/.*)?$")
 _HOP = {"connection", "transfer-encoding", "keep-alive", "content-length", "host"}
@@ -185,7 +186,7 @@ def harbor(fresh_registry: RunningRegistry) -> Iterator[Any]:
 
 
 def options_for(stub: HarborStub) -> RegistryOptions:
-    return RegistryOptions(retries=1, docker_config_dir=Path("/nonexistent"), auth_file=Path("/nonexistent/auth.json"))
+    return offline_options(retries=1)
 
 
 MAPS = [("quay.io/pause", "k8s/pause")]

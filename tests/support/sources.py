@@ -21,7 +21,6 @@ from bundler.bundle import BlobSpec, ImageEntry, write_bundle
 from bundler.digest import Digest
 from bundler.oci import RawManifest, detect_media_type
 from bundler.reference import parse_reference
-from bundler.registry import Backoff, RegistryOptions
 from support.registry import MANIFEST_ACCEPT, RunningRegistry, TokenRegistry, registry_client
 
 SOURCE_HOST = "quay.io"
@@ -153,13 +152,6 @@ def expected_state(source: SourceSet, repo_of: Any) -> Expected:
     return expected
 
 
-def registry_options(reg: RunningRegistry, **extra: Any) -> RegistryOptions:
-    credentials = {reg.host: (reg.username, reg.password)} if reg.username and reg.password else {}
-    return RegistryOptions(ca_file=reg.ca_file, credentials=credentials, retries=2,
-                           backoff=Backoff(initial=0.01, maximum=0.05), docker_config_dir=Path("/nonexistent"),
-                           auth_file=Path("/nonexistent/auth.json"), **extra)
-
-
 def assert_registry_holds(reg: RunningRegistry, expected: Expected) -> None:
     """Every tag points at its digest, every manifest and blob is in its repository (plain httpx)."""
     scopes = [f"repository:{repo}:pull" for repo in sorted(expected.repositories)]
@@ -200,12 +192,12 @@ def stored_blob_digests(reg: RunningRegistry) -> set[str]:
     return {f"sha256:{path.parent.name}" for path in root.glob("*/*/data")}
 
 
-def skopeo_raw(reference: str, *, tls_verify: bool = False, cert_dir: Path | None = None) -> bytes:
-    args = ["skopeo", "inspect", "--raw", f"--tls-verify={'true' if tls_verify else 'false'}"]
-    if cert_dir is not None:
-        args.append(f"--cert-dir={cert_dir}")
-    done = subprocess.run([*args, f"docker://{reference}"], capture_output=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
+def skopeo_raw(reference: str, *options: str) -> bytes:
+    """The manifest bytes skopeo reads at ``reference`` (``docker://HOST/REPO@DIGEST``, ``oci:LAYOUT:NAME``):
+    an oracle that shares no code with ours."""
+    done = subprocess.run(["skopeo", "inspect", "--raw", *options, reference], capture_output=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, f"skopeo inspect --raw {reference}: {done.stderr.decode(errors='replace')}"
     return done.stdout
 
 
