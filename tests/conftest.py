@@ -1,11 +1,15 @@
-"""The suite's shared fixtures are plugin modules of the tests/support package; the session's blob caches are here."""
+"""The suite's shared fixtures are plugin modules of the tests/support package; the session's blob caches are here.
+
+``pytest -m "not registry"`` runs the fast, self-contained tests: support/servers.py says which tests start
+registries or other servers, and fails any test that starts one without saying so.
+"""
 
 import hashlib
 import os
 
 import pytest
 
-pytest_plugins = ["support.registry", "support.images", "support.sources", "support.faults"]
+pytest_plugins = ["support.servers", "support.registry", "support.images", "support.sources", "support.faults"]
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -25,6 +25,7 @@ from bundler.registry import RegistryClient, harbor
 from support.cli import bundle_index, run_main
 from support.images import seed_into
 from support.registry import RunningRegistry, registry_catalog, start_registry
+from support.servers import starts_server
 
 PROJECTS = ("proj", "team")
 PASSWORD = "harbor-stub-pw"
@@ -38,6 +39,7 @@ class Source:
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def source(tmp_path_factory: pytest.TempPathFactory, small_imageset) -> Iterator[Source]:
     with start_registry(tmp_path_factory.mktemp("all-from-registry")) as reg:
         for project in PROJECTS:

@@ -25,6 +25,7 @@ import zstandard
 import imageset
 from support.cli import run_cli
 from support.registry import RunningRegistry, registry_catalog, start_registry
+from support.servers import starts_server
 from support.sources import SourceSet, assert_registry_holds, expected_state, read_source, skopeo_raw
 
 CREATED = "2026-01-02T03:04:05Z"
@@ -43,6 +44,7 @@ class Site:
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     workdir = tmp_path_factory.mktemp("site")
     image_set = imageset.generate(workdir / "layout", images=60, total_size=40 * imageset.MiB, seed=7)
@@ -164,6 +166,7 @@ def test_one_flipped_byte_names_exactly_the_images_it_breaks(site: Site, bundle:
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def target(site: Site) -> Iterator[RunningRegistry]:
     with start_registry(site.workdir / "target") as registry:
         yield registry

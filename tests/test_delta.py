@@ -26,6 +26,7 @@ from support.cli import run_cli
 from support.images import seed_into
 from support.options import registry_options
 from support.registry import RunningRegistry, registry_catalog, start_registry
+from support.servers import starts_server
 from support.sources import (
     SourceSet,
     assert_registry_holds,
@@ -58,6 +59,7 @@ def pack_list(source: RunningRegistry, image_set, output: Path, **options) -> Pa
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def months(small_imageset, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Months]:  # noqa: ANN001
     from bundler.delta import load_base
 

@@ -208,6 +208,7 @@ def test_imageset_json_round_trips(small_imageset) -> None:
     assert imageset.ImageSet.load(small_imageset.layout) == small_imageset
 
 
+@pytest.mark.registry
 def test_skopeo_reads_the_layout(small_imageset) -> None:
     """skopeo 1.9's oci: transport only sees OCI-typed index.json entries, so Docker-typed ones are not asked."""
     layout = small_imageset.layout
@@ -285,6 +286,7 @@ def test_seeding_again_uploads_nothing(seeded_registry) -> None:
     assert result.blobs_skipped > 0 and result.tags_pushed == len(image_set.images)
 
 
+@pytest.mark.registry  # its registry fixture is looked up by name, out of the automatic rule
 @pytest.mark.parametrize("flavour", ["tls_registry", "basic_registry", "token_registry"])
 def test_seed_with_tls_basic_or_token_auth_and_a_prefix(flavour: str, small_imageset,
                                                           request: pytest.FixtureRequest) -> None:

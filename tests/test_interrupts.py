@@ -25,6 +25,7 @@ import pytest
 from bundler.threads import CANCEL_GRACE
 from support.cli import CliRun, files_in, run_cli, start_cli
 from support.registry import RunningRegistry, registry_catalog, start_registry
+from support.servers import starts_server
 from support.sources import SourceSet, assert_registry_holds, expected_state, registry_tags_state, stored_blob_digests
 
 CREATED = "2026-02-03T04:05:06Z"
@@ -281,6 +282,7 @@ class RegistryState:
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def uninterrupted(small_bundle: Path, small_source: SourceSet, tmp_path_factory: pytest.TempPathFactory
                   ) -> Iterator[RegistryState]:
     """What a fresh registry holds after one uninterrupted unpack of the small bundle."""

@@ -23,6 +23,7 @@ from bundler.storage import StorageTree
 from support.cli import bundle_index, run_main
 from support.images import seed_into
 from support.registry import RunningRegistry, registry_catalog, registry_tags, start_registry
+from support.servers import starts_server
 from support.sources import SourceImage, read_source
 
 CREATED = "2024-05-06T07:08:09Z"
@@ -49,6 +50,7 @@ class Written:
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def written(tmp_path_factory: pytest.TempPathFactory, small_imageset) -> Iterator[Written]:
     """A registry of its own, so that its catalog is exactly the small set (nested paths, an alias tag)."""
     with start_registry(tmp_path_factory.mktemp("storage-registry")) as reg:

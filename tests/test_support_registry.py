@@ -111,6 +111,7 @@ def test_registry_factory_accepts_start_registry_kwargs(registry_factory: Callab
     assert httpx.get(f"{reg.url}/v2/", verify=ctx, auth=("bob", "pw-bob"), trust_env=False).status_code == 200
 
 
+@pytest.mark.registry
 def test_start_failure_is_loud_and_shows_the_log(tmp_path: Path) -> None:
     bad = {"storage": {"filesystem": None, "no-such-driver": {}}}
     with pytest.raises(pytest.fail.Exception, match="log tail"):
@@ -118,6 +119,7 @@ def test_start_failure_is_loud_and_shows_the_log(tmp_path: Path) -> None:
             pass
 
 
+@pytest.mark.registry
 def test_start_retries_when_the_port_was_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
         squatter.bind(("127.0.0.1", 0))

@@ -39,6 +39,7 @@ import pytest
 
 import localregistry
 from localregistry import REGISTRY_BINARY, free_port
+from support.servers import refuse_unless_marked, starts_server
 
 __all__ = [
     "REGISTRY_BINARY",
@@ -349,6 +350,7 @@ class TokenServer:
 @contextlib.contextmanager
 def start_token_server(directory: Path, users: dict[str, str], **kwargs: Any) -> Iterator[TokenServer]:
     """Run a TokenServer for the duration of the block."""
+    refuse_unless_marked("a token server")
     _require_tools("openssl")
     server = TokenServer(directory, users, **kwargs)
     server.start()
@@ -447,6 +449,7 @@ def test_ca(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
 
 
 @pytest.fixture(scope="session")
+@starts_server
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
     """Shared plain-HTTP registry without auth; use unique repository names per test."""
     with start_registry(tmp_path_factory.mktemp("registry")) as reg:
@@ -454,6 +457,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegist
 
 
 @pytest.fixture
+@starts_server
 def fresh_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
     """A brand-new empty plain-HTTP registry for this test alone."""
     with start_registry(tmp_path_factory.mktemp("fresh-registry")) as reg:
@@ -461,6 +465,7 @@ def fresh_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
 
 
 @pytest.fixture
+@starts_server
 def registry_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RunningRegistry]]:
     """Call with start_registry's keyword arguments; every registry started is stopped after the test."""
     with contextlib.ExitStack() as stack:
@@ -472,6 +477,7 @@ def registry_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Calla
 
 
 @pytest.fixture(scope="session")
+@starts_server
 def tls_registry(tmp_path_factory: pytest.TempPathFactory, test_ca: CertAuthority) -> Iterator[RunningRegistry]:
     """HTTPS registry whose certificate only ``test_ca`` vouches for (``ca_file`` is set)."""
     with start_registry(tmp_path_factory.mktemp("tls-registry"), tls=test_ca) as reg:
@@ -479,6 +485,7 @@ def tls_registry(tmp_path_factory: pytest.TempPathFactory, test_ca: CertAuthorit
 
 
 @pytest.fixture(scope="session")
+@starts_server
 def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
     """Plain-HTTP registry with htpasswd basic auth: user ``alice``, a random per-session password."""
     with start_registry(tmp_path_factory.mktemp("basic-registry"), htpasswd={"alice": _secret()}) as reg:
@@ -486,6 +493,7 @@ def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
 
 
 @pytest.fixture(scope="session")
+@starts_server
 def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenServer]:
     """Harbor-like token service with users ``pusher`` and ``reader`` (random per-session passwords)."""
     users = {"pusher": _secret(), "reader": _secret()}
@@ -494,6 +502,7 @@ def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenServ
 
 
 @pytest.fixture(scope="session")
+@starts_server
 def token_registry(tmp_path_factory: pytest.TempPathFactory, token_server: TokenServer) -> Iterator[TokenRegistry]:
     """Plain-HTTP registry with bearer-token auth from ``token_server``; ``token_requests`` records every request."""
     with start_registry(tmp_path_factory.mktemp("token-registry"), token=token_server) as reg:
