@@ -40,7 +40,7 @@ import pytest
 
 from support.registry import RunningRegistry
 
-__all__ = ["KINDS", "STATUS_KINDS", "Seen", "Answer", "Rule", "FaultProxy", "fault_proxy"]
+__all__ = ["KINDS", "STATUS_KINDS", "Answer", "FaultProxy", "Rule", "Seen", "fault_proxy"]
 
 STATUS_KINDS = ("500", "502", "503", "429")
 KINDS = (*STATUS_KINDS, "reset", "truncate", "stall")
@@ -72,7 +72,7 @@ class Answer:
     def header(self, name: str) -> str | None:
         return next((value for key, value in self.headers if key.lower() == name.lower()), None)
 
-    def with_header(self, name: str, value: str | None) -> "Answer":
+    def with_header(self, name: str, value: str | None) -> Answer:
         """A copy with ``name`` replaced (or removed, for ``None``)."""
         headers = [(k, v) for k, v in self.headers if k.lower() != name.lower()]
         if value is not None:

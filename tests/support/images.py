@@ -19,7 +19,7 @@ import imageset
 from imageset import ImageSet, SeedResult
 from support.registry import RunningRegistry
 
-__all__ = ["SMALL_IMAGES", "SMALL_SIZE", "SMALL_SEED", "seed_into", "small_imageset", "seeded_registry"]
+__all__ = ["SMALL_IMAGES", "SMALL_SEED", "SMALL_SIZE", "seed_into", "seeded_registry", "small_imageset"]
 
 SMALL_IMAGES = imageset.MIN_IMAGES
 SMALL_SIZE = 5 * imageset.MiB

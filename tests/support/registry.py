@@ -42,24 +42,24 @@ from localregistry import REGISTRY_BINARY, free_port
 from support.servers import refuse_unless_marked, starts_server
 
 __all__ = [
+    "MANIFEST_ACCEPT",
     "REGISTRY_BINARY",
     "CertAuthority",
     "RunningRegistry",
     "TokenRegistry",
     "TokenRequest",
     "TokenServer",
+    "fetch_token",
     "free_port",
+    "harbor_like_grants",
     "make_cert_authority",
+    "registry_catalog",
+    "registry_client",
+    "registry_get_manifest",
+    "registry_has_manifest",
+    "registry_tags",
     "start_registry",
     "start_token_server",
-    "harbor_like_grants",
-    "fetch_token",
-    "registry_client",
-    "registry_has_manifest",
-    "registry_get_manifest",
-    "registry_catalog",
-    "registry_tags",
-    "MANIFEST_ACCEPT",
 ]
 
 TOKEN_TTL_S = 60

@@ -13,7 +13,8 @@ import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
@@ -56,7 +57,7 @@ class SourceSet:
     def blob_sizes(self) -> dict[str, int]:
         return {d: s for image in self.images for d, s in image.blobs.items()}
 
-    def select(self, names: list[str]) -> "SourceSet":
+    def select(self, names: list[str]) -> SourceSet:
         return SourceSet(self.layout, [i for i in self.images if i.path in names])
 
 
