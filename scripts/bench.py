@@ -59,9 +59,8 @@ from typing import BinaryIO, TypeVar
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import imageset  # noqa: E402  (scripts/ is not a package)
-import localregistry  # noqa: E402
+import imageset
+import localregistry
 
 MiB = 1024 * 1024
 T = TypeVar("T")

@@ -24,10 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import imageset  # noqa: E402  (scripts/ is not a package)
-import localregistry  # noqa: E402
-from bench import Expected, imgbundle_command, imgbundle_refs  # noqa: E402
+import imageset
+import localregistry
+from bench import Expected, imgbundle_command, imgbundle_refs
 
 PREFIX = "mirror"
 MiB = imageset.MiB

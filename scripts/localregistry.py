@@ -1,5 +1,5 @@
 """Start and stop a throw-away Docker Distribution registry on 127.0.0.1: the one launcher for the
-tests (tests/fixtures_registry.py), the demo (scripts/demo.py) and the benchmark (scripts/bench.py).
+tests (tests/support/registry.py), the demo (scripts/demo.py) and the benchmark (scripts/bench.py).
 
 Why one: the details that make a local registry reliable (a free port that may be stolen before the
 registry binds it, waiting for ``/v2/``, keeping the log for the error message, a child environment

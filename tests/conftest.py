@@ -1,11 +1,15 @@
-"""Shared fixtures live in plugin modules beside this file (tests/ is on sys.path: no __init__.py here)."""
+"""The suite's shared fixtures are plugin modules of the tests/support package; the session's blob caches are here.
+
+``pytest -m "not registry"`` runs the fast, self-contained tests: support/servers.py says which tests start
+registries or other servers, and fails any test that starts one without saying so.
+"""
 
 import hashlib
 import os
 
 import pytest
 
-pytest_plugins = ["fixtures_registry", "fixtures_images", "fixtures_faults"]
+pytest_plugins = ["support.servers", "support.registry", "support.images", "support.sources", "support.faults"]
 
 
 @pytest.fixture(autouse=True, scope="session")

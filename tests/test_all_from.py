@@ -21,11 +21,11 @@ import httpx
 import pytest
 
 from bundler.errors import AuthError, InputError, NotFoundError
-from bundler.registry import RegistryClient
-from bundler.registry import harbor
-from fixtures_images import seed_into
-from fixtures_registry import RunningRegistry, registry_catalog, start_registry
-from test_storage import bundle_index, run_cli
+from bundler.registry import RegistryClient, harbor
+from support.cli import bundle_index, run_main
+from support.images import seed_into
+from support.registry import RunningRegistry, registry_catalog, start_registry
+from support.servers import starts_server
 
 PROJECTS = ("proj", "team")
 PASSWORD = "harbor-stub-pw"
@@ -39,6 +39,7 @@ class Source:
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def source(tmp_path_factory: pytest.TempPathFactory, small_imageset) -> Iterator[Source]:
     with start_registry(tmp_path_factory.mktemp("all-from-registry")) as reg:
         for project in PROJECTS:
@@ -49,7 +50,7 @@ def source(tmp_path_factory: pytest.TempPathFactory, small_imageset) -> Iterator
 def packed(capsys: pytest.CaptureFixture[str], tmp_path: Path, *args: str) -> dict[str, str]:
     """``reference -> digest`` of the bundle that ``pack ARGS`` wrote; the pack must succeed."""
     bundle = tmp_path / "all.tar.zst"
-    code, _, stderr = run_cli(capsys, "pack", *args, "-o", str(bundle), "-q", "--no-cache")
+    code, _, stderr = run_main(capsys, "pack", *args, "-o", str(bundle), "-q", "--no-cache")
     assert code == 0, stderr
     return {image["reference"]: image["digest"] for image in bundle_index(capsys, bundle)["images"]}
 
@@ -191,7 +192,7 @@ def test_closed_catalog_falls_back_to_harbor_projects_api(harbor_stub: HarborStu
 ])
 def test_closed_catalog_failures_say_why(harbor_stub: HarborStub, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                          target: str, user: str, error: type, message: str) -> None:
-    code, _, stderr = run_cli(capsys, "pack", "--all-from", target.format(host=harbor_stub.host), "--username", user,
-                              "-o", str(tmp_path / "x.tar.zst"), "-q")
+    code, _, stderr = run_main(capsys, "pack", "--all-from", target.format(host=harbor_stub.host), "--username", user,
+                               "-o", str(tmp_path / "x.tar.zst"), "-q")
     assert code == error.exit_code and message.format(host=harbor_stub.host) in stderr, stderr
     assert not (tmp_path / "x.tar.zst").exists()

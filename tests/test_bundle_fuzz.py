@@ -22,7 +22,7 @@ from bundler.bundle import BundleReader, read_index
 from bundler.errors import ImgbundleError
 from bundler.oci import OCI_MANIFEST
 from bundler.verify import verify_bundle
-from test_bundle_helpers import CREATED, ImageEntry, ImageSet, make_image_set, rebuild, rewrite_index
+from support.bundles import CREATED, ImageEntry, ImageSet, make_image_set, rebuild, rewrite_index
 
 FUZZ = settings(max_examples=250, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

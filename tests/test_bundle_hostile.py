@@ -18,13 +18,17 @@ from bundler.bundle import BundleReader, blob_path, read_index
 from bundler.bundle.seektable import SEEKABLE_MAGIC, encode_seek_table
 from bundler.bundle.tar import _pax_record, header_bytes, padding
 from bundler.errors import CorruptBundleError, NotABundleError, UnsupportedVersionError
-from test_bundle_helpers import (
+from support.bundles import (
+    blob_frame_offset,
     craft,
     make_image_set,
     member_bytes,
     pipe_from,
     rebuild,
+    replace_member,
+    retype,
     rewrite_index,
+    seek_entries,
     split_members,
 )
 
@@ -135,24 +139,9 @@ def test_malformed_version_is_corrupt(tmp_path, good, version) -> None:
 # --- damage ----------------------------------------------------------------------------------
 
 
-def _blob_frame_offset(good: bytes, digest: str) -> int:
-    """Compressed offset of the frame where ``digest``'s member starts (via the seek table)."""
-    count = struct.unpack("<I", good[-9:-5])[0]
-    entries = list(struct.iter_unpack("<II", good[len(good) - 9 - 8 * count : len(good) - 9]))
-    index_length = 512 + (len(split_members(good)[0][1]) + 511) // 512 * 512
-    entry = next(e for e in read_index(io.BytesIO(good)).blobs if e.digest == digest)
-    compressed = decompressed = 0
-    for csize, dsize in entries:
-        if decompressed == index_length + entry.offset:
-            return compressed
-        compressed += csize
-        decompressed += dsize
-    raise AssertionError("no frame starts at the member")
-
-
 def test_flipped_byte_in_a_blob_names_the_blob(tmp_path, good, image_set) -> None:
     digest = max(image_set.blobs, key=lambda d: len(image_set.blobs[d][0]))
-    start = _blob_frame_offset(good, digest)
+    start = blob_frame_offset(good, digest)
     damaged = bytearray(good)
     damaged[start + 600] ^= 0x20
     refused(tmp_path, bytes(damaged), CorruptBundleError, f"blob {digest}")
@@ -201,37 +190,22 @@ def test_data_after_the_end_of_archive(tmp_path, good) -> None:
 # --- crafted members -------------------------------------------------------------------------
 
 
-def _replace_member(good: bytes, position: int, raw: bytes) -> bytes:
-    members = [member_bytes(n, d) for n, d in split_members(good)]
-    members[position] = raw
-    return craft(members)
-
-
 @pytest.mark.parametrize("name", ["../x", "/etc/passwd", "blobs/sha256/../../x", "blobs/md5/abc", "oci-layout/"])
 def test_member_with_a_hostile_name(tmp_path, good, name) -> None:
-    data = _replace_member(good, 1, member_bytes(name, b'{"imageLayoutVersion":"1.0.0"}'))
+    data = replace_member(good, 1, member_bytes(name, b'{"imageLayoutVersion":"1.0.0"}'))
     refused(tmp_path, data, CorruptBundleError, "name not allowed")
-
-
-def _retype(raw: bytes, typeflag: bytes, linkname: bytes = b"") -> bytes:
-    header = bytearray(raw[:512])
-    header[156:157] = typeflag
-    header[157 : 157 + len(linkname)] = linkname
-    header[148:156] = b" " * 8
-    header[148:156] = b"%06o\x00 " % sum(header)
-    return bytes(header) + raw[512:]
 
 
 @pytest.mark.parametrize("typeflag", [b"1", b"2", b"3", b"4", b"5", b"6", b"g", b"L", b"\x00"])
 def test_member_that_is_not_a_regular_file(tmp_path, good, typeflag) -> None:
-    raw = _retype(member_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), typeflag, b"/etc/shadow")
-    refused(tmp_path, _replace_member(good, 1, raw), CorruptBundleError, "not a regular file")
+    raw = retype(member_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), typeflag, b"/etc/shadow")
+    refused(tmp_path, replace_member(good, 1, raw), CorruptBundleError, "not a regular file")
 
 
 def test_bad_header_checksum(tmp_path, good) -> None:
     raw = bytearray(member_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'))
     raw[100] = ord("7")  # mode digit changed, checksum left alone
-    refused(tmp_path, _replace_member(good, 1, bytes(raw)), CorruptBundleError, "checksum")
+    refused(tmp_path, replace_member(good, 1, bytes(raw)), CorruptBundleError, "checksum")
 
 
 def test_duplicate_member(tmp_path, good, image_set) -> None:
@@ -263,7 +237,7 @@ def test_pax_header_with_an_unknown_key(tmp_path, good) -> None:
     pax = pax[:148] + b" " * 8 + pax[156:]
     pax = pax[:148] + b"%06o\x00 " % sum(pax) + pax[156:]
     raw = pax + record + bytes(padding(len(record))) + member_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-    data = _replace_member(good, 1, raw)
+    data = replace_member(good, 1, raw)
     refused(tmp_path, data, CorruptBundleError, "pax record b'linkpath' is not allowed", pipe=True)
 
 
@@ -356,8 +330,7 @@ def test_zstd_bomb_is_never_decompressed_past_the_declared_sizes(tmp_path, good)
     """The end-of-archive frame swapped for one that inflates to 1 GiB (the table still says 1024)."""
     bomb = zstandard.ZstdCompressor(level=1, write_checksum=True).compress(bytes(1024**3))
     assert len(bomb) < 100_000
-    count = struct.unpack("<I", good[-9:-5])[0]
-    entries = list(struct.iter_unpack("<II", good[len(good) - 9 - 8 * count : len(good) - 9]))
+    entries = seek_entries(good)
     body = good[: sum(c for c, _ in entries[:-1])]
     entries[-1] = (len(bomb), 1024)
     data = body + bomb + encode_seek_table(entries)

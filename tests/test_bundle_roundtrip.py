@@ -27,7 +27,7 @@ from bundler.bundle.seektable import SEEKABLE_MAGIC, SKIPPABLE_MAGIC
 from bundler.bundle.tar import read_header
 from bundler.errors import BundleError
 from bundler.oci import REF_NAME_ANNOTATION
-from test_bundle_helpers import CREATED, make_image_set, pipe_from, split_members
+from support.bundles import CREATED, make_image_set, pipe_from, split_members
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 
 from bundler.bundle import check_sidecar, read_sidecar
 from bundler.errors import CorruptBundleError
-from test_bundle_helpers import make_image_set
+from support.bundles import make_image_set
 
 TOOLS = ("zstd", "tar", "skopeo", "sha256sum")
 
@@ -77,6 +77,7 @@ DOCKER_TYPED_LIMITATION = pytest.mark.xfail(
     [0, 1, pytest.param(2, marks=DOCKER_TYPED_LIMITATION), 3],
     ids=["tag-index", "digest-only", "docker-v2", "big-oci"],
 )
+@pytest.mark.registry
 def test_skopeo_copies_each_reference_out_of_the_layout(extracted, image_set, tmp_path, which) -> None:
     image = image_set.images[which]
     raw = image_set.manifests[image.digest]
@@ -99,6 +100,7 @@ def test_index_json_keeps_the_stored_media_type(extracted, image_set) -> None:
     assert entry["digest"] == docker.digest
 
 
+@pytest.mark.registry
 def test_skopeo_copies_into_another_oci_layout(extracted, image_set, tmp_path) -> None:
     image = image_set.images[0]
     result = run("skopeo", "--insecure-policy", "copy", "--all", "--preserve-digests",
@@ -108,6 +110,7 @@ def test_skopeo_copies_into_another_oci_layout(extracted, image_set, tmp_path) -
     assert [m["digest"] for m in copied["manifests"]] == [image.digest]
 
 
+@pytest.mark.registry
 def test_skopeo_refuses_a_reference_not_in_the_bundle(extracted, tmp_path) -> None:
     source = f"oci:{extracted}:example.com/absent:1"
     result = run("skopeo", "--insecure-policy", "copy", source, f"dir:{tmp_path / 'x'}")

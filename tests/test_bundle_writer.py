@@ -22,7 +22,7 @@ from bundler.bundle import writer as writer_module
 from bundler.digest import Digest
 from bundler.errors import ContentMismatchError, InputError, LocalIOError
 from bundler.oci import RawManifest
-from test_bundle_helpers import make_image_set
+from support.bundles import make_image_set
 
 
 @pytest.fixture(scope="module")

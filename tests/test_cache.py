@@ -18,8 +18,8 @@ import pytest
 from bundler.stores.cache import BlobCache
 from bundler.digest import Digest
 from bundler.errors import ContentMismatchError
-from fixtures_registry import RunningRegistry
-from test_storage import run_cli
+from support.cli import run_main
+from support.registry import RunningRegistry
 
 CREATED = "2024-02-03T04:05:06Z"
 
@@ -143,8 +143,8 @@ def test_an_unwritable_cache_never_fails_the_stream(tmp_path: Path) -> None:
 
 
 def pack_json(capsys: pytest.CaptureFixture[str], image_list: Path, output: Path, *extra: str) -> dict:
-    code, stdout, stderr = run_cli(capsys, "pack", "-f", str(image_list), "-o", str(output), "--created", CREATED,
-                                   "--json", "--force", *extra)
+    code, stdout, stderr = run_main(capsys, "pack", "-f", str(image_list), "-o", str(output), "--created", CREATED,
+                                    "--json", "--force", *extra)
     assert code == 0, stderr
     result = json.loads(stdout)
     result["stderr"] = stderr
@@ -188,10 +188,10 @@ def test_cache_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str], monk
     cache = BlobCache()
     for n in range(4):
         store(cache, *blob(f"entry-{n}", 1024))
-    code, stdout, _ = run_cli(capsys, "cache", "info", "--json")
+    code, stdout, _ = run_main(capsys, "cache", "info", "--json")
     assert code == 0 and json.loads(stdout) == {"path": str(tmp_path), "blobs": 4, "bytes": 4096}
-    code, stdout, _ = run_cli(capsys, "cache", "prune", "--max-size", "2K", "--json")
+    code, stdout, _ = run_main(capsys, "cache", "prune", "--max-size", "2K", "--json")
     assert code == 0 and json.loads(stdout)["removed"] == 2 and cache.info().bytes == 2048
-    assert run_cli(capsys, "cache", "prune", "--max-size", "lots")[0] == 3
-    code, stdout, _ = run_cli(capsys, "cache", "prune", "--all")
+    assert run_main(capsys, "cache", "prune", "--max-size", "lots")[0] == 3
+    code, stdout, _ = run_main(capsys, "cache", "prune", "--all")
     assert code == 0 and "removed 2 blobs" in stdout and cache.info().entries == 0

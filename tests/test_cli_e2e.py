@@ -4,7 +4,7 @@ These are the "Done when" checks of the pack and unpack issues: a bundle within 
 blob bytes and byte-identical when packed twice; verify naming exactly the images a flipped byte
 breaks; every reference, child manifest and blob on the target under the source digests; a second
 unpack that uploads nothing. Expectations come from walking the generated OCI layout with json and
-hashlib (tests/test_unpack_support.py), never from our own code.
+hashlib (tests/support/sources.py), never from our own code.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -23,9 +22,11 @@ from typing import Iterator
 import pytest
 import zstandard
 
-from fixtures_images import imageset
-from fixtures_registry import RunningRegistry, registry_catalog, start_registry
-from test_unpack_support import SourceSet, assert_registry_holds, expected_state, read_source, skopeo_raw
+import imageset
+from support.cli import run_cli
+from support.registry import RunningRegistry, registry_catalog, start_registry
+from support.servers import starts_server
+from support.sources import SourceSet, assert_registry_holds, expected_state, read_source, skopeo_raw
 
 CREATED = "2026-01-02T03:04:05Z"
 SEEKABLE_MAGIC = 0x8F92EAB1
@@ -42,19 +43,8 @@ class Site:
     workdir: Path
 
 
-def imgbundle(*args: str, stdin: str | None = None, check: int | None = 0) -> subprocess.CompletedProcess[str]:
-    """Run the installed command as a user would; ``check`` is the exit code expected."""
-    env = {**os.environ, "DOCKER_CONFIG": "/nonexistent-docker-config"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "bundler", *args], input=stdin, capture_output=True, text=True, env=env, timeout=300
-    )
-    if check is not None:
-        assert proc.returncode == check, f"exit {proc.returncode}, expected {check}\n{proc.stdout}\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
-
-
 @pytest.fixture(scope="module")
+@starts_server
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     workdir = tmp_path_factory.mktemp("site")
     image_set = imageset.generate(workdir / "layout", images=60, total_size=40 * imageset.MiB, seed=7)
@@ -69,21 +59,21 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 @pytest.fixture(scope="module")
 def bundle(site: Site) -> Path:
     output = site.workdir / "site.tar.zst"
-    imgbundle("pack", "-f", str(site.image_list), "-o", str(output), "--created", CREATED, "-q")
+    run_cli("pack", "-f", str(site.image_list), "-o", str(output), "--created", CREATED, "-q")
     return output
 
 
 def test_bundle_is_within_one_percent_of_unique_bytes(site: Site, bundle: Path) -> None:
     unique = sum(site.walked.blob_sizes().values())
     assert abs(bundle.stat().st_size - unique) / unique < 0.01, (bundle.stat().st_size, unique)
-    index = json.loads(imgbundle("list", str(bundle), "--json").stdout)
+    index = json.loads(run_cli("list", str(bundle), "--json").stdout)
     assert index["totals"]["images"] == 60
     assert index["totals"]["blobBytes"] == unique
 
 
 def test_packing_twice_gives_identical_bytes(site: Site, bundle: Path) -> None:
     again = site.workdir / "again.tar.zst"
-    imgbundle("pack", "-f", str(site.image_list), "-o", str(again), "--created", CREATED, "-q", "--jobs", "1")
+    run_cli("pack", "-f", str(site.image_list), "-o", str(again), "--created", CREATED, "-q", "--jobs", "1")
     assert again.read_bytes() == bundle.read_bytes()
 
 
@@ -94,15 +84,15 @@ def test_sidecar_works_with_sha256sum(bundle: Path) -> None:
 
 def test_bundle_holds_what_skopeo_sees_at_the_source(site: Site, bundle: Path) -> None:
     """Digests in the bundle index equal the digests of the bytes the source serves (a sample of 8)."""
-    index = json.loads(imgbundle("list", str(bundle), "--json").stdout)
+    index = json.loads(run_cli("list", str(bundle), "--json").stdout)
     by_reference = {image["reference"]: image["digest"] for image in index["images"]}
     for image in site.walked.images[::8]:
-        served = skopeo_raw(f"{image.reference}")
+        served = skopeo_raw(f"docker://{image.reference}", "--tls-verify=false")
         assert by_reference[image.reference] == "sha256:" + hashlib.sha256(served).hexdigest() == image.digest
 
 
 def test_verify_says_ok(bundle: Path) -> None:
-    proc = imgbundle("verify", str(bundle))
+    proc = run_cli("verify", str(bundle))
     assert "OK 60 images" in proc.stdout and "sha256 matches sidecar" in proc.stdout
 
 
@@ -159,7 +149,7 @@ def test_one_flipped_byte_names_exactly_the_images_it_breaks(site: Site, bundle:
         "single-image layer": next(d for d in candidates if len(users[d]) == 1),
         "config": sorted(configs)[0],
     }[which]
-    index = json.loads(imgbundle("list", str(bundle), "--json").stdout)
+    index = json.loads(run_cli("list", str(bundle), "--json").stdout)
     entry = next(b for b in index["blobs"] if b["digest"] == pick)
     data = bytearray(bundle.read_bytes())
     frame = _frame_containing(bytes(data), _index_member_length(bytes(data)) + entry["offset"] + 512)
@@ -167,7 +157,7 @@ def test_one_flipped_byte_names_exactly_the_images_it_breaks(site: Site, bundle:
     damaged = tmp_path / "damaged.tar.zst"
     damaged.write_bytes(bytes(data))
 
-    proc = imgbundle("verify", str(damaged), "-q", check=23)
+    proc = run_cli("verify", str(damaged), "-q", expect=23)
     bad_lines = [line for line in proc.stdout.splitlines() if line.startswith("BAD")]
     named = {ref for line in bad_lines if line.startswith(f"BAD {pick}:")
              for ref in line.split("(breaks: ")[1].rstrip(")").split(", ")}
@@ -176,6 +166,7 @@ def test_one_flipped_byte_names_exactly_the_images_it_breaks(site: Site, bundle:
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def target(site: Site) -> Iterator[RunningRegistry]:
     with start_registry(site.workdir / "target") as registry:
         yield registry
@@ -184,22 +175,22 @@ def target(site: Site) -> Iterator[RunningRegistry]:
 def test_unpack_puts_everything_under_the_source_digests_and_reruns_upload_nothing(
     site: Site, bundle: Path, target: RunningRegistry
 ) -> None:
-    first = json.loads(imgbundle("unpack", str(bundle), "--to", f"{target.host}/mirror", "--json").stdout)
+    first = json.loads(run_cli("unpack", str(bundle), "--to", f"{target.host}/mirror", "--json").stdout)
     assert all(image["ok"] for image in first["images"]) and len(first["images"]) == 60
     assert first["bytesUploaded"] == sum(site.walked.blob_sizes().values())
     assert_registry_holds(target, expected_state(site.walked, lambda image: f"mirror/{image.path}"))
 
     pinned = site.walked.images[0]
-    served = skopeo_raw(f"{target.host}/mirror/{pinned.path}@{pinned.digest}")
+    served = skopeo_raw(f"docker://{target.host}/mirror/{pinned.path}@{pinned.digest}", "--tls-verify=false")
     assert "sha256:" + hashlib.sha256(served).hexdigest() == pinned.digest
 
-    second = json.loads(imgbundle("unpack", str(bundle), "--to", f"{target.host}/mirror", "--json").stdout)
+    second = json.loads(run_cli("unpack", str(bundle), "--to", f"{target.host}/mirror", "--json").stdout)
     assert second["bytesUploaded"] == 0 and second["blobs"]["uploaded"] == 0
     assert second["manifests"]["pushed"] == 0 and second["tags"]["set"] == 0
 
 
 def test_dry_run_prints_the_plan_without_pushing(site: Site, bundle: Path, target: RunningRegistry) -> None:
-    proc = imgbundle("unpack", str(bundle), "--to", f"{target.host}/elsewhere", "--dry-run")
+    proc = run_cli("unpack", str(bundle), "--to", f"{target.host}/elsewhere", "--dry-run")
     image = site.walked.images[1]
     assert f"{image.reference} -> {target.host}/elsewhere/{image.path}:{image.tag}@{image.digest}" in proc.stdout
     assert not any(repo.startswith("elsewhere/") for repo in registry_catalog(target))
@@ -209,9 +200,9 @@ def test_platform_subset_rewrites_the_index_and_says_so(site: Site, tmp_path: Pa
     attested = next(i for i in site.image_set.images if i.kind == "oci-index+attestations")
     reference = f"{site.source.host}/{attested.name}"
     output = tmp_path / "arm.tar.zst"
-    proc = imgbundle("pack", reference, "-o", str(output), "--platform", "linux/arm64")
+    proc = run_cli("pack", reference, "-o", str(output), "--platform", "linux/arm64")
     assert "digest" in proc.stderr and attested.digest in proc.stderr
-    entry = json.loads(imgbundle("list", str(output), "--json").stdout)["images"][0]
+    entry = json.loads(run_cli("list", str(output), "--json").stdout)["images"][0]
     assert entry["originalDigest"] == attested.digest and entry["digest"] != attested.digest
     assert entry["platforms"] == ["linux/arm64/v8"]
 
@@ -222,8 +213,8 @@ def test_platform_subset_rewrites_the_index_and_says_so(site: Site, tmp_path: Pa
     assert kinds == [("arm64", "image"), ("unknown", "attestation-manifest")]
 
     target = registry_factory()
-    imgbundle("unpack", str(output), "--to", target.host, "-q")
-    served = skopeo_raw(f"{target.host}/{attested.repository}:{attested.tag}")
+    run_cli("unpack", str(output), "--to", target.host, "-q")
+    served = skopeo_raw(f"docker://{target.host}/{attested.repository}:{attested.tag}", "--tls-verify=false")
     assert "sha256:" + hashlib.sha256(served).hexdigest() == entry["digest"]
 
 
@@ -252,12 +243,12 @@ def test_missing_images_fail_listing_all_of_them_or_are_skipped(site: Site, tmp_
     missing = [f"{site.source.host}/nope/one:1", f"{site.source.host}/nope/two:2"]
     listing = tmp_path / "images.list"
     listing.write_text("\n".join([good, *missing]) + "\n")
-    proc = imgbundle("pack", "-f", str(listing), "-o", str(tmp_path / "x.tar.zst"), "-q", check=12)
+    proc = run_cli("pack", "-f", str(listing), "-o", str(tmp_path / "x.tar.zst"), "-q", expect=12)
     assert all(ref in proc.stderr for ref in missing) and len(proc.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.glob("x.tar.zst*"))
 
-    imgbundle("pack", "-f", str(listing), "-o", str(tmp_path / "x.tar.zst"), "-q", "--skip-missing")
-    index = json.loads(imgbundle("list", str(tmp_path / "x.tar.zst"), "--json").stdout)
+    run_cli("pack", "-f", str(listing), "-o", str(tmp_path / "x.tar.zst"), "-q", "--skip-missing")
+    index = json.loads(run_cli("list", str(tmp_path / "x.tar.zst"), "--json").stdout)
     assert [s["source"] for s in index["skipped"]] == missing
     assert [i["reference"] for i in index["images"]] == [good]
 
@@ -265,19 +256,19 @@ def test_missing_images_fail_listing_all_of_them_or_are_skipped(site: Site, tmp_
 def test_bad_list_line_is_named_with_file_and_line(tmp_path: Path) -> None:
     listing = tmp_path / "images.list"
     listing.write_text("# comment\n\nquay.io/calico/node:v3.26.4\nquay.io/Calico/Node:v1\n")
-    proc = imgbundle("pack", "-f", str(listing), "-o", str(tmp_path / "x.tar.zst"), check=3)
+    proc = run_cli("pack", "-f", str(listing), "-o", str(tmp_path / "x.tar.zst"), expect=3)
     assert f"{listing}:4:" in proc.stderr
 
 
 def test_image_list_from_stdin(site: Site, tmp_path: Path) -> None:
     refs = "\n".join(image.reference for image in site.walked.images[10:13])
-    imgbundle("pack", "-f", "-", "-o", str(tmp_path / "s.tar.zst"), "-q", stdin=refs)
-    index = json.loads(imgbundle("list", str(tmp_path / "s.tar.zst"), "--json").stdout)
+    run_cli("pack", "-f", "-", "-o", str(tmp_path / "s.tar.zst"), "-q", stdin=refs)
+    index = json.loads(run_cli("list", str(tmp_path / "s.tar.zst"), "--json").stdout)
     assert len(index["images"]) == 3
 
 
 def test_existing_output_is_refused_before_any_download(site: Site, bundle: Path) -> None:
     before = bundle.read_bytes()
-    proc = imgbundle("pack", f"{site.source.host}/nope/absent:1", "-o", str(bundle), check=40)
+    proc = run_cli("pack", f"{site.source.host}/nope/absent:1", "-o", str(bundle), expect=40)
     assert "exists" in proc.stderr and bundle.read_bytes() == before
 

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -18,20 +15,23 @@ from typing import Iterator
 import msgspec
 import pytest
 
+import imageset
 from bundler.bundle import BundleReader, read_index
 from bundler.bundle.index import bundle_id, decode_index
 from bundler.errors import CorruptBundleError, InputError, NotFoundError, Remedy
 from bundler.pack import pack, read_requests
 from bundler.unpack import UnpackOptions, unpack
 from bundler.verify import verify_bundle
-from fixtures_images import imageset, seed_into
-from fixtures_registry import RunningRegistry, registry_catalog, start_registry
-from test_unpack_support import (
+from support.cli import run_cli
+from support.images import seed_into
+from support.options import registry_options
+from support.registry import RunningRegistry, registry_catalog, start_registry
+from support.servers import starts_server
+from support.sources import (
     SourceSet,
     assert_registry_holds,
     expected_state,
     read_source,
-    registry_options,
     stored_blob_digests,
 )
 
@@ -52,15 +52,6 @@ class Months:
     workdir: Path
 
 
-def imgbundle(*args: str, check: int = 0) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DOCKER_CONFIG": "/nonexistent-docker-config"}
-    proc = subprocess.run([sys.executable, "-m", "bundler", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
-    assert proc.returncode == check, f"exit {proc.returncode}, expected {check}\n{proc.stdout}\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
-
-
 def pack_list(source: RunningRegistry, image_set, output: Path, **options) -> Path:  # noqa: ANN001
     requests = read_requests(image_set.image_list(source.host).splitlines(), "list")
     pack(requests, output, registry_options(source), created=CREATED, jobs=4, **options)
@@ -68,6 +59,7 @@ def pack_list(source: RunningRegistry, image_set, output: Path, **options) -> Pa
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def months(small_imageset, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Months]:  # noqa: ANN001
     from bundler.bundle.delta import load_base
 
@@ -78,7 +70,7 @@ def months(small_imageset, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         seed_into(source, small_imageset)
         month1 = pack_list(source, small_imageset, workdir / "month1.tar.zst")
         base_json = workdir / "month1.json"
-        base_json.write_text(imgbundle("list", "--json", str(month1)).stdout)
+        base_json.write_text(run_cli("list", "--json", str(month1)).stdout)
         seed_into(source, upgrade)  # calico's new tags, cilium's tag moves
         month2 = pack_list(source, upgrade, workdir / "month2.tar.zst")
         delta = pack_list(source, upgrade, workdir / "month2-delta.tar.zst", since=load_base(base_json))
@@ -123,9 +115,9 @@ def test_the_bundle_id_is_sha256_of_the_sorted_member_digests(months: Months) ->
     document = json.loads(months.base_json.read_text())
     digests = sorted(entry["digest"] for entry in document["manifests"] + document["blobs"])
     expected = "sha256:" + hashlib.sha256("".join(d + "\n" for d in digests).encode()).hexdigest()
-    assert json.loads(imgbundle("list", "--json", str(months.delta)).stdout)["base"] == expected
-    assert f"bundle id {expected}" in imgbundle("list", str(months.month1)).stdout
-    assert f"delta of base {expected}" in imgbundle("list", str(months.delta)).stdout
+    assert json.loads(run_cli("list", "--json", str(months.delta)).stdout)["base"] == expected
+    assert f"bundle id {expected}" in run_cli("list", str(months.month1)).stdout
+    assert f"delta of base {expected}" in run_cli("list", str(months.delta)).stdout
 
 
 def test_verify_checks_what_a_delta_carries_and_lists_what_it_expects(months: Months) -> None:
@@ -133,17 +125,17 @@ def test_verify_checks_what_a_delta_carries_and_lists_what_it_expects(months: Mo
     assert report.ok, report.problems
     old, new = months.first.blob_sizes(), months.second.blob_sizes()
     assert {e.digest for e in report.expected} == {d for d in new if d in old}
-    output = imgbundle("verify", str(months.delta), "-q").stdout
+    output = run_cli("verify", str(months.delta), "-q").stdout
     expects = [line for line in output.splitlines() if line.startswith("expects sha256:")]
     assert len(expects) == len(report.expected)
-    document = json.loads(imgbundle("verify", str(months.delta), "--json").stdout)
+    document = json.loads(run_cli("verify", str(months.delta), "--json").stdout)
     assert document["base"] == read_index(months.delta).base and len(document["expected"]) == len(expects)
 
 
 def test_unpacking_a_delta_first_names_the_missing_blobs_and_pushes_nothing(months: Months,
                                                                          fresh_registry: RunningRegistry) -> None:
-    done = imgbundle("unpack", str(months.delta), "--to", f"{fresh_registry.host}/site", "-q",
-                     check=NotFoundError.exit_code)
+    done = run_cli("unpack", str(months.delta), "--to", f"{fresh_registry.host}/site", "-q",
+                   expect=NotFoundError.exit_code)
     message = done.stderr.strip()
     assert len(message.splitlines()) == 1
     assert "the target lacks" in message and read_index(months.delta).base in message
@@ -197,8 +189,8 @@ def test_since_must_name_a_bundle_or_its_index(months: Months, tmp_path: Path) -
     with pytest.raises(InputError, match="not a bundle or a bundle index") as raised:
         load_base(junk)
     assert "--since" not in str(raised.value) and raised.value.remedy is Remedy.NAME_BASE  # the CLI names the flag
-    done = imgbundle("pack", months.source.ref("pause:3.9"), "-o", str(tmp_path / "x.tar.zst"), "--since", str(junk),
-                     check=InputError.exit_code)
+    done = run_cli("pack", months.source.ref("pause:3.9"), "-o", str(tmp_path / "x.tar.zst"), "--since", str(junk),
+                   expect=InputError.exit_code)
     assert f"--since {junk}: not a bundle or a bundle index" in done.stderr
     assert "what 'imgbundle list --json' printed" in done.stderr
 

@@ -10,34 +10,29 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from fixtures_registry import RunningRegistry
-from test_hostile_cli import limited
+from support.cli import CliRun, run_cli
+from support.registry import RunningRegistry
 
 CREATED = "2026-03-04T05:06:07Z"
 LIMIT = 1024 * 1024
 """Bytes a file may grow to: the small image set's bundle is about 5 MB."""
 
 
-def pack(image_list: Path, output: Path, cache: Path, *extra: str,
-         file_size: int | None = None) -> subprocess.CompletedProcess[str]:
+def pack(image_list: Path, output: Path, cache: Path, *extra: str, file_size: int | None = None) -> CliRun:
     """The real command; with ``file_size``, no file it writes may grow past that (SIGXFSZ ignored)."""
-    env = {**os.environ, "IMGBUNDLE_CACHE_DIR": str(cache), "DOCKER_CONFIG": "/nonexistent-docker-config"}
-    argv = [sys.executable, "-m", "bundler", "pack", "-q", "-f", str(image_list), "-o", str(output),
-            "--created", CREATED, *extra]
-    if file_size is not None:
-        argv = limited(argv, RLIMIT_FSIZE=file_size)
-    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    return run_cli("pack", "-q", "-f", str(image_list), "-o", str(output), "--created", CREATED, *extra,
+                   expect=None, env={"IMGBUNDLE_CACHE_DIR": str(cache)},
+                   limits=None if file_size is None else {"RLIMIT_FSIZE": file_size})
 
 
-def assert_disk_full(done: subprocess.CompletedProcess[str], output: Path, reason: str) -> None:
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 40, done.stderr
+def assert_disk_full(done: CliRun, output: Path, reason: str) -> None:
+    lines = done.stderr_lines
+    assert done.code == 40, done.stderr
     assert "Traceback" not in done.stderr
     assert len(lines) == 1 and lines[0].startswith(f"imgbundle: error: cannot write {output}: {reason}"), lines
 
@@ -62,7 +57,7 @@ def test_a_failed_overwrite_keeps_the_previous_bundle(image_list: Path, tmp_path
     out = tmp_path / "out"
     out.mkdir()
     bundle = out / "b.tar.zst"
-    assert pack(image_list, bundle, tmp_path / "cache").returncode == 0
+    assert pack(image_list, bundle, tmp_path / "cache").code == 0
     before = {name: (out / name).read_bytes() for name in os.listdir(out)}
     assert sorted(before) == ["b.tar.zst", "b.tar.zst.sha256"]
 

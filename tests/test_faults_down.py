@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from bundler.registry import RegistryOptions
-from fixtures_faults import CliRun, FaultProxy, Rule, files_in, run_cli
-from fixtures_registry import RunningRegistry, free_port
-from test_unpack_support import small_bundle, small_source, source_set  # noqa: F401 (fixtures)
+from support.cli import CliRun, files_in, run_cli
+from support.faults import FaultProxy, Rule
+from support.registry import RunningRegistry, free_port
 
 BUDGET = ("--retries", "1", "--timeout", "1")
 BOUND_S = 10.0
@@ -41,15 +41,15 @@ IMAGES = ["lib/a:1", "lib/b:1", "lib/c:1", "lib/d:1", "lib/e:1", "lib/f:1"]
 
 def test_pack_from_a_closed_port(tmp_path: Path) -> None:
     host = f"127.0.0.1:{free_port()}"
-    run = run_cli(*pack_args(host, tmp_path / "out.tar.zst", IMAGES))
+    run = run_cli(*pack_args(host, tmp_path / "out.tar.zst", IMAGES), expect=None)
     line = assert_one_clear_line(run, 13, host)
     assert "cannot connect" in line
     assert files_in(tmp_path) == []
 
 
-def test_unpack_to_a_closed_port(small_bundle: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_unpack_to_a_closed_port(small_bundle: Path, tmp_path: Path) -> None:
     host = f"127.0.0.1:{free_port()}"
-    run = run_cli("unpack", "-q", str(small_bundle), "--to", f"{host}/mirror", *BUDGET)
+    run = run_cli("unpack", "-q", str(small_bundle), "--to", f"{host}/mirror", *BUDGET, expect=None)
     assert "cannot connect" in assert_one_clear_line(run, 13, host)
 
 
@@ -59,7 +59,7 @@ def test_pack_from_a_registry_answering_503_forever(seeded_registry: tuple[Runni
     proxy: FaultProxy = fault_proxy(reg, rate=1.0, kinds=("503",))
     image_list = tmp_path / "images.list"
     image_list.write_text(image_set.image_list(proxy.host))  # type: ignore[attr-defined]
-    run = run_cli("pack", "-q", "-f", str(image_list), "-o", str(tmp_path / "out.tar.zst"), *BUDGET)
+    run = run_cli("pack", "-q", "-f", str(image_list), "-o", str(tmp_path / "out.tar.zst"), *BUDGET, expect=None)
     line = assert_one_clear_line(run, 10, proxy.host)
     assert "503" in line and "12 of 12 references failed" in line
     assert files_in(tmp_path) == ["images.list"]
@@ -69,9 +69,9 @@ def test_pack_from_a_registry_answering_503_forever(seeded_registry: tuple[Runni
 
 
 def test_unpack_to_a_registry_answering_503_forever(fresh_registry: RunningRegistry, fault_proxy,
-                                                    small_bundle: Path) -> None:  # noqa: F811
+                                                    small_bundle: Path) -> None:
     proxy: FaultProxy = fault_proxy(fresh_registry, rate=1.0, kinds=("503",))
-    run = run_cli("unpack", "-q", str(small_bundle), "--to", f"{proxy.host}/mirror", *BUDGET)
+    run = run_cli("unpack", "-q", str(small_bundle), "--to", f"{proxy.host}/mirror", *BUDGET, expect=None)
     line = assert_one_clear_line(run, 10, proxy.host)
     assert "503" in line and "3 of 3 images failed" in line
     assert len(proxy.requests("HEAD")) <= 3 * 2, proxy.summary()
@@ -82,7 +82,7 @@ def test_stalled_registry_honours_retries_and_timeout(registry: RunningRegistry,
     """Every answer stalls past ``--timeout 1``: exactly 1 + ``--retries`` tries, each cut after about a second."""
     proxy: FaultProxy = fault_proxy(registry, stall=30.0)
     proxy.rules.append(Rule(path="^/v2/", fault="stall"))
-    run = run_cli(*pack_args(proxy.host, tmp_path / "out.tar.zst", IMAGES[:1]))
+    run = run_cli(*pack_args(proxy.host, tmp_path / "out.tar.zst", IMAGES[:1]), expect=None)
     line = assert_one_clear_line(run, 13, proxy.host)
     assert "did not answer in time" in line
     assert proxy.fired["stall"] == 2, proxy.summary()

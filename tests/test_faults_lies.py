@@ -20,9 +20,10 @@ from bundler.digest import Digest
 from bundler.errors import RegistryContentError
 from bundler.oci import MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST
 from bundler.pack import pack, read_requests
-from fixtures_faults import Answer, FaultProxy, Forward, Rule, Seen, files_in, run_cli
-from fixtures_registry import RunningRegistry, registry_get_manifest
-from test_faults_transient import fast_options
+from support.cli import files_in, run_cli
+from support.faults import Answer, FaultProxy, Forward, Rule, Seen
+from support.options import fast_options
+from support.registry import RunningRegistry, registry_get_manifest
 
 SINGLE = "mirantis/k8s-netchecker-server"
 PAUSE = "pause"
@@ -182,7 +183,8 @@ def test_pack_refuses_a_lying_registry(kind: str, lying: Callable[[str], tuple[F
 def test_cli_exit_code_for_a_lying_registry(kind: str, lying: Callable[[str], tuple[FaultProxy, Lie]],
                                             tmp_path: Path) -> None:
     proxy, lie = lying(kind)
-    run = run_cli("pack", "-q", proxy.ref(lie.image), "-o", str(tmp_path / "b.tar.zst"), "--retries", "1")
+    run = run_cli("pack", "-q", proxy.ref(lie.image), "-o", str(tmp_path / "b.tar.zst"), "--retries", "1",
+                  expect=None)
     assert run.code == 14, run.stderr
     assert run.stderr.strip().splitlines() == run.error_lines and len(run.error_lines) == 1, run.stderr
     assert all(name in run.error_lines[0] for name in lie.names), run.error_lines[0]

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from fixtures_faults import Answer, CliRun, FaultProxy, Rule, run_cli
-from fixtures_registry import RunningRegistry, TokenRegistry
-from test_unpack_support import small_bundle, small_source, source_set  # noqa: F401 (fixtures)
+from support.cli import CliRun, run_cli
+from support.faults import Answer, FaultProxy, Rule
+from support.registry import RunningRegistry, TokenRegistry
 
 PREFIX = "secrets"
 SINGLE = "mirantis/k8s-netchecker-server:v1.2.2"
@@ -35,7 +35,7 @@ class Evidence:
     files: list[Path] = field(default_factory=list)
 
     def run(self, *args: str, code: int = 0, **kwargs: object) -> CliRun:
-        run = run_cli("--debug", *args, **kwargs)  # type: ignore[arg-type]
+        run = run_cli("--debug", *args, expect=None, **kwargs)  # type: ignore[arg-type]
         self.text += [run.stdout, run.stderr]
         assert run.code == code, f"exit {run.code}, expected {code}: {run.stderr[-2000:]}"
         return run
@@ -89,7 +89,7 @@ def pack_list(report: Path, path: Path) -> Path:
 
 
 def test_no_secret_in_debug_output_bundles_or_reports(basic_registry: RunningRegistry, token_registry: TokenRegistry,
-                                                       small_bundle: Path, tmp_path: Path) -> None:  # noqa: F811
+                                                       small_bundle: Path, tmp_path: Path) -> None:
     """bundle -> token registry (--password-stdin) -> bundle -> htpasswd registry (config.json) -> bundle."""
     basic, token = basic_registry, token_registry
     before = len(token.token_requests)
@@ -137,9 +137,9 @@ def test_credentials_in_a_url_are_refused_and_masked(basic_registry: RunningRegi
     assert basic.password
     url = form.format(pw=basic.password, host=basic.host)
     bundle = tmp_path / "b.tar.zst"
-    pack = run_cli("--debug", "pack", f"{url}/{PREFIX}/pause:3.9", "-o", str(bundle))
+    pack = run_cli("--debug", "pack", f"{url}/{PREFIX}/pause:3.9", "-o", str(bundle), expect=None)
     bundle.write_bytes(b"")
-    unpack = run_cli("--debug", "unpack", str(bundle), "--to", f"{url}/mirror")
+    unpack = run_cli("--debug", "unpack", str(bundle), "--to", f"{url}/mirror", expect=None)
     for run in (pack, unpack):
         assert run.code == 3 and len(run.error_lines) == 1, run.stderr
         assert "***@" in run.error_lines[0] and basic.host in run.error_lines[0]

@@ -1,7 +1,7 @@
 """Registry faults that go away: pack and unpack finish with the right digests through a faulting proxy.
 
 Every test asserts that its faults fired (``proxy.fired``): one in which none did would prove nothing.
-The oracle is the registry itself read with plain httpx (``fixtures_registry``) and a clean run of the
+The oracle is the registry itself read with plain httpx (``support.registry``) and a clean run of the
 same command: a faulted pack must write the byte-identical bundle.
 """
 
@@ -14,38 +14,26 @@ from pathlib import Path
 
 import pytest
 
+import imageset
 from bundler.bundle import read_index
 from bundler.digest import Digest
 from bundler.errors import UnreachableError
 from bundler.pack import pack, read_requests
-from bundler.registry import Backoff, RegistryClient, RegistryOptions
+from bundler.registry import RegistryClient
 from bundler.unpack import UnpackOptions, unpack
 from bundler.verify import verify_bundle
-from fixtures_faults import KINDS, Answer, FaultProxy, Rule, files_in, run_cli
-from fixtures_images import imageset, seed_into
-from fixtures_registry import RunningRegistry, registry_client, registry_get_manifest
-from test_unpack_support import (  # noqa: F401 (fixtures)
-    assert_registry_holds,
-    expected_state,
-    small_bundle,
-    small_source,
-    source_set,
-)
+from support.cli import files_in, run_cli
+from support.faults import KINDS, Answer, FaultProxy, Rule
+from support.images import seed_into
+from support.options import fast_options
+from support.registry import RunningRegistry, registry_client, registry_get_manifest
+from support.sources import assert_registry_holds, expected_state
 
 SEED = int(os.environ.get("FAULTS_SEED", "5005"))
 """Seeds the proxies' fault schedules; shown in every assertion message (``proxy.summary()``)."""
 CREATED = "2024-01-01T00:00:00Z"
-NOWHERE = Path("/nonexistent/imgbundle-faults")
 MiB = 1024 * 1024
 Proxies = Callable[..., FaultProxy]
-
-
-def fast_options(**overrides: object) -> RegistryOptions:
-    """Tiny backoff, a read timeout short enough for stalls to cost little, enough retries for bad luck."""
-    settings: dict[str, object] = dict(
-        backoff=Backoff(initial=0.001, maximum=0.01), read_timeout=0.5, connect_timeout=2.0, retries=6,
-        retry_after_max=0.01, docker_config_dir=NOWHERE, auth_file=NOWHERE / "auth.json")
-    return RegistryOptions(**{**settings, **overrides})  # type: ignore[arg-type]
 
 
 def assert_matches_source(bundle: Path, reg: RunningRegistry) -> None:
@@ -88,7 +76,7 @@ def test_cli_pack_survives_faults(seeded_registry: tuple[RunningRegistry, object
 
 
 def test_unpack_survives_a_few_percent_of_faults(fresh_registry: RunningRegistry, fault_proxy: Proxies,
-                                                 small_bundle: Path, small_source) -> None:  # noqa: F811
+                                                 small_bundle: Path, small_source) -> None:
     """Faults hit HEADs, mounts, PATCHed chunks and final PUTs, often after the registry did the work."""
     kinds = tuple(kind for kind in KINDS if kind != "truncate")  # unpack's answers have no bodies to truncate
     proxy = fault_proxy(fresh_registry, seed=SEED + 2, rate=0.06, stall=1.0, kinds=kinds)

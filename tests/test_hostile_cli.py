@@ -1,6 +1,6 @@
 """Hostile and damaged bundles through the real ``imgbundle`` command: verify, list and unpack.
 
-Each case is a valid bundle after surgery (tests/test_bundle_helpers.py). The command runs as a
+Each case is a valid bundle after surgery (tests/support/bundles.py). The command runs as a
 subprocess under a 1 GiB address-space limit (the decompression bombs inflate to 2 GiB, so one that
 got decompressed would kill it), in an empty working directory with its own HOME and cache, and
 must end with the documented exit code, exactly one line on stderr and no traceback. verify must
@@ -12,12 +12,9 @@ concurrently in one fixture, so the module takes seconds.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import struct
-import subprocess
-import sys
 import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -32,9 +29,21 @@ from bundler.bundle import INDEX_NAME, ImageEntry, blob_path
 from bundler.bundle.seektable import encode_seek_table
 from bundler.bundle.tar import header_bytes
 from bundler.oci import OCI_INDEX, OCI_MANIFEST, RawManifest
-from fixtures_registry import RunningRegistry, registry_has_manifest
-from test_bundle_helpers import ImageSet, craft, make_image_set, member_bytes, rebuild, rewrite_index, split_members
-from test_bundle_hostile import _blob_frame_offset, _replace_member, _retype
+from support.bundles import (
+    ImageSet,
+    blob_frame_offset,
+    craft,
+    make_image_set,
+    member_bytes,
+    rebuild,
+    replace_member,
+    retype,
+    rewrite_index,
+    seek_entries,
+    split_members,
+)
+from support.cli import CliRun, run_cli
+from support.registry import RunningRegistry, registry_has_manifest
 
 MEMORY_LIMIT = 1024**3
 BOMB_SIZE = 2 * 1024**3
@@ -44,43 +53,12 @@ EVERY = "every image"
 # --- running the command -----------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def error_lines(self) -> list[str]:
-        return [line for line in self.stderr.splitlines() if line.strip()]
-
-
-_SET_LIMITS = """
-import os, resource, signal, sys
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so that a write past RLIMIT_FSIZE fails with EFBIG
-end = sys.argv.index("--")
-for limit in sys.argv[1:end]:
-    name, value = limit.split("=")
-    resource.setrlimit(getattr(resource, name), (int(value), int(value)))
-os.execv(sys.argv[end + 1], sys.argv[end + 1 :])
-"""
-
-
-def limited(argv: list[str], **limits: int) -> list[str]:
-    """``argv`` under resource limits (``RLIMIT_AS=…``), set by a small Python that then execs it:
-    ``preexec_fn`` is not safe in a process with threads, and these tests start commands from several."""
-    return [sys.executable, "-c", _SET_LIMITS, *(f"{name}={value}" for name, value in limits.items()), "--", *argv]
-
-
-def imgbundle(args: list[str], home: Path, *, stdin: Path | None = None) -> Run:
-    """The command as a user runs it, in an empty directory that must stay empty."""
+def imgbundle(args: list[str], home: Path, *, stdin: Path | None = None) -> CliRun:
+    """The command in an empty directory, with its own HOME and cache, that must stay empty."""
     home.mkdir(parents=True)
-    env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"),
-           "IMGBUNDLE_CACHE_DIR": str(home / "imgbundle-cache"), "DOCKER_CONFIG": "/nonexistent-docker-config"}
-    with open(stdin if stdin else os.devnull, "rb") as source:
-        done = subprocess.run(limited([sys.executable, "-m", "bundler", *args], RLIMIT_AS=MEMORY_LIMIT), stdin=source,
-                              capture_output=True, text=True, cwd=home, env=env, timeout=120)
-    return Run(done.returncode, done.stdout, done.stderr)
+    env = {"HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"),
+           "IMGBUNDLE_CACHE_DIR": str(home / "imgbundle-cache")}
+    return run_cli(*args, expect=None, stdin_file=stdin, env=env, cwd=home, limits={"RLIMIT_AS": MEMORY_LIMIT})
 
 
 # --- surgery -------------------------------------------------------------------------------------
@@ -130,14 +108,9 @@ class Inputs:
         return self.images.blobs[digest][0]
 
 
-def _frames(bundle: bytes) -> list[tuple[int, int]]:
-    count = struct.unpack("<I", bundle[-9:-5])[0]
-    return list(struct.iter_unpack("<II", bundle[len(bundle) - 9 - 8 * count : len(bundle) - 9]))
-
-
 def _frame_number(bundle: bytes, digest: str) -> int:
-    offset, position = _blob_frame_offset(bundle, digest), 0
-    for number, (compressed, _) in enumerate(_frames(bundle)):
+    offset, position = blob_frame_offset(bundle, digest), 0
+    for number, (compressed, _) in enumerate(seek_entries(bundle)):
         if position == offset:
             return number
         position += compressed
@@ -146,7 +119,7 @@ def _frame_number(bundle: bytes, digest: str) -> int:
 
 def replace_frame(bundle: bytes, number: int, frame: bytes) -> bytes:
     """Frame ``number`` swapped for ``frame``; the seek table keeps the old frame's decompressed size."""
-    frames = _frames(bundle)
+    frames = seek_entries(bundle)
     start = sum(c for c, _ in frames[:number])
     body_end = sum(c for c, _ in frames)
     end = start + frames[number][0]
@@ -181,7 +154,7 @@ def lying_header(frame: bytes, content_size: int) -> bytes:
 
 def member_swapped(inputs: Inputs, digest: str, raw: bytes) -> bytes:
     names = [name for name, _ in split_members(inputs.good)]
-    return _replace_member(inputs.good, names.index(blob_path(digest)), raw)
+    return replace_member(inputs.good, names.index(blob_path(digest)), raw)
 
 
 def own_member(inputs: Inputs, name: str | None = None) -> bytes:
@@ -213,10 +186,10 @@ def duplicate_member(inputs: Inputs) -> bytes:
 def sizes_swapped(inputs: Inputs) -> bytes:
     """Two frames' compressed sizes swapped in the seek table: it still adds up, but lies."""
     good, number = inputs.good, _frame_number(inputs.good, inputs.shared_blob)
-    frames = _frames(good)
+    frames = seek_entries(good)
     frames[number], frames[number + 1] = (frames[number + 1][0], frames[number][1]), (frames[number][0],
                                                                                        frames[number + 1][1])
-    return good[: sum(c for c, _ in _frames(good))] + encode_seek_table(frames)
+    return good[: sum(c for c, _ in seek_entries(good))] + encode_seek_table(frames)
 
 
 def evil_reference(name: str) -> str:
@@ -289,17 +262,17 @@ CASES = [
     Case("truncated-half", lambda i: i.good[: len(i.good) // 2], 23, EVERY_BROKEN, **WHOLE, pipe=True, push=True),
     Case("truncated-in-seek-table", lambda i: i.good[:-5], 23, EVERY_BROKEN, **WHOLE, pipe=True),
     Case("trailing-junk", lambda i: i.good + b"junk" * 100, 23, EVERY_BROKEN, **WHOLE),
-    Case("flipped-blob-data", lambda i: flip(i.good, _blob_frame_offset(i.good, i.shared_blob) + 600), 23,
+    Case("flipped-blob-data", lambda i: flip(i.good, blob_frame_offset(i.good, i.shared_blob) + 600), 23,
          BROKEN, "shared", pipe=True, push=True),
-    Case("flipped-zstd-magic", lambda i: flip(i.good, _blob_frame_offset(i.good, i.shared_blob) + 1, 0x01), 23,
+    Case("flipped-zstd-magic", lambda i: flip(i.good, blob_frame_offset(i.good, i.shared_blob) + 1, 0x01), 23,
          BROKEN, "shared"),
-    Case("flipped-zstd-frame-header", lambda i: flip(i.good, _blob_frame_offset(i.good, i.shared_blob) + 4, 0x40),
+    Case("flipped-zstd-frame-header", lambda i: flip(i.good, blob_frame_offset(i.good, i.shared_blob) + 4, 0x40),
          23, BROKEN, "shared"),
     Case("flipped-tar-header", header_flipped, 23, BROKEN, "own", pipe=True, push=True),
     Case("unknown-format-version", lambda i: rebuild(i.good, lambda m: rewrite_index(
         m, lambda d: d.update(version="2.0"))), 22, "version 2.0 is not supported", list_code=22, unpack=22,
         push=True),
-    Case("index-member-named-dotdot", lambda i: _replace_member(
+    Case("index-member-named-dotdot", lambda i: replace_member(
         i.good, 1, member_bytes("../x", b'{"imageLayoutVersion":"1.0.0"}')), 23, "damaged: index.json", unpack=0,
         push=True),
     Case("blob-member-named-dotdot", lambda i: member_swapped(i, i.own_blob, own_member(i, "../../x")), 23,
@@ -307,7 +280,7 @@ CASES = [
     Case("blob-member-absolute-path", lambda i: member_swapped(i, i.own_blob, own_member(i, "/etc/passwd")), 23,
          BROKEN, "own"),
     *[Case(f"blob-member-{kind}", lambda i, t=flag: member_swapped(
-        i, i.own_blob, _retype(own_member(i), t, b"/etc/shadow")), 23, BROKEN, "own", pipe=run, push=run)
+        i, i.own_blob, retype(own_member(i), t, b"/etc/shadow")), 23, BROKEN, "own", pipe=run, push=run)
       for kind, flag, run in [("hardlink", b"1", False), ("symlink", b"2", True), ("char-device", b"3", False)]],
     Case("duplicate-member", duplicate_member, 23, EVERY_BROKEN, **WHOLE, pipe=True, push=True),
     Case("declared-size-lies", size_lie, 23, BROKEN, "own", pipe=True, push=True),
@@ -317,7 +290,7 @@ CASES = [
          BROKEN, "shared", pipe=True, push=True),
     Case("zstd-bomb-lying-header", lambda i: replace_frame(
         i.good, _frame_number(i.good, i.shared_blob),
-        lying_header(i.bomb, _frames(i.good)[_frame_number(i.good, i.shared_blob)][1])), 23, BROKEN, "shared",
+        lying_header(i.bomb, seek_entries(i.good)[_frame_number(i.good, i.shared_blob)][1])), 23, BROKEN, "shared",
         pipe=True),
     Case("zstd-bomb-without-content-size", lambda i: replace_frame(
         i.good, _frame_number(i.good, i.shared_blob), i.bomb_without_size), 23, BROKEN, "shared",
@@ -348,7 +321,7 @@ class Outcome:
     bundle: Path
     expected_broken: frozenset[str]
     references: list[str]
-    runs: dict[str, Run] = field(default_factory=dict)
+    runs: dict[str, CliRun] = field(default_factory=dict)
     """By command: ``verify``, ``verify-pipe``, ``list``, ``list-pipe``, ``unpack``."""
 
 
@@ -418,19 +391,19 @@ def outcomes(inputs: Inputs, registry: RunningRegistry, tmp_path_factory: pytest
     return outcomes
 
 
-def _assert_clean(run: Run, code: int) -> None:
+def _assert_clean(run: CliRun, code: int) -> None:
     assert run.code == code, f"exit {run.code}, expected {code}\n{run.stdout[-2000:]}\n{run.stderr}"
     assert "Traceback" not in run.stderr and "internal error" not in run.stderr, run.stderr
     if code:
-        assert len(run.error_lines) == 1, run.stderr
-        assert run.error_lines[0].startswith("imgbundle: error: "), run.stderr
+        assert len(run.stderr_lines) == 1, run.stderr
+        assert run.stderr_lines[0].startswith("imgbundle: error: "), run.stderr
     else:
-        assert run.error_lines == [], run.stderr
+        assert run.stderr_lines == [], run.stderr
 
 
-def _named_in_summary(run: Run) -> frozenset[str]:
+def _named_in_summary(run: CliRun) -> frozenset[str]:
     """The images the one-line verify error says are broken."""
-    match = re.search(r"\d+ image\(s\) broken: (.*)$", run.error_lines[0])
+    match = re.search(r"\d+ image\(s\) broken: (.*)$", run.stderr_lines[0])
     return frozenset(match.group(1).split(", ")) if match else frozenset()
 
 
@@ -446,7 +419,7 @@ def test_verify_refuses_with_its_code_and_names_the_broken_images(outcomes: dict
     outcome = outcomes[case.name]
     run = outcome.runs["verify"]
     _assert_clean(run, case.code)
-    assert re.search(case.message, run.error_lines[0]), run.stderr
+    assert re.search(case.message, run.stderr_lines[0]), run.stderr
     if case.broken:
         assert _named_in_summary(run) == outcome.expected_broken, run.stderr
         report = json.loads(run.stdout)
@@ -461,7 +434,7 @@ def test_verify_from_a_pipe_refuses_the_same_way(outcomes: dict[str, Outcome], c
     _assert_clean(run, case.code)
     if case.broken:  # a pipe cannot seek past the damage: at least the broken images, maybe more
         assert outcomes[case.name].expected_broken <= _named_in_summary(run), run.stderr
-    assert run.error_lines[0].startswith("imgbundle: error: <stdin>: "), run.stderr
+    assert run.stderr_lines[0].startswith("imgbundle: error: <stdin>: "), run.stderr
 
 
 @_cases([case for case in CASES if case.lists])

@@ -16,10 +16,13 @@ from typing import Any
 
 import pytest
 
+import imageset
 from bundler.reference import parse_image_list
-from fixtures_images import SMALL_IMAGES, SMALL_SEED, SMALL_SIZE, SCRIPT, imageset, seed_into
-from fixtures_registry import RunningRegistry, registry_client, registry_get_manifest
+from support.images import SMALL_IMAGES, SMALL_SEED, SMALL_SIZE, seed_into
+from support.registry import RunningRegistry, registry_client, registry_get_manifest
+from support.sources import skopeo_raw
 
+SCRIPT = Path(imageset.__file__)
 MiB = imageset.MiB
 INDEX_TYPES = {imageset.OCI_INDEX, imageset.DOCKER_LIST}
 
@@ -52,12 +55,6 @@ def reachable(layout: Path, digest: str, media_type: str) -> dict[str, int]:
 
 def layout_entries(layout: Path) -> list[dict[str, Any]]:
     return json.loads((layout / "index.json").read_text())["manifests"]
-
-
-def skopeo_raw(ref: str, *extra: str) -> bytes:
-    proc = subprocess.run(["skopeo", "inspect", "--raw", *extra, ref], capture_output=True, timeout=60)
-    assert proc.returncode == 0, f"skopeo inspect --raw {ref}: {proc.stderr.decode()}"
-    return proc.stdout
 
 
 def canonical(data: bytes) -> bytes:
@@ -211,6 +208,7 @@ def test_imageset_json_round_trips(small_imageset) -> None:
     assert imageset.ImageSet.load(small_imageset.layout) == small_imageset
 
 
+@pytest.mark.registry
 def test_skopeo_reads_the_layout(small_imageset) -> None:
     """skopeo 1.9's oci: transport only sees OCI-typed index.json entries, so Docker-typed ones are not asked."""
     layout = small_imageset.layout
@@ -288,6 +286,7 @@ def test_seeding_again_uploads_nothing(seeded_registry) -> None:
     assert result.blobs_skipped > 0 and result.tags_pushed == len(image_set.images)
 
 
+@pytest.mark.registry  # its registry fixture is looked up by name, out of the automatic rule
 @pytest.mark.parametrize("flavour", ["tls_registry", "basic_registry", "token_registry"])
 def test_seed_with_tls_basic_or_token_auth_and_a_prefix(flavour: str, small_imageset,
                                                           request: pytest.FixtureRequest) -> None:

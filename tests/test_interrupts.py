@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -24,18 +23,10 @@ from typing import Callable, Iterator
 import pytest
 
 from bundler.threads import CANCEL_GRACE
-from fixtures_registry import RunningRegistry, registry_catalog, start_registry
-from test_hostile_cli import Run
-from test_unpack_support import (  # noqa: F401 (fixtures)
-    SourceSet,
-    assert_registry_holds,
-    expected_state,
-    registry_tags_state,
-    small_bundle,
-    small_source,
-    source_set,
-    stored_blob_digests,
-)
+from support.cli import CliRun, files_in, run_cli, start_cli
+from support.registry import RunningRegistry, registry_catalog, start_registry
+from support.servers import starts_server
+from support.sources import SourceSet, assert_registry_holds, expected_state, registry_tags_state, stored_blob_digests
 
 CREATED = "2026-02-03T04:05:06Z"
 RATE = 256 * 1024
@@ -156,29 +147,17 @@ def slow_proxy() -> Iterator[Callable[[RunningRegistry], SlowProxy]]:
 # --- running the command -------------------------------------------------------------------------
 
 
-@dataclass
-class Ended(Run):
-    seconds_after_signal: float
-
-
-def _env(cache: Path) -> dict[str, str]:
-    return {**os.environ, "IMGBUNDLE_CACHE_DIR": str(cache), "DOCKER_CONFIG": "/nonexistent-docker-config"}
-
-
 def start(args: list[str], cache: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "bundler", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env(cache))
+    return start_cli(*args, env={"IMGBUNDLE_CACHE_DIR": str(cache)})
 
 
-def run(args: list[str], cache: Path) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "bundler", *args], capture_output=True, text=True,
-                          env=_env(cache), timeout=120)
-    assert done.returncode == 0, f"{args}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    return done
+def run(args: list[str], cache: Path) -> CliRun:
+    return run_cli(*args, env={"IMGBUNDLE_CACHE_DIR": str(cache)})
 
 
-def interrupt_when(process: subprocess.Popen[str], ready: Callable[[], bool], signum: int) -> Ended:
-    """Send ``signum`` as soon as ``ready()`` holds (the transfer is under way) and wait for the exit."""
+def interrupt_when(process: subprocess.Popen[str], ready: Callable[[], bool], signum: int) -> CliRun:
+    """Send ``signum`` as soon as ``ready()`` holds (the transfer is under way) and wait for the exit;
+    the run's ``seconds`` count from the signal."""
     deadline = time.monotonic() + 60
     while not ready():
         assert process.poll() is None, f"finished before it could be interrupted: {process.communicate()}"
@@ -192,19 +171,15 @@ def interrupt_when(process: subprocess.Popen[str], ready: Callable[[], bool], si
         process.kill()
         process.communicate()
         raise AssertionError(f"still running 60 s after signal {signum}") from None
-    return Ended(process.returncode, stdout, stderr, time.monotonic() - sent)
+    return CliRun(process.returncode, stdout, stderr, time.monotonic() - sent)
 
 
-def assert_interrupted(ended: Ended, code: int, word: str) -> None:
+def assert_interrupted(ended: CliRun, code: int, word: str) -> None:
     assert ended.code == code, ended.stderr
     assert "Traceback" not in ended.stderr
-    assert len(ended.error_lines) == 1 and ended.error_lines[0].startswith("imgbundle: error: "), ended.stderr
-    assert word in ended.error_lines[0] and "again" in ended.error_lines[0]
-    assert ended.seconds_after_signal < EXIT_BOUND, ended
-
-
-def files(directory: Path) -> list[str]:
-    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+    assert len(ended.stderr_lines) == 1 and ended.stderr_lines[0].startswith("imgbundle: error: "), ended.stderr
+    assert word in ended.stderr_lines[0] and "again" in ended.stderr_lines[0]
+    assert ended.seconds < EXIT_BOUND, ended
 
 
 # --- pack ------------------------------------------------------------------------------------------
@@ -249,12 +224,12 @@ def test_interrupted_pack_leaves_nothing_and_reruns_to_the_same_bundle(pack_site
 
     ended = interrupt_when(start(_pack_args(pack_site, out / "b.tar.zst"), cache), downloading, signum)
     assert_interrupted(ended, code, word)
-    assert files(out) == [], "a temporary file, a bundle or a sidecar was left"
-    assert not (cache / "tmp").exists() or files(cache / "tmp") == [], "the blob cache kept a temporary file"
+    assert files_in(out) == [], "a temporary file, a bundle or a sidecar was left"
+    assert not (cache / "tmp").exists() or files_in(cache / "tmp") == [], "the blob cache kept a temporary file"
 
     pack_site.proxy.rate = None
     run(_pack_args(pack_site, out / "b.tar.zst"), cache)
-    assert files(out) == ["b.tar.zst", "b.tar.zst.sha256"]
+    assert files_in(out) == ["b.tar.zst", "b.tar.zst.sha256"]
     assert (out / "b.tar.zst").read_bytes() == pack_site.reference
     run(["verify", "-q", str(out / "b.tar.zst")], cache)
 
@@ -272,7 +247,7 @@ def test_pack_stuck_on_a_silent_registry_stops_at_once(pack_site: PackSite, tmp_
     ended = interrupt_when(start(_pack_args(pack_site, out / "b.tar.zst"), tmp_path / "cache"), stuck,
                            signal.SIGTERM)
     assert_interrupted(ended, 143, "terminated")
-    assert files(out) == []
+    assert files_in(out) == []
 
 
 def test_pack_stuck_while_resolving_stops_at_once(pack_site: PackSite, tmp_path: Path) -> None:
@@ -284,7 +259,7 @@ def test_pack_stuck_while_resolving_stops_at_once(pack_site: PackSite, tmp_path:
     ended = interrupt_when(start(_pack_args(pack_site, out / "b.tar.zst"), tmp_path / "cache"),
                            lambda: pack_site.proxy.stalled, signal.SIGINT)
     assert_interrupted(ended, 130, "interrupted")
-    assert files(out) == []
+    assert files_in(out) == []
 
 
 # --- unpack ----------------------------------------------------------------------------------------
@@ -307,6 +282,7 @@ class RegistryState:
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def uninterrupted(small_bundle: Path, small_source: SourceSet, tmp_path_factory: pytest.TempPathFactory
                   ) -> Iterator[RegistryState]:
     """What a fresh registry holds after one uninterrupted unpack of the small bundle."""

@@ -14,7 +14,7 @@ import pytest
 
 from bundler.bundle import BundleReader, pagecache
 from bundler.verify import verify_bundle
-from test_bundle_helpers import make_image_set
+from support.bundles import make_image_set
 
 MiB = 1024 * 1024
 PAGE = mmap.PAGESIZE

@@ -11,23 +11,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-from fixtures_registry import RunningRegistry, TokenRegistry
 
 from bundler.digest import Digest
 from bundler.errors import AuthError
 from bundler.oci import OCI_MANIFEST, RawManifest
-from bundler.registry import Backoff, RegistryClient, RegistryOptions
+from bundler.registry import RegistryClient, RegistryOptions
 from bundler.registry.auth import Credentials, find_credentials, parse_challenges
 from bundler.stores import Placement
-
-FAST = Backoff(initial=0.001, factor=2, maximum=0.005)
-NOWHERE = Path("/nonexistent/imgbundle-tests")
-
-
-def options(**overrides: object) -> RegistryOptions:
-    """Fast retries, and none of the machine's own docker/podman credentials."""
-    settings: dict[str, object] = {"backoff": FAST, "docker_config_dir": NOWHERE, "auth_file": NOWHERE / "auth.json"}
-    return RegistryOptions(**{**settings, **overrides})  # type: ignore[arg-type]
+from support.options import offline_options
+from support.registry import RunningRegistry, TokenRegistry
 
 
 def repo(prefix: str = "test") -> str:
@@ -67,7 +59,7 @@ def install_helper(bin_dir: Path, name: str, script: str, monkeypatch: pytest.Mo
 def test_basic_auth_with_explicit_credentials(basic_registry: RunningRegistry) -> None:
     creds = {basic_registry.host: (basic_registry.username, basic_registry.password)}
     repository = repo()
-    with RegistryClient(basic_registry.host, options(credentials=creds)) as client:
+    with RegistryClient(basic_registry.host, offline_options(credentials=creds)) as client:
         client.ping()
         digest = upload(client, repository, b"basic blob")
         assert b"".join(client.blob_chunks(repository, digest, 10)) == b"basic blob"
@@ -78,7 +70,7 @@ def test_basic_auth_wrong_password_is_auth_error(basic_registry: RunningRegistry
     secret = "wrong-" + uuid.uuid4().hex
     creds = {basic_registry.host: ("alice", secret)}
     repository = repo()
-    with RegistryClient(basic_registry.host, options(credentials=creds)) as client:
+    with RegistryClient(basic_registry.host, offline_options(credentials=creds)) as client:
         with pytest.raises(AuthError) as caught:
             client.manifest_get(repository, "latest")
         with pytest.raises(AuthError) as pushed:
@@ -92,7 +84,7 @@ def test_basic_auth_wrong_password_is_auth_error(basic_registry: RunningRegistry
 
 
 def test_basic_auth_without_credentials_says_so(basic_registry: RunningRegistry) -> None:
-    with RegistryClient(basic_registry.host, options()) as client, pytest.raises(AuthError) as caught:
+    with RegistryClient(basic_registry.host, offline_options()) as client, pytest.raises(AuthError) as caught:
         client.ping()
     assert "no credentials found" in str(caught.value) and f"docker login {basic_registry.host}" in str(caught.value)
 
@@ -101,7 +93,7 @@ def test_docker_config_auths_entry(basic_registry: RunningRegistry, tmp_path: Pa
     encoded = base64.b64encode(f"{basic_registry.username}:{basic_registry.password}".encode()).decode()
     config_dir = write_docker_config(tmp_path / "docker", {"auths": {f"http://{basic_registry.host}/v2/": {"auth": encoded}}})
     monkeypatch.setenv("DOCKER_CONFIG", str(config_dir))
-    with RegistryClient(basic_registry.host, options(docker_config_dir=None)) as client:
+    with RegistryClient(basic_registry.host, offline_options(docker_config_dir=None)) as client:
         client.ping()
         upload(client, repo(), b"from config.json")
 
@@ -110,7 +102,7 @@ def test_podman_auth_file(basic_registry: RunningRegistry, tmp_path: Path) -> No
     auth_file = tmp_path / "auth.json"
     entry = {"username": basic_registry.username, "password": basic_registry.password}
     auth_file.write_text(json.dumps({"auths": {basic_registry.host: entry}}))
-    with RegistryClient(basic_registry.host, options(auth_file=auth_file)) as client:
+    with RegistryClient(basic_registry.host, offline_options(auth_file=auth_file)) as client:
         client.ping()
 
 
@@ -119,7 +111,7 @@ def test_credential_helper_on_path(basic_registry: RunningRegistry, tmp_path: Pa
     answer = json.dumps({"ServerURL": basic_registry.host, "Username": basic_registry.username, "Secret": basic_registry.password})
     install_helper(tmp_path / "bin", "test", f"[ \"$1\" = get ] || exit 3\ncat > {asked}\necho '{answer}'\n", monkeypatch)
     config_dir = write_docker_config(tmp_path / "docker", {"credHelpers": {basic_registry.host: "test"}})
-    with RegistryClient(basic_registry.host, options(docker_config_dir=config_dir)) as client:
+    with RegistryClient(basic_registry.host, offline_options(docker_config_dir=config_dir)) as client:
         client.ping()
     assert asked.read_text() == basic_registry.host
 
@@ -129,10 +121,10 @@ def test_missing_or_failing_helpers_mean_no_credentials(tmp_path: Path, monkeypa
     install_helper(tmp_path / "bin", "broken", "echo 'credentials not found in native keychain' >&2\nexit 1\n", monkeypatch)
     config = {"credsStore": "absent-helper", "credHelpers": {"a.example:5000": "broken"}}
     config_dir = write_docker_config(tmp_path / "docker", config)
-    assert find_credentials("a.example:5000", options(docker_config_dir=config_dir)) is None
+    assert find_credentials("a.example:5000", offline_options(docker_config_dir=config_dir)) is None
     config["auths"] = {"a.example:5000": {"username": "u", "password": "p"}}
     write_docker_config(config_dir, config)
-    found = find_credentials("a.example:5000", options(docker_config_dir=config_dir))
+    found = find_credentials("a.example:5000", offline_options(docker_config_dir=config_dir))
     assert found == Credentials("u", "p", source=f"{config_dir / 'config.json'} (a.example:5000)")
     messages = caplog.text
     assert "docker-credential-absent-helper unusable" in messages and "docker-credential-broken has nothing" in messages
@@ -141,21 +133,21 @@ def test_missing_or_failing_helpers_mean_no_credentials(tmp_path: Path, monkeypa
 def test_docker_hub_credentials_are_found_under_the_index_url(tmp_path: Path) -> None:
     encoded = base64.b64encode(b"hubuser:hubpass").decode()
     config_dir = write_docker_config(tmp_path / "docker", {"auths": {"https://index.docker.io/v1/": {"auth": encoded}}})
-    found = find_credentials("docker.io", options(docker_config_dir=config_dir))
+    found = find_credentials("docker.io", offline_options(docker_config_dir=config_dir))
     assert found is not None and (found.username, found.password) == ("hubuser", "hubpass")
     assert "hubpass" not in repr(found)
 
 
 def test_explicit_credentials_win_over_files(tmp_path: Path) -> None:
     config_dir = write_docker_config(tmp_path / "docker", {"auths": {"r.example": {"username": "file", "password": "f"}}})
-    found = find_credentials("r.example", options(docker_config_dir=config_dir, credentials={"r.example": ("cli", "c")}))
+    found = find_credentials("r.example", offline_options(docker_config_dir=config_dir, credentials={"r.example": ("cli", "c")}))
     assert found is not None and found.username == "cli"
 
 
 def test_identity_token_from_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     install_helper(tmp_path / "bin", "tok", "echo '{\"Username\": \"<token>\", \"Secret\": \"refresh-me\"}'\n", monkeypatch)
     config_dir = write_docker_config(tmp_path / "docker", {"credsStore": "tok"})
-    found = find_credentials("r.example", options(docker_config_dir=config_dir))
+    found = find_credentials("r.example", offline_options(docker_config_dir=config_dir))
     assert found is not None and found.identity_token == "refresh-me" and found.username == ""
 
 
@@ -165,7 +157,7 @@ def test_identity_token_from_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def token_options(reg: TokenRegistry, user: str | None = "pusher") -> RegistryOptions:
     creds = {reg.host: (user, reg.users[user])} if user else {}
-    return options(credentials=creds)
+    return offline_options(credentials=creds)
 
 
 def requests_since(reg: TokenRegistry, start: int) -> list:
@@ -221,7 +213,7 @@ def test_anonymous_pull_of_public_repository(token_registry: TokenRegistry) -> N
         digest = upload(pusher, public, b"open")
         upload(pusher, private, b"open")
     start = len(token_registry.token_requests)
-    with RegistryClient(token_registry.host, options()) as anonymous:
+    with RegistryClient(token_registry.host, offline_options()) as anonymous:
         assert b"".join(anonymous.blob_chunks(public, digest, 4)) == b"open"
         with pytest.raises(AuthError) as caught:
             list(anonymous.blob_chunks(private, digest, 4))
@@ -232,7 +224,7 @@ def test_anonymous_pull_of_public_repository(token_registry: TokenRegistry) -> N
 def test_wrong_password_at_token_service(token_registry: TokenRegistry, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     secret = "nope-" + uuid.uuid4().hex
-    with RegistryClient(token_registry.host, options(credentials={token_registry.host: ("pusher", secret)})) as client:
+    with RegistryClient(token_registry.host, offline_options(credentials={token_registry.host: ("pusher", secret)})) as client:
         with pytest.raises(AuthError) as caught:
             client.manifest_get(repo(), "latest")
     assert caught.value.exit_code == 11 and "token" in str(caught.value)
@@ -258,7 +250,7 @@ def test_no_token_or_password_in_logs(token_registry: TokenRegistry, caplog: pyt
 def test_ping_validates_credentials(token_registry: TokenRegistry) -> None:
     with RegistryClient(token_registry.host, token_options(token_registry)) as client:
         client.ping()
-    with RegistryClient(token_registry.host, options(credentials={token_registry.host: ("pusher", "bad")})) as client:
+    with RegistryClient(token_registry.host, offline_options(credentials={token_registry.host: ("pusher", "bad")})) as client:
         with pytest.raises(AuthError):
             client.ping()
 

@@ -8,33 +8,25 @@ import random
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
-from fixtures_registry import RunningRegistry, registry_client, registry_get_manifest
 
 import bundler.registry as registry_pkg
 import bundler.registry.client as client_module
 from bundler.digest import Digest
 from bundler.errors import NotFoundError, UnreachableError
 from bundler.oci import DOCKER_MANIFEST_LIST, OCI_MANIFEST, RawManifest
-from bundler.registry import Backoff, RegistryClient, RegistryOptions
-from bundler.stores.registry import RegistryPool
+from bundler.registry import RegistryClient
 from bundler.registry.options import MiB
 from bundler.stores import Placement
+from bundler.stores.registry import RegistryPool
+from support.options import offline_options
+from support.registry import RunningRegistry, registry_client, registry_get_manifest
 
 SEED = 20240611
-FAST = Backoff(initial=0.001, factor=2, maximum=0.005)
 
 
-NOWHERE = Path("/nonexistent/imgbundle-tests")
-
-
-def options(**overrides: object) -> RegistryOptions:
-    """Fast retries, and none of the machine's own docker/podman credentials."""
-    settings: dict[str, object] = {"backoff": FAST, "docker_config_dir": NOWHERE, "auth_file": NOWHERE / "auth.json"}
-    return RegistryOptions(**{**settings, **overrides})  # type: ignore[arg-type]
 
 
 def repo() -> str:
@@ -73,7 +65,7 @@ def test_small_blob_round_trip_monolithic(registry: RunningRegistry, caplog: pyt
     data, digest = blob(70_000)
     repository = repo()
     caplog.set_level(logging.DEBUG, logger="bundler.registry")
-    with RegistryClient(registry.host, options()) as client:
+    with RegistryClient(registry.host, offline_options()) as client:
         assert client.blob_exists(repository, digest) is False
         assert client.blob_upload(repository, digest, len(data), lambda: pieces(data, 4096)) is Placement.UPLOADED
         assert client.blob_exists(repository, digest) is True
@@ -87,7 +79,7 @@ def test_large_blob_round_trip_chunked(registry: RunningRegistry, caplog: pytest
     data, digest = blob(5 * 64 * 1024 + 123)
     repository = repo()
     caplog.set_level(logging.DEBUG, logger="bundler.registry")
-    with RegistryClient(registry.host, options(chunk_size=64 * 1024)) as client:
+    with RegistryClient(registry.host, offline_options(chunk_size=64 * 1024)) as client:
         # odd-sized source chunks: the client must regroup them into exact 64 KiB PATCHes
         assert client.blob_upload(repository, digest, len(data), lambda: pieces(data, 10_007)) is Placement.UPLOADED
         chunks = list(client.blob_chunks(repository, digest, len(data)))
@@ -102,14 +94,14 @@ def test_upload_of_wrong_length_is_a_content_error(registry: RunningRegistry) ->
     from bundler.errors import RegistryContentError
 
     data, digest = blob(1000)
-    with RegistryClient(registry.host, options()) as client, pytest.raises(RegistryContentError) as caught:
+    with RegistryClient(registry.host, offline_options()) as client, pytest.raises(RegistryContentError) as caught:
         client.blob_upload(repo(), digest, len(data) + 1, lambda: [data])
     assert caught.value.exit_code == 14
 
 
 def test_manifest_put_get_is_byte_exact(registry: RunningRegistry) -> None:
     repository = repo()
-    with RegistryClient(registry.host, options()) as client:
+    with RegistryClient(registry.host, offline_options()) as client:
         config = push_blob(client, repository, b'{"architecture":"amd64","os":"linux"}')
         layer_data, _ = blob(1234)
         layer = push_blob(client, repository, layer_data)
@@ -133,7 +125,7 @@ def test_manifest_put_get_is_byte_exact(registry: RunningRegistry) -> None:
 
 def test_index_put_by_digest_keeps_its_media_type(registry: RunningRegistry) -> None:
     repository = repo()
-    with RegistryClient(registry.host, options()) as client:
+    with RegistryClient(registry.host, offline_options()) as client:
         config = push_blob(client, repository, b"{}")
         child = RawManifest.from_bytes(
             json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {
@@ -155,7 +147,7 @@ def test_index_put_by_digest_keeps_its_media_type(registry: RunningRegistry) -> 
 def test_missing_things(registry: RunningRegistry) -> None:
     repository = repo()
     _, digest = blob(10)
-    with RegistryClient(registry.host, options()) as client:
+    with RegistryClient(registry.host, offline_options()) as client:
         assert client.manifest_head(repository, "nope") is None
         with pytest.raises(NotFoundError) as caught:
             client.manifest_get(repository, "nope")
@@ -171,7 +163,7 @@ def test_missing_things(registry: RunningRegistry) -> None:
 def test_mount_between_repositories(registry: RunningRegistry) -> None:
     source, target = repo(), repo()
     data, digest = blob(4321)
-    with RegistryClient(registry.host, options()) as client:
+    with RegistryClient(registry.host, offline_options()) as client:
         push_blob(client, source, data)
         calls: list[int] = []
         result = client.blob_upload(target, digest, len(data), lambda: calls.append(1) or [data], mount_from=source)
@@ -183,7 +175,7 @@ def test_mount_between_repositories(registry: RunningRegistry) -> None:
 def test_mount_from_repository_without_the_blob_uploads(registry: RunningRegistry, caplog: pytest.LogCaptureFixture) -> None:
     source, target = repo(), repo()
     data, digest = blob(999)
-    with RegistryClient(registry.host, options()) as client:
+    with RegistryClient(registry.host, offline_options()) as client:
         push_blob(client, source, b"something else")
         caplog.set_level(logging.DEBUG, logger="bundler.registry")
         assert client.blob_upload(target, digest, len(data), lambda: [data], mount_from=source) is Placement.UPLOADED
@@ -195,7 +187,7 @@ def test_mount_from_repository_without_the_blob_uploads(registry: RunningRegistr
 def test_tags_and_catalog_follow_pagination(fresh_registry: RunningRegistry, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="bundler.registry")
     repositories = [f"pages/r{i}" for i in range(5)]
-    with RegistryClient(fresh_registry.host, options()) as client:
+    with RegistryClient(fresh_registry.host, offline_options()) as client:
         client.page_size = 2
         config = push_blob(client, repositories[0], b"{}")
         manifest = RawManifest.from_bytes(json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {
@@ -215,7 +207,7 @@ def test_ping_and_plain_http_fallback_on_loopback(registry: RunningRegistry, cap
     caplog.set_level(logging.DEBUG, logger="bundler.registry")
     port = registry.host.rsplit(":", 1)[1]
     for host in (registry.host, f"localhost:{port}"):
-        with RegistryClient(host, options()) as client:
+        with RegistryClient(host, offline_options()) as client:
             client.ping()
             assert client._schemes.scheme(client._http) == "http"
     assert sum("does not speak TLS" in record.getMessage() for record in caplog.records) == 2
@@ -228,7 +220,7 @@ def test_unreachable_host_is_reported_after_retries(caplog: pytest.LogCaptureFix
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     caplog.set_level(logging.DEBUG, logger="bundler.registry")
-    with RegistryClient(f"127.0.0.1:{port}", options(retries=2)) as client, pytest.raises(UnreachableError) as caught:
+    with RegistryClient(f"127.0.0.1:{port}", offline_options(retries=2)) as client, pytest.raises(UnreachableError) as caught:
         client.ping()
     assert caught.value.exit_code == 13
     assert f"127.0.0.1:{port}" in str(caught.value) and "\n" not in str(caught.value)
@@ -238,7 +230,7 @@ def test_unreachable_host_is_reported_after_retries(caplog: pytest.LogCaptureFix
 def test_many_threads_share_one_client(registry: RunningRegistry) -> None:
     repository = repo()
     blobs = [blob(2000 + i) for i in range(16)]
-    with RegistryClient(registry.host, options(jobs=4)) as client:
+    with RegistryClient(registry.host, offline_options(jobs=4)) as client:
 
         def work(item: tuple[bytes, Digest]) -> bytes:
             data, digest = item
@@ -250,7 +242,7 @@ def test_many_threads_share_one_client(registry: RunningRegistry) -> None:
 
 
 def test_pool_gives_one_client_per_host_and_closes_them(registry: RunningRegistry) -> None:
-    with RegistryPool(options()) as pool:
+    with RegistryPool(offline_options()) as pool:
         first = pool.get(registry.host)
         assert pool.get(registry.host) is first
         other = pool.get("localhost:1")
@@ -261,7 +253,7 @@ def test_pool_gives_one_client_per_host_and_closes_them(registry: RunningRegistr
 
 
 def test_docker_hub_host_maps_to_its_endpoint() -> None:
-    with RegistryClient("docker.io", options()) as client:
+    with RegistryClient("docker.io", offline_options()) as client:
         assert client.endpoint == "registry-1.docker.io"
         assert client._schemes.scheme(client._http) == "https"  # not loopback, not insecure: no probe
 

@@ -34,8 +34,8 @@ from bundler.registry import Backoff, RegistryClient, RegistryOptions
 from bundler.registry import retry as retry_module
 from bundler.registry.options import MiB
 from bundler.stores import Placement
+from support.options import offline_options
 
-NOWHERE = Path("/nonexistent/imgbundle-tests")
 SEED = 424242
 
 
@@ -137,9 +137,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 def options(**overrides: object) -> RegistryOptions:
-    settings: dict[str, object] = {"backoff": Backoff(initial=0.001, maximum=0.002), "docker_config_dir": NOWHERE,
-                                   "auth_file": NOWHERE / "auth.json", "retries": 2}
-    return RegistryOptions(**{**settings, **overrides})  # type: ignore[arg-type]
+    return offline_options(**{"backoff": Backoff(initial=0.001, maximum=0.002), "retries": 2, **overrides})
 
 
 def payload(size: int) -> tuple[bytes, Digest]:

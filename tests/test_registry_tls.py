@@ -7,24 +7,18 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures_registry import RunningRegistry
 
 from bundler.digest import Digest
 from bundler.errors import LocalIOError, Remedy, UnreachableError
 from bundler.registry import Backoff, RegistryClient, RegistryOptions
 from bundler.registry.transport import is_loopback
-
-NOWHERE = Path("/nonexistent/imgbundle-tests")
+from support.options import NOWHERE, offline_options
+from support.registry import RunningRegistry
 
 
 def options(**overrides: object) -> RegistryOptions:
-    settings: dict[str, object] = {
-        "backoff": Backoff(initial=0.001, maximum=0.005),
-        "docker_config_dir": NOWHERE,
-        "auth_file": NOWHERE / "auth.json",
-        "certs_dir": NOWHERE / "certs.d",
-    }
-    return RegistryOptions(**{**settings, **overrides})  # type: ignore[arg-type]
+    return offline_options(**{"backoff": Backoff(initial=0.001, maximum=0.005), "certs_dir": NOWHERE / "certs.d",
+                              **overrides})
 
 
 def round_trip(client: RegistryClient) -> None:

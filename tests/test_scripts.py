@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-import bench  # scripts/ is on sys.path (fixtures_registry puts it there for the launcher)
+import bench
 import localregistry
-from fixtures_images import imageset, seed_into
-from fixtures_registry import RunningRegistry
+from support.images import seed_into
+from support.registry import RunningRegistry
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 TINY = ["--images", "12", "--size", "2M"]
@@ -24,6 +24,7 @@ def _run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]
                           timeout=300, check=False)
 
 
+@pytest.mark.registry
 def test_launcher_ignores_registry_variables_and_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """REGISTRY_* would override the config (here: listen elsewhere, fail on storage); the child never sees them."""
     monkeypatch.setenv("REGISTRY_HTTP_ADDR", "127.0.0.1:1")
@@ -34,6 +35,7 @@ def test_launcher_ignores_registry_variables_and_stops(tmp_path: Path, monkeypat
     assert reg.process.poll() is not None
 
 
+@pytest.mark.registry
 def test_launcher_failure_is_an_exception_with_the_log(tmp_path: Path) -> None:
     with pytest.raises(localregistry.RegistryStartError, match="log tail"):
         localregistry.launch(tmp_path, extra_config={"storage": {"filesystem": None, "no-such-driver": {}}})
@@ -56,6 +58,7 @@ def test_skopeo_refs_drop_tags_skopeo_cannot_combine_with_digests(small_imageset
     assert all(name in by_path for name in pinned)  # imgbundle keeps the tag
 
 
+@pytest.mark.registry
 def test_demo_runs_the_cli_and_checks_every_digest(tmp_path: Path) -> None:
     proc = _run("demo.py", *TINY, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -64,6 +67,7 @@ def test_demo_runs_the_cli_and_checks_every_digest(tmp_path: Path) -> None:
     assert "OK: all 12 references on the target have the source digests" in proc.stdout
 
 
+@pytest.mark.registry
 def test_bench_times_every_flow_and_writes_its_report(tmp_path: Path) -> None:
     out = tmp_path / "bench-out"
     proc = _run("bench.py", *TINY, "--runs", "1", "--out", str(out), cwd=tmp_path)

@@ -1,14 +1,13 @@
 """``pack --from-storage``: images read straight from a storage tree that a real Distribution wrote.
 
 The expectations come from the generated OCI layout (walked with json and hashlib in
-test_unpack_support) and from the registry's own HTTP answers, never from ``StorageTree`` itself.
+support.sources) and from the registry's own HTTP answers, never from ``StorageTree`` itself.
 Trees are broken on copies, so the module's registry stays whole.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,32 +15,18 @@ from typing import Iterator
 
 import pytest
 
-from bundler.cli import main
 from bundler.digest import Digest
 from bundler.errors import NotFoundError, RegistryContentError
 from bundler.registry import RegistryClient
 from bundler.stores import ReadStore
 from bundler.stores.storage import StorageTree
-from fixtures_images import seed_into
-from fixtures_registry import RunningRegistry, registry_catalog, registry_tags, start_registry
-from test_unpack_support import SourceImage, read_source
+from support.cli import bundle_index, run_main
+from support.images import seed_into
+from support.registry import RunningRegistry, registry_catalog, registry_tags, start_registry
+from support.servers import starts_server
+from support.sources import SourceImage, read_source
 
 CREATED = "2024-05-06T07:08:09Z"
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """``imgbundle ARGS`` in this process: (exit code, stdout, stderr); never a traceback."""
-    with pytest.raises(SystemExit) as stopped:
-        main(list(args))
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err, captured.err
-    return stopped.value.code or 0, captured.out, captured.err
-
-
-def bundle_index(capsys: pytest.CaptureFixture[str], bundle: Path) -> dict:
-    code, stdout, stderr = run_cli(capsys, "list", str(bundle), "--json")
-    assert code == 0, stderr
-    return json.loads(stdout)
 
 
 @dataclass
@@ -65,6 +50,7 @@ class Written:
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def written(tmp_path_factory: pytest.TempPathFactory, small_imageset) -> Iterator[Written]:
     """A registry of its own, so that its catalog is exactly the small set (nested paths, an alias tag)."""
     with start_registry(tmp_path_factory.mktemp("storage-registry")) as reg:
@@ -99,8 +85,8 @@ def test_listing_agrees_with_the_registry(written: Written) -> None:
 def test_pack_from_storage_holds_every_tag_byte_exact(written: Written, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str], below: str) -> None:
     bundle = tmp_path / "recovered.tar.zst"
-    code, _, stderr = run_cli(capsys, "pack", "--from-storage", str(written.storage / below), "-o", str(bundle),
-                              "--created", CREATED, "-q")
+    code, _, stderr = run_main(capsys, "pack", "--from-storage", str(written.storage / below), "-o", str(bundle),
+                               "--created", CREATED, "-q")
     assert code == 0, stderr
     index = bundle_index(capsys, bundle)
     assert {i["reference"]: i["digest"] for i in index["images"]} == {
@@ -109,14 +95,14 @@ def test_pack_from_storage_holds_every_tag_byte_exact(written: Written, tmp_path
     assert {b["digest"]: b["size"] for b in index["blobs"]} == expected_blobs
     assert {m["digest"] for m in index["manifests"]} == {d for i in written.images.values() for d in i.manifests}
     assert index["skipped"] == []
-    code, stdout, stderr = run_cli(capsys, "verify", str(bundle))
+    code, stdout, stderr = run_main(capsys, "verify", str(bundle))
     assert code == 0 and f"OK {len(written.images)} images" in stdout, stdout + stderr
 
 
 def test_repo_patterns_and_storage_host(written: Written, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bundle = tmp_path / "some.tar.zst"
-    code, _, stderr = run_cli(capsys, "pack", "--from-storage", str(written.storage), "--repo", "calico/*",
-                              "--repo", "k8s/*", "--storage-host", "harbor.site.lan", "-o", str(bundle), "-q")
+    code, _, stderr = run_main(capsys, "pack", "--from-storage", str(written.storage), "--repo", "calico/*",
+                               "--repo", "k8s/*", "--storage-host", "harbor.site.lan", "-o", str(bundle), "-q")
     assert code == 0, stderr
     references = {i["reference"] for i in bundle_index(capsys, bundle)["images"]}
     assert references == {f"harbor.site.lan/{name}" for name in written.images
@@ -140,19 +126,19 @@ def test_broken_images_are_named_then_skipped(written: Written, tmp_path: Path,
     assert len(broken) == 3
 
     bundle = tmp_path / "b.tar.zst"
-    code, _, stderr = run_cli(capsys, "pack", "--from-storage", str(root), "-o", str(bundle), "-q")
+    code, _, stderr = run_main(capsys, "pack", "--from-storage", str(root), "-o", str(bundle), "-q")
     assert code == NotFoundError.exit_code and not bundle.exists()
     assert f"3 of {len(written.images)} references failed" in stderr
     for name in broken:
         assert f"localhost/{name}: " in stderr
     assert layer in stderr and child_digest in stderr and "data is missing" in stderr
 
-    code, _, stderr = run_cli(capsys, "pack", "--from-storage", str(root), "-o", str(bundle), "-q", "--skip-missing")
+    code, _, stderr = run_main(capsys, "pack", "--from-storage", str(root), "-o", str(bundle), "-q", "--skip-missing")
     assert code == 0, stderr
     index = bundle_index(capsys, bundle)
     assert {s["source"] for s in index["skipped"]} == {f"localhost/{name}" for name in broken}
     assert {i["reference"] for i in index["images"]} == {f"localhost/{n}" for n in written.images if n not in broken}
-    assert run_cli(capsys, "verify", str(bundle))[0] == 0
+    assert run_main(capsys, "verify", str(bundle))[0] == 0
 
 
 def _blob_of_one_image(written: Written, name: str) -> str:
@@ -169,7 +155,7 @@ def test_damaged_blob_data_fails_the_pack_naming_it(written: Written, tmp_path: 
     content[len(content) // 2] ^= 0x01
     data.write_bytes(bytes(content))
     bundle = tmp_path / "b.tar.zst"
-    code, _, stderr = run_cli(capsys, "pack", "--from-storage", str(root), "-o", str(bundle), "-q")
+    code, _, stderr = run_main(capsys, "pack", "--from-storage", str(root), "-o", str(bundle), "-q")
     assert code == RegistryContentError.exit_code, stderr
     assert layer in stderr and "content has digest" in stderr
     assert not bundle.exists() and list(tmp_path.glob("b.tar.zst*")) == []
@@ -178,9 +164,9 @@ def test_damaged_blob_data_fails_the_pack_naming_it(written: Written, tmp_path: 
 def test_recovered_bundle_unpacks_with_the_same_digests(written: Written, fresh_registry: RunningRegistry,
                                                         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bundle = tmp_path / "r.tar.zst"
-    assert run_cli(capsys, "pack", "--from-storage", str(written.storage), "--repo", "library/*",
-                   "-o", str(bundle), "-q")[0] == 0
-    code, _, stderr = run_cli(capsys, "unpack", str(bundle), "--to", fresh_registry.host, "-q")
+    assert run_main(capsys, "pack", "--from-storage", str(written.storage), "--repo", "library/*",
+                    "-o", str(bundle), "-q")[0] == 0
+    code, _, stderr = run_main(capsys, "unpack", str(bundle), "--to", fresh_registry.host, "-q")
     assert code == 0, stderr
     for name in ("library/nginx:1.25.2-alpine", "library/nginx:stable-alpine"):
         repository, tag = name.split(":")
@@ -199,5 +185,5 @@ def test_recovered_bundle_unpacks_with_the_same_digests(written: Written, fresh_
 def test_input_mistakes_exit_3(written: Written, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                args: list[str], message: str) -> None:
     filled = [a.format(tmp=tmp_path, storage=written.storage) for a in args]
-    code, _, stderr = run_cli(capsys, "pack", *filled, "-o", str(tmp_path / "x.tar.zst"))
+    code, _, stderr = run_main(capsys, "pack", *filled, "-o", str(tmp_path / "x.tar.zst"))
     assert code == 3 and message in stderr, stderr

@@ -1,6 +1,6 @@
 """unpack against real Docker Distribution registries: naming, order, skips, mounts, resume, failures.
 
-Expectations come from the generated source layout (``test_unpack_support``), and registry state is
+Expectations come from the generated source layout (``support.sources``), and registry state is
 read back with plain httpx and skopeo, never with imgbundle's own client.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import imageset
 from bundler.errors import (
     CorruptBundleError,
     InputError,
@@ -24,20 +25,17 @@ from bundler.errors import (
 )
 from bundler.registry import Backoff, RegistryOptions
 from bundler.unpack import UnpackOptions, unpack, write_report
-from fixtures_registry import RunningRegistry, TokenRegistry, registry_catalog, registry_tags
-from test_unpack_support import (  # noqa: F401 (fixtures)
+from support.options import offline_options, registry_options
+from support.registry import RunningRegistry, TokenRegistry, registry_catalog, registry_tags
+from support.sources import (
     RecordingProgress,
     SourceSet,
     assert_registry_holds,
     build_bundle,
-    bundle_file,
     expected_state,
-    registry_options,
+    read_source,
     registry_tags_state,
     skopeo_raw,
-    small_bundle,
-    small_source,
-    source_set,
     stored_blob_digests,
 )
 
@@ -71,7 +69,7 @@ def test_fresh_push_is_complete_byte_exact_and_counted(fresh_registry: RunningRe
     assert registry_tags(fresh_registry, f"mirror/{pause.path}") == []
     # pins resolve with skopeo and hash to the source digest, the odd-whitespace index included
     for image in source_set.images[:3] + [pause]:
-        raw = skopeo_raw(f"{fresh_registry.host}/mirror/{image.path}@{image.digest}")
+        raw = skopeo_raw(f"docker://{fresh_registry.host}/mirror/{image.path}@{image.digest}", "--tls-verify=false")
         assert "sha256:" + hashlib.sha256(raw).hexdigest() == image.digest
 
     # a second unpack of the same bundle finds everything and uploads nothing
@@ -124,9 +122,8 @@ def test_token_auth_mounts_across_repositories(token_registry: TokenRegistry, bu
 
 def test_token_auth_reader_cannot_push(token_registry: TokenRegistry, small_bundle: Path) -> None:
     prefix = unique_prefix()
-    options = RegistryOptions(credentials={token_registry.host: ("reader", token_registry.users["reader"])},
-                              retries=0, docker_config_dir=Path("/nonexistent"),
-                              auth_file=Path("/nonexistent/auth.json"))
+    options = offline_options(credentials={token_registry.host: ("reader", token_registry.users["reader"])},
+                              retries=0)
     result = unpack(small_bundle, UnpackOptions(to=f"{token_registry.host}/{prefix}"), options)
     assert len(result.failed) == len(result.images)
     error = result.failure_error()
@@ -143,13 +140,12 @@ def test_basic_auth_and_tls(basic_registry: RunningRegistry, tls_registry: Runni
         assert result.blobs_mounted > 0
         assert_registry_holds(reg, expected_state(small_source, lambda image, p=prefix: f"{p}/{image.path}"))
     image = small_source.images[0]
-    raw = skopeo_raw(f"{tls_registry.host}/{prefix}/{image.path}@{image.digest}")
+    raw = skopeo_raw(f"docker://{tls_registry.host}/{prefix}/{image.path}@{image.digest}", "--tls-verify=false")
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == image.digest
 
 
 def test_wrong_password_fails_every_image_with_auth_error(basic_registry: RunningRegistry, small_bundle: Path) -> None:
-    options = RegistryOptions(credentials={basic_registry.host: ("alice", "wrong")}, retries=0,
-                              docker_config_dir=Path("/nonexistent"), auth_file=Path("/nonexistent/auth.json"))
+    options = offline_options(credentials={basic_registry.host: ("alice", "wrong")}, retries=0)
     result = unpack(small_bundle, UnpackOptions(to=f"{basic_registry.host}/{unique_prefix()}"), options)
     error = result.failure_error()
     assert len(result.failed) == len(result.images)
@@ -303,9 +299,6 @@ BIG = 60 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def big_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    from fixtures_images import imageset
-    from test_unpack_support import read_source
-
     image_set = imageset.generate(tmp_path_factory.mktemp("big-set"), images=12, total_size=1024 * 1024, seed=5,
                                   big_layer=BIG)
     source = read_source(image_set).select(["cilium/cilium"])

@@ -10,8 +10,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_unpack_execute import HOST, MemoryRegistry
-from test_unpack_support import RecordingProgress, bundle_file, source_set  # noqa: F401 (fixtures)
 
 import bundler.threads
 from bundler.errors import AuthError, NotFoundError
@@ -19,6 +17,8 @@ from bundler.stores.bundle import BundleStore
 from bundler.unpack import PushPlan, build_plan, plan_targets
 from bundler.unpack.expected import check_expected
 from bundler.unpack.plan import BlobPlan
+from support.memory import HOST, MemoryRegistry
+from support.sources import RecordingProgress
 
 WAIT = 30.0
 """A bound on the stuck HEAD, so that a check that waits for it fails instead of hanging."""

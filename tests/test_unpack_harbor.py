@@ -23,17 +23,9 @@ import pytest
 from bundler.errors import AuthError, InputError, PushRefusedError, Remedy
 from bundler.registry import RegistryOptions
 from bundler.unpack import UnpackOptions, unpack
-from fixtures_registry import MANIFEST_ACCEPT, RunningRegistry, registry_catalog
-from test_unpack_support import (  # noqa: F401 (fixtures)
-    RecordingProgress,
-    SourceSet,
-    assert_registry_holds,
-    expected_state,
-    registry_options,
-    small_bundle,
-    small_source,
-    source_set,
-)
+from support.options import offline_options, registry_options
+from support.registry import MANIFEST_ACCEPT, RunningRegistry, registry_catalog
+from support.sources import RecordingProgress, SourceSet, assert_registry_holds, expected_state
 
 _REPO_RE = re.compile(r"^/v2/(.+?)/(blobs|manifests|tags)(/.*)?$")
 _HOP = {"connection", "transfer-encoding", "keep-alive", "content-length", "host"}
@@ -194,7 +186,7 @@ def harbor(fresh_registry: RunningRegistry) -> Iterator[Any]:
 
 
 def options_for(stub: HarborStub) -> RegistryOptions:
-    return RegistryOptions(retries=1, docker_config_dir=Path("/nonexistent"), auth_file=Path("/nonexistent/auth.json"))
+    return offline_options(retries=1)
 
 
 MAPS = [("quay.io/pause", "k8s/pause")]

@@ -10,7 +10,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,21 +19,13 @@ from bundler.bundle.seektable import parse_seek_table
 from bundler.bundle.volumes import BundleFiles, bundle_from_paths, find_bundle, volume_path
 from bundler.errors import IncompleteVolumeSetError, InputError, LocalIOError
 from bundler.verify import verify_bundle
-from fixtures_registry import RunningRegistry
-from test_bundle_helpers import ImageSet, make_image_set
-from test_unpack_support import assert_registry_holds, expected_state, read_source
+from support.bundles import ImageSet, make_image_set
+from support.cli import run_cli
+from support.registry import RunningRegistry
+from support.sources import assert_registry_holds, expected_state, read_source
 
 SPLIT = 1024 * 1024
 """Volumes below 1 MiB: the 9.5 MB test bundle makes ten of them."""
-
-
-def run(*args: str, check: int = 0, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DOCKER_CONFIG": "/nonexistent-docker-config"}
-    proc = subprocess.run([sys.executable, "-m", "bundler", *args], capture_output=True, text=True, env=env,
-                          timeout=120, cwd=cwd)
-    assert proc.returncode == check, f"exit {proc.returncode}, expected {check}\n{proc.stdout}\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +186,7 @@ def test_a_broken_set_is_refused_naming_the_volume(copy: Path, damage: str) -> N
         with pytest.raises(IncompleteVolumeSetError) as caught:
             attempt()
         assert message in str(caught.value)
-    done = run("list", str(copy), check=IncompleteVolumeSetError.exit_code)
+    done = run_cli("list", str(copy), expect=IncompleteVolumeSetError.exit_code)
     assert message in done.stderr
 
 
@@ -270,15 +261,16 @@ def test_pack_split_list_verify_unpack_through_the_command(seeded_registry: tupl
     image_list = tmp_path / "images.list"
     image_list.write_text(image_set.image_list(source.host))  # type: ignore[attr-defined]
     output = tmp_path / "site.tar.zst"
-    run("pack", "-f", str(image_list), "-o", str(output), "--split", "1M", "-q", "--no-cache",
-        "--created", "2026-01-02T03:04:05Z")
+    run_cli("pack", "-f", str(image_list), "-o", str(output), "--split", "1M", "-q", "--no-cache",
+            "--created", "2026-01-02T03:04:05Z")
     volumes = volumes_of(output)
     assert len(volumes) >= 4 and all(v.stat().st_size < 1024 * 1024 for v in volumes)
-    assert "imgbundle" in run("list", str(output)).stdout
-    assert "ok (sha256 of all" in run("verify", *map(str, volumes)).stdout
-    run("unpack", str(volumes[0]), "--to", f"{fresh_registry.host}/usb", "-q")
+    assert "imgbundle" in run_cli("list", str(output)).stdout
+    assert "ok (sha256 of all" in run_cli("verify", *map(str, volumes)).stdout
+    run_cli("unpack", str(volumes[0]), "--to", f"{fresh_registry.host}/usb", "-q")
     walked = read_source(image_set, source.host)
     assert_registry_holds(fresh_registry, expected_state(walked, lambda image: f"usb/{image.path}"))
     volumes[-1].unlink()
-    assert "is missing" in run("unpack", str(output), "--to", f"{fresh_registry.host}/usb", "-q", check=24).stderr
-    assert "does not exist" in run("verify", str(tmp_path / "none.tar.zst"), check=2).stderr  # a usage error
+    assert "is missing" in run_cli("unpack", str(output), "--to", f"{fresh_registry.host}/usb", "-q",
+                                   expect=24).stderr
+    assert "does not exist" in run_cli("verify", str(tmp_path / "none.tar.zst"), expect=2).stderr  # a usage error

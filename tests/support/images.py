@@ -5,44 +5,21 @@
     seed_into()      push an ImageSet into any RunningRegistry (TLS, basic or token auth), with plain httpx
 
 The seed is 1 unless IMAGESET_SEED says otherwise; it is printed in pytest's header so that a failure can be
-reproduced with the same bytes. The generator and seeder live in scripts/imageset.py (not a package): it is
-loaded here once under the module name ``imageset`` so that every test sees the same classes.
+reproduced with the same bytes. The generator and seeder are scripts/imageset.py, imported by name as the
+benchmark and the demo import it (pyproject's pytest ``pythonpath`` puts scripts/ on the path).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING
 
 import pytest
 
-from fixtures_registry import RunningRegistry
+import imageset
+from imageset import ImageSet, SeedResult
+from support.registry import RunningRegistry
 
-if TYPE_CHECKING:
-    from imageset import ImageSet, SeedResult
-
-__all__ = ["imageset", "SMALL_IMAGES", "SMALL_SIZE", "SMALL_SEED", "seed_into", "small_imageset", "seeded_registry"]
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "imageset.py"
-
-
-def _load_imageset() -> ModuleType:
-    """Import scripts/imageset.py as ``imageset``, registered in sys.modules before it runs (dataclasses need it)."""
-    if "imageset" in sys.modules:
-        return sys.modules["imageset"]
-    spec = importlib.util.spec_from_file_location("imageset", SCRIPT)
-    assert spec and spec.loader, f"cannot load {SCRIPT}"
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["imageset"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-imageset = _load_imageset()
+__all__ = ["SMALL_IMAGES", "SMALL_SEED", "SMALL_SIZE", "seed_into", "seeded_registry", "small_imageset"]
 
 SMALL_IMAGES = imageset.MIN_IMAGES
 SMALL_SIZE = 5 * imageset.MiB
@@ -53,7 +30,7 @@ def pytest_report_header() -> str:
     return f"imageset seed: {SMALL_SEED} (set IMAGESET_SEED to change)"
 
 
-def seed_into(reg: RunningRegistry, image_set: "ImageSet", *, repo_prefix: str = "", jobs: int = 4) -> "SeedResult":
+def seed_into(reg: RunningRegistry, image_set: ImageSet, *, repo_prefix: str = "", jobs: int = 4) -> SeedResult:
     """Push ``image_set`` into ``reg`` with the registry's own CA and credentials (basic or token)."""
     auth = (reg.username, reg.password) if reg.username and reg.password else None
     return imageset.seed_registry(image_set.layout, reg.url, ca_file=reg.ca_file, auth=auth, jobs=jobs,
@@ -61,14 +38,14 @@ def seed_into(reg: RunningRegistry, image_set: "ImageSet", *, repo_prefix: str =
 
 
 @pytest.fixture(scope="session")
-def small_imageset(tmp_path_factory: pytest.TempPathFactory) -> "ImageSet":
+def small_imageset(tmp_path_factory: pytest.TempPathFactory) -> ImageSet:
     """A 12-image, ~5 MB set: Docker lists, OCI indexes, attestations, single images, an alias, odd whitespace."""
     return imageset.generate(tmp_path_factory.mktemp("small-imageset"), images=SMALL_IMAGES, total_size=SMALL_SIZE,
                              seed=SMALL_SEED)
 
 
 @pytest.fixture(scope="session")
-def seeded_registry(registry: RunningRegistry, small_imageset: "ImageSet") -> tuple[RunningRegistry, "ImageSet"]:
+def seeded_registry(registry: RunningRegistry, small_imageset: ImageSet) -> tuple[RunningRegistry, ImageSet]:
     """The session's plain registry holding small_imageset at its own paths (``calico/node:v3.26.4`` ...).
 
     Do not push to these repositories in tests; use other repository names (or ``seed_into`` with a prefix).

@@ -25,7 +25,6 @@ import secrets
 import shutil
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -38,29 +37,29 @@ from typing import Any
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import localregistry  # noqa: E402  (scripts/ is not a package; the benchmark and the demo use it too)
-from localregistry import REGISTRY_BINARY, free_port  # noqa: E402
+import localregistry
+from localregistry import REGISTRY_BINARY, free_port
+from support.servers import refuse_unless_marked, starts_server
 
 __all__ = [
+    "MANIFEST_ACCEPT",
     "REGISTRY_BINARY",
     "CertAuthority",
     "RunningRegistry",
     "TokenRegistry",
     "TokenRequest",
     "TokenServer",
+    "fetch_token",
     "free_port",
+    "harbor_like_grants",
     "make_cert_authority",
+    "registry_catalog",
+    "registry_client",
+    "registry_get_manifest",
+    "registry_has_manifest",
+    "registry_tags",
     "start_registry",
     "start_token_server",
-    "harbor_like_grants",
-    "fetch_token",
-    "registry_client",
-    "registry_has_manifest",
-    "registry_get_manifest",
-    "registry_catalog",
-    "registry_tags",
-    "MANIFEST_ACCEPT",
 ]
 
 TOKEN_TTL_S = 60
@@ -351,6 +350,7 @@ class TokenServer:
 @contextlib.contextmanager
 def start_token_server(directory: Path, users: dict[str, str], **kwargs: Any) -> Iterator[TokenServer]:
     """Run a TokenServer for the duration of the block."""
+    refuse_unless_marked("a token server")
     _require_tools("openssl")
     server = TokenServer(directory, users, **kwargs)
     server.start()
@@ -449,6 +449,7 @@ def test_ca(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
 
 
 @pytest.fixture(scope="session")
+@starts_server
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
     """Shared plain-HTTP registry without auth; use unique repository names per test."""
     with start_registry(tmp_path_factory.mktemp("registry")) as reg:
@@ -456,6 +457,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegist
 
 
 @pytest.fixture
+@starts_server
 def fresh_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
     """A brand-new empty plain-HTTP registry for this test alone."""
     with start_registry(tmp_path_factory.mktemp("fresh-registry")) as reg:
@@ -463,6 +465,7 @@ def fresh_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
 
 
 @pytest.fixture
+@starts_server
 def registry_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RunningRegistry]]:
     """Call with start_registry's keyword arguments; every registry started is stopped after the test."""
     with contextlib.ExitStack() as stack:
@@ -474,6 +477,7 @@ def registry_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Calla
 
 
 @pytest.fixture(scope="session")
+@starts_server
 def tls_registry(tmp_path_factory: pytest.TempPathFactory, test_ca: CertAuthority) -> Iterator[RunningRegistry]:
     """HTTPS registry whose certificate only ``test_ca`` vouches for (``ca_file`` is set)."""
     with start_registry(tmp_path_factory.mktemp("tls-registry"), tls=test_ca) as reg:
@@ -481,6 +485,7 @@ def tls_registry(tmp_path_factory: pytest.TempPathFactory, test_ca: CertAuthorit
 
 
 @pytest.fixture(scope="session")
+@starts_server
 def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
     """Plain-HTTP registry with htpasswd basic auth: user ``alice``, a random per-session password."""
     with start_registry(tmp_path_factory.mktemp("basic-registry"), htpasswd={"alice": _secret()}) as reg:
@@ -488,6 +493,7 @@ def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
 
 
 @pytest.fixture(scope="session")
+@starts_server
 def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenServer]:
     """Harbor-like token service with users ``pusher`` and ``reader`` (random per-session passwords)."""
     users = {"pusher": _secret(), "reader": _secret()}
@@ -496,6 +502,7 @@ def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenServ
 
 
 @pytest.fixture(scope="session")
+@starts_server
 def token_registry(tmp_path_factory: pytest.TempPathFactory, token_server: TokenServer) -> Iterator[TokenRegistry]:
     """Plain-HTTP registry with bearer-token auth from ``token_server``; ``token_requests`` records every request."""
     with start_registry(tmp_path_factory.mktemp("token-registry"), token=token_server) as reg:

@@ -17,8 +17,6 @@ fired yet go first, so a run long enough fires every kind. ``fired`` counts what
 that its faults fired (a test in which none did proves nothing). ``Location`` and ``Link`` headers that point
 at the backend are rewritten to the proxy, so uploads keep going through it.
 
-``run_cli`` runs the real ``imgbundle`` command and times it.
-
 A ``Rule`` scripts one request kind: "the 3rd GET of blob X is cut after 1000 bytes"
 (``Rule("GET", "/blobs/" + x, nth=3, fault="reset", cut_after=1000)``), or a lying registry
 (``Rule("GET", "/manifests/1", answer=lambda seen, forward: ...)``).
@@ -29,26 +27,20 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
-import os
 import random
 import re
 import socket
 import struct
-import subprocess
-import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
-from fixtures_registry import RunningRegistry
+from support.registry import RunningRegistry
 
-__all__ = ["KINDS", "STATUS_KINDS", "Seen", "Answer", "Rule", "FaultProxy", "fault_proxy", "CliRun", "run_cli",
-           "files_in"]
+__all__ = ["KINDS", "STATUS_KINDS", "Answer", "FaultProxy", "Rule", "Seen", "fault_proxy"]
 
 STATUS_KINDS = ("500", "502", "503", "429")
 KINDS = (*STATUS_KINDS, "reset", "truncate", "stall")
@@ -80,7 +72,7 @@ class Answer:
     def header(self, name: str) -> str | None:
         return next((value for key, value in self.headers if key.lower() == name.lower()), None)
 
-    def with_header(self, name: str, value: str | None) -> "Answer":
+    def with_header(self, name: str, value: str | None) -> Answer:
         """A copy with ``name`` replaced (or removed, for ``None``)."""
         headers = [(k, v) for k, v in self.headers if k.lower() != name.lower()]
         if value is not None:
@@ -337,31 +329,3 @@ def fault_proxy() -> Iterator[Callable[..., FaultProxy]]:
     yield start
     for proxy in proxies:
         proxy.stop()
-
-
-@dataclass(frozen=True)
-class CliRun:
-    code: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    @property
-    def error_lines(self) -> list[str]:
-        return [line for line in self.stderr.splitlines() if line.startswith("imgbundle: error:")]
-
-
-def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 120) -> CliRun:
-    """``imgbundle ARGS`` in a subprocess, as a user runs it; no credentials from this machine unless ``env`` says."""
-    environment = {**os.environ, "DOCKER_CONFIG": "/nonexistent-docker-config", **(env or {})}
-    started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "bundler", *args], input=stdin, capture_output=True, text=True,
-                          env=environment, timeout=timeout, check=False)
-    run = CliRun(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
-    assert "Traceback" not in run.stderr, run.stderr
-    return run
-
-
-def files_in(directory: Path) -> list[str]:
-    """Every file name under ``directory`` (temporary ``.part-*`` files included), sorted."""
-    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())

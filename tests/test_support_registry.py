@@ -12,11 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fixtures_registry import (
+from support.registry import (
     CertAuthority,
     RunningRegistry,
     TokenRegistry,
     fetch_token,
+    free_port,
     registry_catalog,
     registry_client,
     registry_get_manifest,
@@ -110,6 +111,7 @@ def test_registry_factory_accepts_start_registry_kwargs(registry_factory: Callab
     assert httpx.get(f"{reg.url}/v2/", verify=ctx, auth=("bob", "pw-bob"), trust_env=False).status_code == 200
 
 
+@pytest.mark.registry
 def test_start_failure_is_loud_and_shows_the_log(tmp_path: Path) -> None:
     bad = {"storage": {"filesystem": None, "no-such-driver": {}}}
     with pytest.raises(pytest.fail.Exception, match="log tail"):
@@ -117,15 +119,14 @@ def test_start_failure_is_loud_and_shows_the_log(tmp_path: Path) -> None:
             pass
 
 
+@pytest.mark.registry
 def test_start_retries_when_the_port_was_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import fixtures_registry
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        ports = iter([taken, fixtures_registry.free_port()])
-        monkeypatch.setattr(fixtures_registry, "free_port", lambda: next(ports))
+        ports = iter([taken, free_port()])
+        monkeypatch.setattr("support.registry.free_port", lambda: next(ports))
         with start_registry(tmp_path) as reg:
             assert reg.host != f"127.0.0.1:{taken}"
             assert httpx.get(f"{reg.url}/v2/", trust_env=False).status_code == 200

@@ -1,5 +1,5 @@
-"""Helpers for the unpack tests (no tests here): bundles built from a generated image set, an
-independent oracle of what the source holds, registry-state readers, and recording progress.
+"""A generated image set as an independent oracle of what a source holds, bundles built from it, what a target
+registry must hold after an unpack, and recording progress (a pytest plugin: conftest lists it in pytest_plugins).
 
 The bundle is written with ``bundler.bundle.write_bundle`` straight from the OCI layout that
 ``scripts/imageset.py`` generated, so unpack is tested without depending on ``pack``.
@@ -13,7 +13,8 @@ import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
@@ -21,8 +22,7 @@ from bundler.bundle import BlobSpec, ImageEntry, write_bundle
 from bundler.digest import Digest
 from bundler.oci import RawManifest, detect_media_type
 from bundler.reference import parse_reference
-from bundler.registry import Backoff, RegistryOptions
-from fixtures_registry import MANIFEST_ACCEPT, RunningRegistry, TokenRegistry, registry_client
+from support.registry import MANIFEST_ACCEPT, RunningRegistry, TokenRegistry, registry_client
 
 SOURCE_HOST = "quay.io"
 CREATED = "2024-01-01T00:00:00Z"
@@ -57,7 +57,7 @@ class SourceSet:
     def blob_sizes(self) -> dict[str, int]:
         return {d: s for image in self.images for d, s in image.blobs.items()}
 
-    def select(self, names: list[str]) -> "SourceSet":
+    def select(self, names: list[str]) -> SourceSet:
         return SourceSet(self.layout, [i for i in self.images if i.path in names])
 
 
@@ -153,13 +153,6 @@ def expected_state(source: SourceSet, repo_of: Any) -> Expected:
     return expected
 
 
-def registry_options(reg: RunningRegistry, **extra: Any) -> RegistryOptions:
-    credentials = {reg.host: (reg.username, reg.password)} if reg.username and reg.password else {}
-    return RegistryOptions(ca_file=reg.ca_file, credentials=credentials, retries=2,
-                           backoff=Backoff(initial=0.01, maximum=0.05), docker_config_dir=Path("/nonexistent"),
-                           auth_file=Path("/nonexistent/auth.json"), **extra)
-
-
 def assert_registry_holds(reg: RunningRegistry, expected: Expected) -> None:
     """Every tag points at its digest, every manifest and blob is in its repository (plain httpx)."""
     scopes = [f"repository:{repo}:pull" for repo in sorted(expected.repositories)]
@@ -200,12 +193,12 @@ def stored_blob_digests(reg: RunningRegistry) -> set[str]:
     return {f"sha256:{path.parent.name}" for path in root.glob("*/*/data")}
 
 
-def skopeo_raw(reference: str, *, tls_verify: bool = False, cert_dir: Path | None = None) -> bytes:
-    args = ["skopeo", "inspect", "--raw", f"--tls-verify={'true' if tls_verify else 'false'}"]
-    if cert_dir is not None:
-        args.append(f"--cert-dir={cert_dir}")
-    done = subprocess.run([*args, f"docker://{reference}"], capture_output=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
+def skopeo_raw(reference: str, *options: str) -> bytes:
+    """The manifest bytes skopeo reads at ``reference`` (``docker://HOST/REPO@DIGEST``, ``oci:LAYOUT:NAME``):
+    an oracle that shares no code with ours."""
+    done = subprocess.run(["skopeo", "inspect", "--raw", *options, reference], capture_output=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, f"skopeo inspect --raw {reference}: {done.stderr.decode(errors='replace')}"
     return done.stdout
 
 
@@ -238,27 +231,15 @@ class RecordingProgress:
         self.warnings.append(message)
 
 
-_SESSION: dict[str, Any] = {}
-"""Fixtures imported into several test modules get one FixtureDef per module, so pytest would build
-a session fixture once per module; this cache makes each one really once per session."""
-
-
-def _once(key: str, make: Callable[[], Any]) -> Any:
-    if key not in _SESSION:
-        _SESSION[key] = make()
-    return _SESSION[key]
-
-
 @pytest.fixture(scope="session")
 def source_set(small_imageset: Any) -> SourceSet:
-    return _once("source_set", lambda: read_source(small_imageset))
+    return read_source(small_imageset)
 
 
 @pytest.fixture(scope="session")
 def bundle_file(source_set: SourceSet, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The whole small image set as a bundle, as if packed from quay.io (read-only: copy it to modify)."""
-    return _once("bundle_file", lambda: build_bundle(
-        source_set, tmp_path_factory.mktemp("unpack-bundle") / "small.tar.zst"))
+    return build_bundle(source_set, tmp_path_factory.mktemp("unpack-bundle") / "small.tar.zst")
 
 
 SMALL_NAMES = ["calico/node", "calico/cni", "pause"]
@@ -272,5 +253,4 @@ def small_source(source_set: SourceSet) -> SourceSet:
 
 @pytest.fixture(scope="session")
 def small_bundle(small_source: SourceSet, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _once("small_bundle", lambda: build_bundle(
-        small_source, tmp_path_factory.mktemp("unpack-small") / "small3.tar.zst"))
+    return build_bundle(small_source, tmp_path_factory.mktemp("unpack-small") / "small3.tar.zst")

@@ -1,4 +1,4 @@
-"""Synthetic images and bundle surgery for the bundle format tests (imported by test_bundle_*.py).
+"""Synthetic images and bundle surgery for the bundle format tests and the hostile-bundle CLI tests.
 
 Images are real enough for skopeo: gzip'd tar layers, configs with matching diff_ids, OCI and
 Docker manifests, an OCI index with two platforms. Random bytes come from seeded generators.
@@ -11,15 +11,16 @@ import hashlib
 import io
 import json
 import random
+import struct
 import subprocess
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import zstandard
 
-from bundler.bundle import BlobSpec, ImageEntry, SkippedEntry, WriteResult, write_bundle
+from bundler.bundle import BlobSpec, ImageEntry, SkippedEntry, WriteResult, read_index, write_bundle
 from bundler.bundle.frames import compress_frames, new_compressor
 from bundler.bundle.seektable import encode_seek_table
 from bundler.bundle.tar import END_OF_ARCHIVE, header_bytes, padding, read_header
@@ -178,6 +179,23 @@ def member_bytes(name: str, data: bytes) -> bytes:
     return header_bytes(name, len(data)) + data + bytes(padding(len(data)))
 
 
+def replace_member(bundle: bytes, position: int, raw: bytes) -> bytes:
+    """The bundle framed again with member ``position`` replaced by the raw tar bytes ``raw``."""
+    members = [member_bytes(n, d) for n, d in split_members(bundle)]
+    members[position] = raw
+    return craft(members)
+
+
+def retype(raw: bytes, typeflag: bytes, linkname: bytes = b"") -> bytes:
+    """A raw tar member with another type (and link target), its header checksum made right again."""
+    header = bytearray(raw[:512])
+    header[156:157] = typeflag
+    header[157 : 157 + len(linkname)] = linkname
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\x00 " % sum(header)
+    return bytes(header) + raw[512:]
+
+
 def craft(members: list[bytes], *, end: bytes = END_OF_ARCHIVE, seek_table: bool = True, level: int = 3) -> bytes:
     """A bundle file from raw tar member bytes: each member in its own frames, then ``end`` and
     the seek table, exactly as the writer frames them (but with no checks at all)."""
@@ -195,6 +213,25 @@ def rebuild(bundle: bytes, transform: Callable[[list[tuple[str, bytes]]], list[t
     return craft([member_bytes(name, data) for name, data in transform(split_members(bundle))])
 
 
+def seek_entries(bundle: bytes) -> list[tuple[int, int]]:
+    """(compressed, decompressed) size of every frame, from the seek table at the end of the bundle."""
+    count = struct.unpack("<I", bundle[-9:-5])[0]
+    return list(struct.iter_unpack("<II", bundle[len(bundle) - 9 - 8 * count : len(bundle) - 9]))
+
+
+def blob_frame_offset(bundle: bytes, digest: str) -> int:
+    """Compressed offset of the frame where ``digest``'s member starts (via the seek table)."""
+    index_length = 512 + (len(split_members(bundle)[0][1]) + 511) // 512 * 512
+    entry = next(e for e in read_index(io.BytesIO(bundle)).blobs if e.digest == digest)
+    compressed = decompressed = 0
+    for csize, dsize in seek_entries(bundle):
+        if decompressed == index_length + entry.offset:
+            return compressed
+        compressed += csize
+        decompressed += dsize
+    raise AssertionError("no frame starts at the member")
+
+
 def rewrite_index(members: list[tuple[str, bytes]], edit: Callable[[dict], None]) -> list[tuple[str, bytes]]:
     """Edit ``imgbundle.json`` as a dict; offsets stay valid since they count from after it."""
     document = json.loads(members[0][1])
@@ -205,13 +242,3 @@ def rewrite_index(members: list[tuple[str, bytes]], edit: Callable[[dict], None]
 def pipe_from(path: Path) -> subprocess.Popen:
     """``cat path |``: a real non-seekable pipe to read a bundle from."""
     return subprocess.Popen(["cat", str(path)], stdout=subprocess.PIPE)
-
-
-def test_image_set_is_self_consistent() -> None:
-    """The factory's digests match its bytes, and the same seed gives the same set."""
-    images = make_image_set()
-    for digest, (data, _) in images.blobs.items():
-        assert Digest.of(data, Digest(digest).algorithm) == digest
-    for digest, raw in images.manifests.items():
-        assert Digest.of(raw.data) == digest
-    assert make_image_set().blobs.keys() == images.blobs.keys()
