@@ -13,19 +13,18 @@ turns what they found into the ``report``.
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import BinaryIO
 
-from bundler.bundle import BundleReader, read_sidecar
+from bundler.bundle import BundleIndex, read_sidecar
 from bundler.bundle.volumes import BundleFiles, VolumeFile, find_bundle, open_bundle
 from bundler.progress import NULL_PROGRESS, Progress
-from bundler.verify.checksum import HashingReader, sidecar_state, volumes_state
+from bundler.verify.checksum import HashingReader, file_check, volumes_check
 from bundler.verify.judge import judge
-from bundler.verify.report import Problem, VerifyReport
-from bundler.verify.scan import Scan, scan_by_seeking, scan_stream
+from bundler.verify.report import Problem, ProblemKind, SidecarCheck, SidecarState, VerifyReport
+from bundler.verify.scan import Finding, Scan, scan_by_seeking, scan_stream
 
-__all__ = ["Problem", "VerifyReport", "verify_bundle"]
+__all__ = ["Problem", "ProblemKind", "SidecarCheck", "SidecarState", "VerifyReport", "verify_bundle"]
 
 
 def verify_bundle(
@@ -36,28 +35,36 @@ def verify_bundle(
     With ``stream`` (e.g. a pipe), the bundle is read from it in one pass and ``path`` only names it.
     """
     started = time.monotonic()
-    files = find_bundle(path) if stream is None else None
-    expected_sha = read_sidecar(files.name) if files is not None and not files.volumes else None
-    with open_bundle(files) if files is not None else nullcontext(stream) as raw:
-        volumes = raw.track_digests() if isinstance(raw, VolumeFile) else None
-        hashing = HashingReader(raw)
-        with BundleReader.open(hashing) as reader:
-            index = reader.index
-            progress.phase("verify", total_bytes=index.totals.blob_bytes + index.totals.manifest_bytes,
-                           total_items=index.totals.manifests + index.totals.blobs)
-            scan = Scan()
-            broken_at = scan_stream(reader, scan, progress)
-        hashed = broken_at is None or stream is None  # a broken pipe may never end: do not drain it
-        if hashed:
-            hashing.drain()
-    if broken_at is not None and stream is not None:
-        scan.unchecked = "not checked: the stream broke before it"
-    elif broken_at is not None and scan_by_seeking(path, index, scan, progress):
-        scan.problems.pop("stream", None)  # the member-by-member check says exactly what is wrong
-    sidecar = sidecar_state(expected_sha, hashing.sha256.hexdigest() if hashed else None, piped=stream is not None)
-    if files is not None and volumes is not None:
-        sidecar = volumes_state(files, volumes)
-    report = VerifyReport(path, sidecar)
-    judge(index, scan, report)
+    if stream is None:
+        index, scan, sidecar = _check_file(find_bundle(path), progress)
+    else:
+        index, scan, sidecar = _check_pipe(stream, progress)
+    report = judge(path, index, scan, sidecar)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _check_file(files: BundleFiles, progress: Progress) -> tuple[BundleIndex, Scan, SidecarCheck]:
+    """Read to the end whatever broke, for the sidecar; then, if the stream broke, member by member."""
+    expected = read_sidecar(files.name) if not files.volumes else None
+    with open_bundle(files) as raw:
+        volumes = raw.track_digests() if isinstance(raw, VolumeFile) else None
+        hashing = HashingReader(raw)
+        index, scan = scan_stream(hashing, progress)
+        hashing.drain()
+    if scan.broken:
+        scan_by_seeking(files, index, scan, progress)
+    if volumes is not None:
+        return index, scan, volumes_check(files, volumes)
+    return index, scan, file_check(expected, hashing.sha256.hexdigest())
+
+
+def _check_pipe(stream: BinaryIO, progress: Progress) -> tuple[BundleIndex, Scan, SidecarCheck]:
+    """Read once: no second pass, and a pipe whose stream broke is not drained (it may never end)."""
+    hashing = HashingReader(stream)
+    index, scan = scan_stream(hashing, progress)
+    if scan.broken:
+        scan.unchecked = Finding(ProblemKind.NOT_CHECKED, "not checked: the stream broke before it")
+        return index, scan, SidecarCheck(SidecarState.UNCHECKED)
+    hashing.drain()
+    return index, scan, SidecarCheck(SidecarState.PIPED, hashing.sha256.hexdigest())

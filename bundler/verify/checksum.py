@@ -6,8 +6,9 @@ import hashlib
 from typing import BinaryIO
 
 from bundler.bundle.volumes import BundleFiles, VolumeDigests, check_volume_digests
+from bundler.verify.report import SidecarCheck, SidecarState
 
-__all__ = ["HashingReader", "sidecar_state", "volumes_state"]
+__all__ = ["HashingReader", "file_check", "volumes_check"]
 
 
 class HashingReader:
@@ -38,21 +39,22 @@ class HashingReader:
             pass
 
 
-def volumes_state(files: BundleFiles, digests: VolumeDigests) -> str:
+def file_check(expected: str | None, actual: str) -> SidecarCheck:
+    """The sidecar check of a one-file bundle: its sha256 against the sidecar's (``expected``)."""
+    if expected is None:
+        return SidecarCheck(SidecarState.ABSENT)
+    if actual != expected:
+        return SidecarCheck(SidecarState.MISMATCH, f"file {actual}, sidecar {expected}")
+    return SidecarCheck(SidecarState.OK)
+
+
+def volumes_check(files: BundleFiles, digests: VolumeDigests) -> SidecarCheck:
     """The sidecar check of a split bundle: one line per volume, each volume named when it is wrong."""
     if not files.sidecar.exists():
-        return "no sidecar (skipped)"
+        return SidecarCheck(SidecarState.ABSENT)
     if not digests.complete:
-        return "not checked (stream damaged)"
+        return SidecarCheck(SidecarState.UNCHECKED)
     mismatch = check_volume_digests(files, digests.hexdigests())
-    return f"MISMATCH: {mismatch}" if mismatch else f"ok (sha256 of all {len(files.volumes)} volumes match sidecar)"
-
-
-def sidecar_state(expected: str | None, actual: str | None, *, piped: bool) -> str:
-    if actual is None:
-        return "not checked (stream damaged)"
-    if piped:
-        return f"no sidecar for a pipe; compare by hand: sha256 {actual}"
-    if expected is None:
-        return "no sidecar (skipped)"
-    return "ok (sha256 matches sidecar)" if actual == expected else f"MISMATCH: file {actual}, sidecar {expected}"
+    if mismatch:
+        return SidecarCheck(SidecarState.MISMATCH, mismatch)
+    return SidecarCheck(SidecarState.OK, volumes=len(files.volumes))

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import msgspec
 
-from bundler.bundle import KIND_MANIFEST, BundleIndex, BundleReader, Member
+from bundler.bundle import KIND_MANIFEST, KIND_OCI_INDEX, BundleIndex, BundleReader, Member, blob_path
+from bundler.bundle.layout import OCI_INDEX_NAME
+from bundler.bundle.volumes import BundleFiles
 from bundler.digest import Digest
 from bundler.errors import BundleError, CorruptBundleError
 from bundler.oci import REF_NAME_ANNOTATION, parse_index, parse_manifest
 from bundler.progress import Progress
+from bundler.verify.checksum import HashingReader
+from bundler.verify.report import SEEK_TABLE, STREAM, ProblemKind
 
-__all__ = ["Scan", "scan_stream", "scan_by_seeking"]
+__all__ = ["Finding", "Scan", "scan_by_seeking", "scan_stream"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What is wrong with one member (or with the bundle as a whole), before the images are judged."""
+
+    kind: ProblemKind
+    message: str
 
 
 @dataclass
@@ -23,41 +35,67 @@ class Scan:
     seen: set[str] = field(default_factory=set)
     children: dict[str, list[str]] = field(default_factory=dict)
     layout_refs: dict[str, str] | None = None
-    problems: dict[str, str] = field(default_factory=dict)
+    problems: dict[str, Finding] = field(default_factory=dict)
+    """By member: a digest, or what is damaged when it is no member (``STREAM``, ``SEEK_TABLE``, index.json)."""
     bytes_checked: int = 0
-    unchecked: str = "listed in the index but missing from the bundle"
+    broken: bool = False
+    """Whether the stream broke before its end."""
+    unchecked: Finding = Finding(ProblemKind.MISSING, "listed in the index but missing from the bundle")
     """Said of members the scan never reached."""
 
 
-def scan_stream(reader: BundleReader, scan: Scan, progress: Progress) -> str | None:
-    """Check members in file order; return why the stream broke, or None when it was read to the end.
+def scan_stream(file: HashingReader, progress: Progress) -> tuple[BundleIndex, Scan]:
+    """Check members in file order, to the end of the stream or to where it broke.
 
     A member whose content is wrong is recorded and the scan goes on; damage to the stream itself
     (framing, tar headers, order) ends the scan.
     """
-    members = reader.members()
+    with BundleReader.open(file) as reader:
+        index = reader.index
+        progress.phase("verify", total_bytes=index.totals.blob_bytes + index.totals.manifest_bytes,
+                       total_items=index.totals.manifests + index.totals.blobs)
+        scan = Scan()
+        _check_members(reader.members(), index, scan, progress)
+    return index, scan
+
+
+def _check_members(members: Iterator[Member], index: BundleIndex, scan: Scan, progress: Progress) -> None:
+    last: Member | None = None
     member_failed = False
     while True:
         try:
             member = next(members)
         except StopIteration:
-            return None
+            return
         except CorruptBundleError as error:
+            scan.broken = True
             if not member_failed:  # else the damaged member just recorded is why the stream broke
-                scan.problems.setdefault("stream", str(error))
-            return str(error)
+                scan.problems.setdefault(STREAM, Finding(_stream_break(index, last), str(error)))
+            return
+        last = member
         try:
             _check_member(member, scan, progress)
             member_failed = False
         except CorruptBundleError as error:
-            scan.problems.setdefault(str(member.digest or member.name), str(error))
+            scan.problems.setdefault(str(member.digest or member.name), Finding(ProblemKind.DAMAGED, str(error)))
             member_failed = True
+
+
+def _stream_break(index: BundleIndex, last: Member | None) -> ProblemKind:
+    """Where the stream broke. After its last member (manifests, then blobs, in index order) come
+    the end of the archive and the seek table, which unpack needs. The reader does not tell a break
+    there from one in the last member's own padding: either way, unpack may fail for any image."""
+    entries = index.blobs or index.manifests
+    final = blob_path(entries[-1].digest) if entries else OCI_INDEX_NAME
+    if last is not None and last.name == final:
+        return ProblemKind.ARCHIVE_END_DAMAGED
+    return ProblemKind.STREAM_BROKEN
 
 
 def _check_member(member: Member, scan: Scan, progress: Progress) -> None:
     if member.digest is None:
         data = b"".join(member.chunks)
-        if member.name == "index.json":
+        if member.kind == KIND_OCI_INDEX:
             scan.layout_refs = _layout_refs(data)
         return
     size = 0
@@ -93,24 +131,28 @@ def _layout_refs(data: bytes) -> dict[str, str]:
         raise CorruptBundleError(f"index.json does not parse: {error}") from None
 
 
-def scan_by_seeking(path: Path, index: BundleIndex, scan: Scan, progress: Progress) -> bool:
+def scan_by_seeking(files: BundleFiles, index: BundleIndex, scan: Scan, progress: Progress) -> None:
     """After the stream broke: check each member on its own through the seek table, as unpack reads
     it; those the stream passed too, since a broken stream cannot vouch for the seek table.
 
-    Returns whether that found what is wrong (it cannot when the seek table itself is damaged).
+    When that finds what is wrong, it says so exactly and the stream's own problem is dropped; it
+    cannot when the seek table itself is damaged.
     """
     try:
-        reader = BundleReader.open(path)
+        reader = BundleReader.open(files)
     except BundleError as error:
-        scan.problems.setdefault("seek table", f"cannot check the rest of the bundle: {error}")
-        scan.unchecked = "not checked: the stream broke before it and the seek table is unusable"
-        return False
+        scan.problems.setdefault(
+            SEEK_TABLE, Finding(ProblemKind.SEEK_TABLE_UNUSABLE, f"cannot check the rest of the bundle: {error}"))
+        scan.unchecked = Finding(ProblemKind.NOT_CHECKED,
+                                 "not checked: the stream broke before it and the seek table is unusable")
+        return
     found = len(scan.problems)
     with reader:
         for entry in [*index.manifests, *index.blobs]:
             if entry.digest not in scan.problems:
                 _check_entry(reader, entry, index, scan, progress)
-    return len(scan.problems) > found
+    if len(scan.problems) > found:
+        scan.problems.pop(STREAM, None)
 
 
 def _check_entry(reader: BundleReader, entry, index: BundleIndex, scan: Scan, progress: Progress) -> None:
@@ -123,7 +165,7 @@ def _check_entry(reader: BundleReader, entry, index: BundleIndex, scan: Scan, pr
         else:
             size = sum(len(chunk) for chunk in reader.blob_chunks(Digest(entry.digest)))
     except CorruptBundleError as error:
-        scan.problems[entry.digest] = str(error)
+        scan.problems[entry.digest] = Finding(ProblemKind.DAMAGED, str(error))
         return
     if entry.digest in scan.seen:
         return
