@@ -50,21 +50,21 @@ def _check_file(files: BundleFiles, progress: Progress) -> tuple[BundleIndex, Sc
     with open_bundle(files) as raw:
         volumes = raw.track_digests() if isinstance(raw, VolumeFile) else None
         hashing = HashingReader(raw)
-        index, scan = scan_stream(hashing, progress)
+        index, scan = scan_stream(hashing.file, progress)
         hashing.drain()
     if scan.broken:
         scan_by_seeking(files, index, scan, progress)
     if volumes is not None:
         return index, scan, volumes_check(files, volumes)
-    return index, scan, file_check(expected, hashing.sha256.hexdigest())
+    return index, scan, file_check(expected, hashing.hexdigest())
 
 
 def _check_pipe(stream: BinaryIO, progress: Progress) -> tuple[BundleIndex, Scan, SidecarCheck]:
     """Read once: no second pass, and a pipe whose stream broke is not drained (it may never end)."""
     hashing = HashingReader(stream)
-    index, scan = scan_stream(hashing, progress)
+    index, scan = scan_stream(hashing.file, progress)
     if scan.broken:
         scan.unchecked = Finding(ProblemKind.NOT_CHECKED, "not checked: the stream broke before it")
         return index, scan, SidecarCheck(SidecarState.UNCHECKED)
     hashing.drain()
-    return index, scan, SidecarCheck(SidecarState.PIPED, hashing.sha256.hexdigest())
+    return index, scan, SidecarCheck(SidecarState.PIPED, hashing.hexdigest())

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import msgspec
 
-from bundler.bundle import KIND_MANIFEST, KIND_OCI_INDEX, BundleIndex, BundleReader, Member, blob_path
+from bundler.bundle import KIND_MANIFEST, KIND_OCI_INDEX, BundleIndex, Member, MemberEntry, blob_path
 from bundler.bundle.layout import OCI_INDEX_NAME
 from bundler.bundle.volumes import BundleFiles
 from bundler.digest import Digest
 from bundler.errors import BundleError, CorruptBundleError
 from bundler.oci import REF_NAME_ANNOTATION, parse_index, parse_manifest
 from bundler.progress import Progress
-from bundler.verify.checksum import HashingReader
+from bundler.stores.bundle import BundleStore
 from bundler.verify.report import SEEK_TABLE, STREAM, ProblemKind
 
 __all__ = ["Finding", "Scan", "scan_by_seeking", "scan_stream"]
+
+_ANY_REPOSITORY = ""
+"""A bundle finds a member by its digest, whatever the repository."""
 
 
 @dataclass(frozen=True)
@@ -44,18 +48,18 @@ class Scan:
     """Said of members the scan never reached."""
 
 
-def scan_stream(file: HashingReader, progress: Progress) -> tuple[BundleIndex, Scan]:
+def scan_stream(file: BinaryIO, progress: Progress) -> tuple[BundleIndex, Scan]:
     """Check members in file order, to the end of the stream or to where it broke.
 
     A member whose content is wrong is recorded and the scan goes on; damage to the stream itself
     (framing, tar headers, order) ends the scan.
     """
-    with BundleReader.open(file) as reader:
-        index = reader.index
+    with BundleStore.open(file) as store:
+        index = store.index
         progress.phase("verify", total_bytes=index.totals.blob_bytes + index.totals.manifest_bytes,
                        total_items=index.totals.manifests + index.totals.blobs)
         scan = Scan()
-        _check_members(reader.members(), index, scan, progress)
+        _check_members(store.members(), index, scan, progress)
     return index, scan
 
 
@@ -139,7 +143,7 @@ def scan_by_seeking(files: BundleFiles, index: BundleIndex, scan: Scan, progress
     cannot when the seek table itself is damaged.
     """
     try:
-        reader = BundleReader.open(files)
+        store = BundleStore.open(files)
     except BundleError as error:
         scan.problems.setdefault(
             SEEK_TABLE, Finding(ProblemKind.SEEK_TABLE_UNUSABLE, f"cannot check the rest of the bundle: {error}"))
@@ -147,23 +151,25 @@ def scan_by_seeking(files: BundleFiles, index: BundleIndex, scan: Scan, progress
                                  "not checked: the stream broke before it and the seek table is unusable")
         return
     found = len(scan.problems)
-    with reader:
-        for entry in [*index.manifests, *index.blobs]:
-            if entry.digest not in scan.problems:
-                _check_entry(reader, entry, index, scan, progress)
+    with store:
+        for entries, are_manifests in ((index.manifests, True), (index.blobs, False)):
+            for entry in entries:
+                if entry.digest not in scan.problems:
+                    _check_entry(store, entry, are_manifests, scan, progress)
     if len(scan.problems) > found:
         scan.problems.pop(STREAM, None)
 
 
-def _check_entry(reader: BundleReader, entry, index: BundleIndex, scan: Scan, progress: Progress) -> None:
-    is_manifest = entry in index.manifests
+def _check_entry(store: BundleStore, entry: MemberEntry, is_manifest: bool, scan: Scan, progress: Progress) -> None:
+    """One member's stored bytes, a manifest's as a blob's: verify parses manifests itself, alike in both passes."""
     try:
+        chunks = store.blob_chunks(_ANY_REPOSITORY, Digest(entry.digest), entry.size)
         if is_manifest:
-            data = reader.manifest_bytes(entry.digest)
+            data = b"".join(chunks)
             scan.children[entry.digest] = _referenced_digests(data)
             size = len(data)
         else:
-            size = sum(len(chunk) for chunk in reader.blob_chunks(Digest(entry.digest)))
+            size = sum(len(chunk) for chunk in chunks)
     except CorruptBundleError as error:
         scan.problems[entry.digest] = Finding(ProblemKind.DAMAGED, str(error))
         return
