@@ -88,7 +88,7 @@ def _env_password() -> str:
 
 
 @contextmanager
-def _naming(bundle: Path) -> Iterator[None]:
+def _naming(bundle: Path | BundleFiles) -> Iterator[None]:
     """Prefix bundle errors with the file's name: the reader only sees a file object."""
     try:
         yield
@@ -278,7 +278,7 @@ def _bundle_files(paths: tuple[Path, ...]) -> "Path | BundleFiles":
     return bundle_from_paths(paths)
 
 
-def _stdin_if_dash(bundle: Path) -> tuple[Path, BinaryIO | None]:
+def _stdin_if_dash(bundle: Path | BundleFiles) -> tuple[Path | BundleFiles, BinaryIO | None]:
     """``-`` means the bundle comes on standard input: a pipe, read once from front to back."""
     if str(bundle) == "-":
         return Path("<stdin>"), sys.stdin.buffer
@@ -292,12 +292,12 @@ def list_command(bundle: tuple[Path, ...], as_json: bool) -> None:
     """Show the images in a bundle (reads only its index and seek table, instant on any size; '-' = stdin)."""
     from bundler.bundle import BundleReader, read_index
 
-    bundle, stream = _stdin_if_dash(_bundle_files(bundle))
-    with _naming(bundle):
+    source, stream = _stdin_if_dash(_bundle_files(bundle))
+    with _naming(source):
         if stream is not None:
             index = read_index(stream)
         else:
-            with BundleReader.open(bundle) as reader:  # checks the seek table too: a truncated copy shows at once
+            with BundleReader.open(source) as reader:  # checks the seek table too: a truncated copy shows at once
                 index = reader.index
     if as_json:
         print_json(index)
@@ -317,16 +317,16 @@ def verify_command(bundle: tuple[Path, ...], quiet: bool, as_json: bool) -> None
     """Prove a bundle whole: its checksum, every blob's digest, every reference ('-' = stdin)."""
     from bundler.verify import verify_bundle
 
-    bundle, stream = _stdin_if_dash(_bundle_files(bundle))
-    with make_progress(quiet or as_json) as progress, _naming(bundle):
-        report = verify_bundle(bundle, progress=progress, stream=stream)
+    source, stream = _stdin_if_dash(_bundle_files(bundle))
+    with make_progress(quiet or as_json) as progress, _naming(source):
+        report = verify_bundle(source, progress=progress, stream=stream)
     if as_json:
         print_json(report.as_dict())
     else:
         for line in verify_lines(report) + _expected_lines(report):
             out.print(line, markup=False)
     if not report.ok:
-        raise CorruptBundleError(f"{bundle}: {len(report.problems)} problem(s); {report.broken_summary()}")
+        raise CorruptBundleError(f"{source}: {len(report.problems)} problem(s); {report.broken_summary()}")
 
 
 @click.command("unpack")
