@@ -251,7 +251,7 @@ def _volumes_and_delta_lines(write: "WriteResult") -> list[str]:
     return lines
 
 
-def _expected_lines(report: "VerifyReport") -> list[str]:
+def _expected_lines(report: VerifyReport) -> list[str]:
     """A delta's verify lists what it does not carry: the target registry must hold these blobs."""
     if not report.base:
         return []
@@ -266,7 +266,7 @@ def _bundle_argument(*, allow_dash: bool) -> Callable:
                           type=click.Path(dir_okay=False, allow_dash=allow_dash, path_type=Path))
 
 
-def _bundle_files(paths: tuple[Path, ...]) -> "Path | BundleFiles":
+def _bundle_files(paths: tuple[Path, ...]) -> Path | BundleFiles:
     """The bundle the arguments name; ``-`` (standard input) is passed on as is. A name under which
     there is nothing, not even volumes, is a usage error (exit 2), as for any missing file argument."""
     if len(paths) == 1 and str(paths[0]) == "-":
