@@ -45,7 +45,8 @@ def verify_bundle(
 
 
 def _check_file(files: BundleFiles, progress: Progress) -> tuple[BundleIndex, Scan, SidecarCheck]:
-    """Read to the end whatever broke, for the sidecar; then, if the stream broke, member by member."""
+    """The stream pass reads the whole file, broken or not, for the sidecar; a broken one is then
+    checked member by member through the seek table."""
     expected = read_sidecar(files.name) if not files.volumes else None
     with open_bundle(files) as raw:
         volumes = raw.track_digests() if isinstance(raw, VolumeFile) else None
