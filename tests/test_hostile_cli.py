@@ -32,6 +32,7 @@ from bundler.oci import OCI_INDEX, OCI_MANIFEST, RawManifest
 from support.bundles import (
     ImageSet,
     blob_frame_offset,
+    flip,
     craft,
     make_image_set,
     member_bytes,
@@ -125,12 +126,6 @@ def replace_frame(bundle: bytes, number: int, frame: bytes) -> bytes:
     end = start + frames[number][0]
     frames[number] = (len(frame), frames[number][1])
     return bundle[:start] + frame + bundle[end:body_end] + encode_seek_table(frames)
-
-
-def flip(bundle: bytes, position: int, mask: int = 0x20) -> bytes:
-    damaged = bytearray(bundle)
-    damaged[position] ^= mask
-    return bytes(damaged)
 
 
 def zero_bomb(size: int, *, content_size: bool = True, start: bytes = b"") -> bytes:

@@ -18,7 +18,7 @@ from bundler.bundle import BundleReader, read_index
 from bundler.bundle.seektable import parse_seek_table
 from bundler.bundle.volumes import BundleFiles, bundle_from_paths, find_bundle, volume_path
 from bundler.errors import IncompleteVolumeSetError, InputError, LocalIOError
-from bundler.verify import verify_bundle
+from bundler.verify import SidecarState, verify_bundle
 from support.bundles import ImageSet, make_image_set
 from support.cli import run_cli
 from support.registry import RunningRegistry
@@ -116,7 +116,7 @@ def test_a_split_bundle_can_be_the_base_of_a_delta(written: tuple[Path, Path]) -
 def test_verify_checks_every_volume_against_its_sidecar_line(written: tuple[Path, Path]) -> None:
     report = verify_bundle(written[1])
     assert report.ok, report.problems
-    assert report.sidecar == "ok (sha256 of all 10 volumes match sidecar)"
+    assert str(report.sidecar) == "ok (sha256 of all 10 volumes match sidecar)"
 
 
 def test_a_flipped_byte_names_the_damaged_volume(copy: Path) -> None:
@@ -126,7 +126,8 @@ def test_a_flipped_byte_names_the_damaged_volume(copy: Path) -> None:
     volume.write_bytes(bytes(data))
     report = verify_bundle(copy)
     assert not report.ok
-    assert report.sidecar.startswith("MISMATCH: volume b.tar.zst.006: sha256 is ")
+    assert report.sidecar.state is SidecarState.MISMATCH
+    assert str(report.sidecar).startswith("MISMATCH: volume b.tar.zst.006: sha256 is ")
 
 
 def _frame_volumes(name: Path) -> list[int]:

@@ -19,7 +19,7 @@ from bundler.cli.output import err
 from bundler.errors import ImgbundleError, Interrupted, LocalIOError
 from bundler.threads import lingering_workers
 
-__all__ = ["main", "cli"]
+__all__ = ["cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         _fail(error)
     except OSError as error:
         _fail(LocalIOError(f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")))
-    except Exception as error:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+    except Exception as error:  # the last line of defence: one line, never a traceback
         logging.getLogger(__name__).debug("internal error", exc_info=True)
         _fail(ImgbundleError(f"internal error, please report it (rerun with --debug for details): {error!r}"))
     sys.exit(0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from bundler.stores.cache import BlobCache
 from bundler.cli.output import format_bytes, out, parse_size, print_json
+from bundler.stores.cache import BlobCache
 
 __all__ = ["cache_group"]
 

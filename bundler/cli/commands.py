@@ -89,7 +89,7 @@ def _env_password() -> str:
 
 
 @contextmanager
-def _naming(bundle: Path) -> Iterator[None]:
+def _naming(bundle: Path | BundleFiles) -> Iterator[None]:
     """Prefix bundle errors with the file's name: the reader only sees a file object."""
     try:
         yield
@@ -252,7 +252,7 @@ def _volumes_and_delta_lines(write: "WriteResult") -> list[str]:
     return lines
 
 
-def _expected_lines(report: "VerifyReport") -> list[str]:
+def _expected_lines(report: VerifyReport) -> list[str]:
     """A delta's verify lists what it does not carry: the target registry must hold these blobs."""
     if not report.base:
         return []
@@ -267,7 +267,7 @@ def _bundle_argument(*, allow_dash: bool) -> Callable:
                           type=click.Path(dir_okay=False, allow_dash=allow_dash, path_type=Path))
 
 
-def _bundle_files(paths: tuple[Path, ...]) -> "Path | BundleFiles":
+def _bundle_files(paths: tuple[Path, ...]) -> Path | BundleFiles:
     """The bundle the arguments name; ``-`` (standard input) is passed on as is. A name under which
     there is nothing, not even volumes, is a usage error (exit 2), as for any missing file argument."""
     if len(paths) == 1 and str(paths[0]) == "-":
@@ -279,7 +279,7 @@ def _bundle_files(paths: tuple[Path, ...]) -> "Path | BundleFiles":
     return bundle_from_paths(paths)
 
 
-def _stdin_if_dash(bundle: Path) -> tuple[Path, BinaryIO | None]:
+def _stdin_if_dash(bundle: Path | BundleFiles) -> tuple[Path | BundleFiles, BinaryIO | None]:
     """``-`` means the bundle comes on standard input: a pipe, read once from front to back."""
     if str(bundle) == "-":
         return Path("<stdin>"), sys.stdin.buffer
@@ -293,12 +293,12 @@ def list_command(bundle: tuple[Path, ...], as_json: bool) -> None:
     """Show the images in a bundle (reads only its index and seek table, instant on any size; '-' = stdin)."""
     from bundler.bundle import BundleReader, read_index
 
-    bundle, stream = _stdin_if_dash(_bundle_files(bundle))
-    with _naming(bundle):
+    source, stream = _stdin_if_dash(_bundle_files(bundle))
+    with _naming(source):
         if stream is not None:
             index = read_index(stream)
         else:
-            with BundleReader.open(bundle) as reader:  # checks the seek table too: a truncated copy shows at once
+            with BundleReader.open(source) as reader:  # checks the seek table too: a truncated copy shows at once
                 index = reader.index
     if as_json:
         print_json(index)
@@ -318,16 +318,16 @@ def verify_command(bundle: tuple[Path, ...], quiet: bool, as_json: bool) -> None
     """Prove a bundle whole: its checksum, every blob's digest, every reference ('-' = stdin)."""
     from bundler.verify import verify_bundle
 
-    bundle, stream = _stdin_if_dash(_bundle_files(bundle))
-    with make_progress(quiet or as_json) as progress, _naming(bundle):
-        report = verify_bundle(bundle, progress=progress, stream=stream)
+    source, stream = _stdin_if_dash(_bundle_files(bundle))
+    with make_progress(quiet or as_json) as progress, _naming(source):
+        report = verify_bundle(source, progress=progress, stream=stream)
     if as_json:
         print_json(report.as_dict())
     else:
         for line in verify_lines(report) + _expected_lines(report):
             out.print(line, markup=False)
     if not report.ok:
-        raise CorruptBundleError(f"{bundle}: {len(report.problems)} problem(s); {report.broken_summary()}")
+        raise CorruptBundleError(f"{source}: {len(report.problems)} problem(s); {report.broken_summary()}")
 
 
 @click.command("unpack")

@@ -5,22 +5,16 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from typing import final
 
 import msgspec
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress as RichBars,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import BarColumn, DownloadColumn, TaskID, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import Progress as RichBars
 
 from bundler.errors import InputError
 
-__all__ = ["out", "err", "format_bytes", "parse_size", "make_progress", "print_json"]
+__all__ = ["err", "format_bytes", "make_progress", "out", "parse_size", "print_json"]
 
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 400)
 """Results on stdout; when piped, wide enough that tables never wrap a reference or digest."""
@@ -29,7 +23,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
-def format_bytes(n: int | float) -> str:
+def format_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -54,6 +48,7 @@ def print_json(value: object) -> None:
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
 
 
+@final
 class _RichProgress:
     """Bars on a terminal: bytes, rate and ETA per phase, with items done in the label."""
 
@@ -72,7 +67,7 @@ class _RichProgress:
         self._items = (0, 0)
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "_RichProgress":
+    def __enter__(self) -> _RichProgress:
         self._bars.start()
         return self
 
@@ -102,6 +97,7 @@ class _RichProgress:
         return f"{self._name:<9} {done}/{total}" if total else f"{self._name:<9}"
 
 
+@final
 class _PlainProgress:
     """Lines for logs and pipes: one per phase, then at most one every few seconds."""
 
@@ -114,7 +110,7 @@ class _PlainProgress:
         self._bytes = self._total_bytes = self._done = self._total_items = 0
         self._last = 0.0
 
-    def __enter__(self) -> "_PlainProgress":
+    def __enter__(self) -> _PlainProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:

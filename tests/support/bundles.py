@@ -232,6 +232,13 @@ def blob_frame_offset(bundle: bytes, digest: str) -> int:
     raise AssertionError("no frame starts at the member")
 
 
+def flip(bundle: bytes, position: int, mask: int = 0x20) -> bytes:
+    """``bundle`` with the bits of ``mask`` flipped in the byte at ``position``."""
+    damaged = bytearray(bundle)
+    damaged[position] ^= mask
+    return bytes(damaged)
+
+
 def rewrite_index(members: list[tuple[str, bytes]], edit: Callable[[dict], None]) -> list[tuple[str, bytes]]:
     """Edit ``imgbundle.json`` as a dict; offsets stay valid since they count from after it."""
     document = json.loads(members[0][1])
