@@ -90,13 +90,12 @@ def _env_password() -> str:
 
 @contextmanager
 def _naming(bundle: Path | BundleFiles) -> Iterator[None]:
-    """Prefix bundle errors with the file's name: the reader only sees a file object."""
+    """Prefix bundle errors with the file's name: the reader only sees a file object, and the volumes
+    name only the volume they concern."""
     try:
         yield
     except BundleError as error:
-        if str(bundle) in str(error):
-            raise
-        raise type(error)(f"{bundle}: {error}") from error
+        raise error.reworded(f"{bundle}: {error}") from error
 
 
 def _output_flags(command: Callable) -> Callable:
