@@ -13,11 +13,7 @@ import zstandard
 
 from bundler.bundle import (
     FRAME_SIZE,
-    KIND_BLOB,
-    KIND_INDEX,
-    KIND_LAYOUT,
-    KIND_MANIFEST,
-    KIND_OCI_INDEX,
+    MemberKind,
     BundleReader,
     ImageEntry,
     blob_path,
@@ -130,8 +126,8 @@ def test_sequential_scan_of_file_and_pipe(image_set, written) -> None:
     assert from_pipe == from_file
     assert [name for name, *_ in from_file] == expected_order(image_set)
     kinds = [kind for _, kind, _, _ in from_file]
-    assert kinds[:3] == [KIND_INDEX, KIND_LAYOUT, KIND_OCI_INDEX]
-    assert set(kinds[3:]) == {KIND_MANIFEST, KIND_BLOB}
+    assert kinds[:3] == [MemberKind.INDEX, MemberKind.LAYOUT, MemberKind.OCI_INDEX]
+    assert set(kinds[3:]) == {MemberKind.MANIFEST, MemberKind.BLOB}
     for name, kind, digest, data in from_file[3:]:
         assert digest is not None and blob_path(digest) == name
         assert data == image_set.content(digest)
@@ -144,7 +140,7 @@ def test_members_left_unread_are_skipped(image_set, written) -> None:
         names = []
         for member in reader.members():
             names.append(member.name)
-            if member.kind == KIND_BLOB:
+            if member.kind == MemberKind.BLOB:
                 next(iter(member.chunks), None)
         assert names == expected_order(image_set)
 
@@ -236,7 +232,7 @@ def test_public_surface() -> None:
     assert set(bundle.__all__) == {
         "FORMAT_NAME", "FORMAT_VERSION", "FRAME_SIZE", "CHUNK_SIZE", "INDEX_NAME", "BundleIndex", "ImageEntry",
         "SkippedEntry", "MemberEntry", "Totals", "BlobSpec", "WriteResult", "write_bundle", "BundleReader", "Member",
-        "KIND_INDEX", "KIND_LAYOUT", "KIND_OCI_INDEX", "KIND_MANIFEST", "KIND_BLOB", "read_index", "blob_path",
+        "MemberKind", "read_index", "blob_path",
         "sidecar_path", "read_sidecar", "file_sha256", "check_sidecar",
     }
     assert all(hasattr(bundle, name) for name in bundle.__all__)

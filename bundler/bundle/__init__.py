@@ -19,13 +19,9 @@ from bundler.bundle.index import (
 )
 from bundler.bundle.layout import BlobSpec
 from bundler.bundle.reader import (
-    KIND_BLOB,
-    KIND_INDEX,
-    KIND_LAYOUT,
-    KIND_MANIFEST,
-    KIND_OCI_INDEX,
     BundleReader,
     Member,
+    MemberKind,
     read_index,
 )
 from bundler.bundle.sidecar import check_sidecar, file_sha256, read_sidecar, sidecar_path
@@ -37,16 +33,12 @@ __all__ = [
     "FORMAT_VERSION",
     "FRAME_SIZE",
     "INDEX_NAME",
-    "KIND_BLOB",
-    "KIND_INDEX",
-    "KIND_LAYOUT",
-    "KIND_MANIFEST",
-    "KIND_OCI_INDEX",
     "BlobSpec",
     "BundleIndex",
     "BundleReader",
     "ImageEntry",
     "Member",
+    "MemberKind",
     "MemberEntry",
     "SkippedEntry",
     "Totals",

@@ -9,6 +9,7 @@ it passed; the last chunk only after the whole member matched its digest).
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 import threading
@@ -50,22 +51,24 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = [
-    "KIND_BLOB",
-    "KIND_INDEX",
-    "KIND_LAYOUT",
-    "KIND_MANIFEST",
-    "KIND_OCI_INDEX",
     "BundleReader",
     "Location",
     "Member",
+    "MemberKind",
     "read_index",
 ]
 
-KIND_INDEX = "bundle-index"
-KIND_LAYOUT = "oci-layout"
-KIND_OCI_INDEX = "oci-index"
-KIND_MANIFEST = "manifest"
-KIND_BLOB = "blob"
+class MemberKind(enum.Enum):
+    """What a member of a bundle is, in the order members come."""
+
+    INDEX = "bundle-index"
+    LAYOUT = "oci-layout"
+    OCI_INDEX = "oci-index"
+    MANIFEST = "manifest"
+    BLOB = "blob"
+
+    def __str__(self) -> str:
+        return self.value
 
 Location = Union[str, "os.PathLike[str]", BundleFiles, BinaryIO]
 """Where a bundle is read from: a path, its volumes, a seekable file or a pipe."""
@@ -79,7 +82,7 @@ class Member:
     next member; for manifests and blobs, digest and size are checked as the chunks are consumed."""
 
     name: str
-    kind: str
+    kind: MemberKind
     digest: Digest | None
     size: int
     chunks: Iterator[bytes]
@@ -176,7 +179,7 @@ class BundleReader:
         entry = self._manifests.get(digest)
         if entry is None:
             raise BundleError(f"manifest {digest} is not in this bundle")
-        return b"".join(self._random_chunks(entry, KIND_MANIFEST))
+        return b"".join(self._random_chunks(entry, MemberKind.MANIFEST))
 
     def blob_chunks(self, digest: str) -> Iterator[bytes]:
         """A blob's (or manifest's) bytes in chunks of up to a frame (4 MiB), verified as they stream.
@@ -184,14 +187,14 @@ class BundleReader:
         Thread-safe: each call reads through its own file handle when the bundle was opened by path.
         """
         entry = self._blobs.get(digest)
-        kind = KIND_BLOB
+        kind = MemberKind.BLOB
         if entry is None:
-            entry, kind = self._manifests.get(digest), KIND_MANIFEST
+            entry, kind = self._manifests.get(digest), MemberKind.MANIFEST
         if entry is None:
             raise BundleError(f"blob {digest} is not in this bundle")
         return self._random_chunks(entry, kind)
 
-    def _random_chunks(self, entry: MemberEntry, kind: str) -> Iterator[bytes]:
+    def _random_chunks(self, entry: MemberEntry, kind: MemberKind) -> Iterator[bytes]:
         table = self._require_table()
         label = f"{kind} {entry.digest}"
         position = self._index_length + entry.offset
@@ -243,14 +246,14 @@ class BundleReader:
             yield from self._scan(cursor)
 
     def _scan(self, cursor: Cursor) -> Iterator[Member]:
-        yield Member(INDEX_NAME, KIND_INDEX, None, len(self._index_bytes), iter([self._index_bytes]))
+        yield Member(INDEX_NAME, MemberKind.INDEX, None, len(self._index_bytes), iter([self._index_bytes]))
         data = self._metadata_member(cursor, LAYOUT_NAME, MAX_LAYOUT_BYTES)
         check_oci_layout(data)
-        yield Member(LAYOUT_NAME, KIND_LAYOUT, None, len(data), iter([data]))
+        yield Member(LAYOUT_NAME, MemberKind.LAYOUT, None, len(data), iter([data]))
         data = self._metadata_member(cursor, OCI_INDEX_NAME, MAX_OCI_INDEX_BYTES)
         check_oci_index(data, self.index)
-        yield Member(OCI_INDEX_NAME, KIND_OCI_INDEX, None, len(data), iter([data]))
-        for kind, entries in ((KIND_MANIFEST, self.index.manifests), (KIND_BLOB, self.index.blobs)):
+        yield Member(OCI_INDEX_NAME, MemberKind.OCI_INDEX, None, len(data), iter([data]))
+        for kind, entries in ((MemberKind.MANIFEST, self.index.manifests), (MemberKind.BLOB, self.index.blobs)):
             for entry in entries:
                 yield from self._data_member(cursor, kind, entry)
         self._end_of_archive(cursor)
@@ -263,7 +266,7 @@ class BundleReader:
         cursor.skip(padding(header.size))
         return data
 
-    def _data_member(self, cursor: Cursor, kind: str, entry: MemberEntry) -> Iterator[Member]:
+    def _data_member(self, cursor: Cursor, kind: MemberKind, entry: MemberEntry) -> Iterator[Member]:
         label = f"{kind} {entry.digest}"
         offset = cursor.position - self._index_length
         if offset != entry.offset:

@@ -8,7 +8,7 @@ from typing import BinaryIO
 
 import msgspec
 
-from bundler.bundle import KIND_MANIFEST, KIND_OCI_INDEX, BundleIndex, Member, MemberEntry, blob_path
+from bundler.bundle import BundleIndex, Member, MemberEntry, MemberKind, blob_path
 from bundler.bundle.layout import OCI_INDEX_NAME
 from bundler.bundle.volumes import BundleFiles
 from bundler.digest import Digest
@@ -99,11 +99,11 @@ def _stream_break(index: BundleIndex, last: Member | None) -> ProblemKind:
 def _check_member(member: Member, scan: Scan, progress: Progress) -> None:
     if member.digest is None:
         data = b"".join(member.chunks)
-        if member.kind == KIND_OCI_INDEX:
+        if member.kind is MemberKind.OCI_INDEX:
             scan.layout_refs = _layout_refs(data)
         return
     size = 0
-    if member.kind == KIND_MANIFEST:
+    if member.kind is MemberKind.MANIFEST:
         data = b"".join(member.chunks)
         scan.children[member.digest] = _referenced_digests(data)
         size = len(data)
