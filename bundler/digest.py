@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import TYPE_CHECKING
 
 from bundler.errors import ContentMismatchError, InputError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["Digest", "DigestVerifier", "sha256_of"]
 
@@ -18,7 +22,7 @@ class Digest(str):
 
     __slots__ = ()
 
-    def __new__(cls, value: str) -> "Digest":
+    def __new__(cls, value: str) -> Self:
         match = _DIGEST_RE.match(value)
         if not match or len(match.group(2)) != _HEX_LENGTH[match.group(1)]:
             raise InputError(f"not a valid digest: {value!r}")
@@ -38,7 +42,7 @@ class Digest(str):
         return self.hex[:12]
 
     @classmethod
-    def of(cls, data: bytes, algorithm: str = "sha256") -> "Digest":
+    def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
         return cls(f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}")
 
 

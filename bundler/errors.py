@@ -29,27 +29,30 @@ layer that knows where the bytes came from re-raises it as registry or bundle tr
 from __future__ import annotations
 
 import enum
-from typing import TypeVar
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = [
-    "Remedy",
-    "ImgbundleError",
-    "InputError",
-    "RegistryError",
     "AuthError",
-    "NotFoundError",
-    "UnreachableError",
-    "RegistryContentError",
-    "PushRefusedError",
     "BundleError",
-    "NotABundleError",
-    "UnsupportedVersionError",
-    "CorruptBundleError",
-    "IncompleteVolumeSetError",
-    "PartialFailureError",
-    "LocalIOError",
-    "Interrupted",
     "ContentMismatchError",
+    "CorruptBundleError",
+    "ImgbundleError",
+    "IncompleteVolumeSetError",
+    "InputError",
+    "Interrupted",
+    "LocalIOError",
+    "NotABundleError",
+    "NotFoundError",
+    "PartialFailureError",
+    "PushRefusedError",
+    "RegistryContentError",
+    "RegistryError",
+    "Remedy",
+    "UnreachableError",
+    "UnsupportedVersionError",
 ]
 
 
@@ -78,9 +81,6 @@ class Remedy(enum.Enum):
     """What was given as a delta's base is neither a bundle nor the JSON of its index."""
 
 
-_E = TypeVar("_E", bound="ImgbundleError")
-
-
 class ImgbundleError(Exception):
     """Base of every error the tool reports; ``str(err)`` is the one line shown to the user, to which
     the CLI adds how to apply ``remedy`` when there is one."""
@@ -91,7 +91,7 @@ class ImgbundleError(Exception):
         super().__init__(message)
         self.remedy = remedy
 
-    def reworded(self: _E, message: str, remedy: Remedy | None = None) -> _E:
+    def reworded(self, message: str, remedy: Remedy | None = None) -> Self:
         """The same kind of error (its class, and its remedy unless another is given) with another message."""
         error = type(self)(message)
         error.remedy = remedy or self.remedy
@@ -161,7 +161,7 @@ class Interrupted(ImgbundleError):
         super().__init__(message)
         self.exit_code = exit_code
 
-    def reworded(self, message: str, remedy: Remedy | None = None) -> "Interrupted":
+    def reworded(self, message: str, remedy: Remedy | None = None) -> Interrupted:
         return Interrupted(message, exit_code=self.exit_code)
 
 

@@ -21,7 +21,7 @@ class PlatformFilter:
     variant: str = ""
 
     @classmethod
-    def parse(cls, text: str) -> "PlatformFilter":
+    def parse(cls, text: str) -> PlatformFilter:
         parts = text.strip().lower().split("/")
         if len(parts) not in (2, 3) or not all(parts):
             raise InputError(f"{text!r}: expected OS/ARCH or OS/ARCH/VARIANT, e.g. linux/arm64")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["Progress", "NullProgress", "NULL_PROGRESS"]
+__all__ = ["NULL_PROGRESS", "NullProgress", "Progress"]
 
 
 class Progress(Protocol):

@@ -7,13 +7,13 @@ digest (the digest wins when resolving; the tag is checked against it).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from bundler.digest import Digest
 from bundler.errors import InputError, Remedy
 
-__all__ = ["Reference", "parse_reference", "parse_image_list", "DOCKER_HUB", "registry_endpoint", "mask_userinfo"]
+__all__ = ["DOCKER_HUB", "Reference", "mask_userinfo", "parse_image_list", "parse_reference", "registry_endpoint"]
 
 DOCKER_HUB = "docker.io"
 _DOCKER_HUB_ALIASES = {"index.docker.io", "registry-1.docker.io", DOCKER_HUB}
@@ -57,10 +57,10 @@ class Reference:
         """What goes after ``/manifests/``: the digest when there is one, else the tag."""
         return self.digest or self.tag or "latest"
 
-    def with_digest(self, digest: Digest) -> "Reference":
+    def with_digest(self, digest: Digest) -> Reference:
         return Reference(self.registry, self.repository, self.tag, digest)
 
-    def with_tag(self, tag: str | None) -> "Reference":
+    def with_tag(self, tag: str | None) -> Reference:
         return Reference(self.registry, self.repository, tag, self.digest)
 
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import glob
 import os
 import sys
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
-from bundler.cli.output import format_bytes, make_progress, out, parse_size, print_json
 from bundler.bundle.index import bundle_id
 from bundler.bundle.volumes import BundleFiles, bundle_from_paths
 from bundler.cli.errors import parsed
+from bundler.cli.output import format_bytes, make_progress, out, parse_size, print_json
 from bundler.cli.tables import image_table, verify_lines
 from bundler.errors import BundleError, CorruptBundleError, InputError
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 # The plans and the HTTP stack are imported by the commands that run them: ``verify`` and ``list`` start
 # sooner without httpx (docs/benchmark.md).
 
-__all__ = ["pack_command", "list_command", "verify_command", "unpack_command"]
+__all__ = ["list_command", "pack_command", "unpack_command", "verify_command"]
 
 
 def _registry_options(command: Callable) -> Callable:
@@ -54,7 +55,7 @@ def _registry_options(command: Callable) -> Callable:
     return command
 
 
-def _make_registry_options(kwargs: dict, hosts: set[str], *, chunk_size: int | None = None) -> "RegistryOptions":
+def _make_registry_options(kwargs: dict, hosts: set[str], *, chunk_size: int | None = None) -> RegistryOptions:
     """RegistryOptions from the shared flags; the password comes from stdin or IMGBUNDLE_PASSWORD, never argv.
 
     ``--username`` applies to ``hosts``, which must be one registry: credentials are never sent to a host
@@ -123,7 +124,7 @@ def _input_flags(command: Callable) -> Callable:
 
 def _choose_stores(stack: ExitStack, refs: tuple[str, ...], list_file, kwargs: dict, *, from_storage: Path | None,
                    storage_host: str, all_from: str | None, repos: tuple[str, ...]
-                   ) -> tuple[list["ImageRequest"], "RegistryOptions", "StorePool | None"]:
+                   ) -> tuple[list[ImageRequest], RegistryOptions, StorePool | None]:
     """The requests, registry options and store pool (None: registries by reference) of one pack."""
     from bundler.pack import read_requests
     from bundler.pack.discover import discover, discover_registry, registry_target
@@ -149,7 +150,7 @@ def _choose_stores(stack: ExitStack, refs: tuple[str, ...], list_file, kwargs: d
     return requests, _make_registry_options(kwargs, {r.reference.registry for r in requests}), None
 
 
-def _whole(references: list["Reference"]) -> list["ImageRequest"]:
+def _whole(references: list[Reference]) -> list[ImageRequest]:
     from bundler.pack import ImageRequest
 
     return [ImageRequest(str(reference), reference) for reference in references]
@@ -184,8 +185,8 @@ def pack_command(refs, list_file, output, platforms, skip_missing, level, create
     no registry running), or from every repository of a registry or Harbor project (--all-from).
     """
     from bundler.pack import pack
-    from bundler.stores.cache import BlobCache
     from bundler.platforms import PlatformFilter
+    from bundler.stores.cache import BlobCache
 
     filters = tuple(parsed("--platform", p, PlatformFilter.parse) for p in platforms)
     split, since = _split_and_since(kwargs)
@@ -223,7 +224,7 @@ def pack_command(refs, list_file, output, platforms, skip_missing, level, create
         out.print(line, markup=False)
 
 
-def _split_and_since(kwargs: dict) -> tuple[int | None, "DeltaBase | None"]:
+def _split_and_since(kwargs: dict) -> tuple[int | None, DeltaBase | None]:
     """``--split`` in bytes and the ``--since`` base, read before anything is fetched."""
     split, since = kwargs.pop("split"), kwargs.pop("since")
     from bundler.bundle.delta import load_base
@@ -231,7 +232,7 @@ def _split_and_since(kwargs: dict) -> tuple[int | None, "DeltaBase | None"]:
     return (parse_size(split) if split else None), (parsed("--since", since, load_base) if since else None)
 
 
-def _volumes_and_delta_json(write: "WriteResult") -> dict:
+def _volumes_and_delta_json(write: WriteResult) -> dict:
     index = write.index
     fields: dict = {"volumes": [str(path) for path in write.volumes]} if write.volumes else {}
     if index.base:
@@ -240,7 +241,7 @@ def _volumes_and_delta_json(write: "WriteResult") -> dict:
     return fields
 
 
-def _volumes_and_delta_lines(write: "WriteResult") -> list[str]:
+def _volumes_and_delta_lines(write: WriteResult) -> list[str]:
     lines = []
     if write.volumes:
         lines.append(f"{len(write.volumes)} volumes: {write.volumes[0].name} … {write.volumes[-1].name}")
@@ -350,7 +351,6 @@ def unpack_command(bundle, target, keep_host, flatten, maps, dry_run, report, cr
     """Push a bundle into a registry: blobs, then manifests, then indexes, then tags; same digests."""
     from bundler.cli.unpack_view import render_unpack
     from bundler.unpack import UnpackOptions, unpack
-
     from bundler.unpack.mapping import parse_to
     from bundler.unpack.result import report_format
 

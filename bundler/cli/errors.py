@@ -5,7 +5,8 @@ Below ``cli`` no message names an option; an error carries a ``Remedy`` instead,
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from bundler.errors import ImgbundleError, InputError, Remedy
 

@@ -14,26 +14,26 @@ from bundler.digest import Digest
 from bundler.errors import ContentMismatchError
 
 __all__ = [
-    "OCI_INDEX",
-    "OCI_MANIFEST",
-    "DOCKER_MANIFEST_LIST",
+    "ACCEPT_MANIFESTS",
     "DOCKER_MANIFEST",
+    "DOCKER_MANIFEST_LIST",
     "DOCKER_SCHEMA1",
     "DOCKER_SCHEMA1_SIGNED",
-    "INDEX_TYPES",
     "IMAGE_MANIFEST_TYPES",
+    "INDEX_TYPES",
     "MANIFEST_TYPES",
-    "ACCEPT_MANIFESTS",
     "MAX_MANIFEST_BYTES",
+    "OCI_INDEX",
+    "OCI_MANIFEST",
     "REF_NAME_ANNOTATION",
-    "Platform",
     "Descriptor",
     "Index",
     "Manifest",
+    "Platform",
     "RawManifest",
+    "detect_media_type",
     "parse_index",
     "parse_manifest",
-    "detect_media_type",
 ]
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -46,7 +46,7 @@ DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyj
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 IMAGE_MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 MANIFEST_TYPES = INDEX_TYPES | IMAGE_MANIFEST_TYPES
-ACCEPT_MANIFESTS = ", ".join([OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
+ACCEPT_MANIFESTS = f"{OCI_INDEX}, {DOCKER_MANIFEST_LIST}, {OCI_MANIFEST}, {DOCKER_MANIFEST}"
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 """Distribution refuses larger manifests; we refuse to read them."""
@@ -146,7 +146,7 @@ class RawManifest:
     digest: Digest
 
     @classmethod
-    def from_bytes(cls, data: bytes, media_type: str, expected: Digest | None = None) -> "RawManifest":
+    def from_bytes(cls, data: bytes, media_type: str, expected: Digest | None = None) -> RawManifest:
         """Wrap served bytes; with ``expected``, refuse bytes whose digest differs."""
         digest = Digest.of(data, expected.algorithm if expected else "sha256")
         if expected and digest != expected:

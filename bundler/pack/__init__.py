@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bundler.bundle import SkippedEntry, WriteResult
-from bundler.bundle.volumes import existing_outputs
 from bundler.bundle.delta import DeltaBase
+from bundler.bundle.volumes import existing_outputs
 from bundler.errors import LocalIOError, Remedy
 from bundler.pack.resolve import ImageRequest, ResolvedImage, read_requests, resolve_images
 from bundler.pack.write import created_now, write_images
@@ -26,7 +26,7 @@ from bundler.stores import StorePool
 from bundler.stores.cache import BlobCache, CachedPool
 from bundler.stores.registry import RegistryPool
 
-__all__ = ["ImageRequest", "ResolvedImage", "PackResult", "read_requests", "resolve_images", "pack", "created_now"]
+__all__ = ["ImageRequest", "PackResult", "ResolvedImage", "created_now", "pack", "read_requests", "resolve_images"]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ references; ``discover_registry`` falls back to Harbor's project API where the c
 from __future__ import annotations
 
 import fnmatch
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from bundler.errors import AuthError, InputError, NotFoundError, Remedy
 from bundler.reference import Reference, parse_reference

@@ -7,9 +7,9 @@ of a single-platform image to name its platform. Failures are collected per refe
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import msgspec
 
@@ -23,7 +23,7 @@ from bundler.reference import Reference, parse_image_list
 from bundler.stores.cache import CachedPool
 from bundler.threads import stop_workers
 
-__all__ = ["ImageRequest", "ResolvedImage", "read_requests", "resolve_images", "MAX_INDEX_DEPTH"]
+__all__ = ["MAX_INDEX_DEPTH", "ImageRequest", "ResolvedImage", "read_requests", "resolve_images"]
 
 MAX_INDEX_DEPTH = 4
 """Indexes nest (an index of indexes) in the wild, but never deeply; deeper is a lying registry."""

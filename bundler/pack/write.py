@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from bundler.bundle import BlobSpec, SkippedEntry, WriteResult, write_bundle
 from bundler.bundle.delta import DeltaBase, split_blobs

@@ -9,4 +9,4 @@ from __future__ import annotations
 from bundler.registry.client import RegistryClient
 from bundler.registry.options import Backoff, RegistryOptions
 
-__all__ = ["RegistryClient", "RegistryOptions", "Backoff"]
+__all__ = ["Backoff", "RegistryClient", "RegistryOptions"]

@@ -19,9 +19,9 @@ import re
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Generator, Iterable
 
 import httpx
 import msgspec
@@ -32,13 +32,13 @@ from bundler.registry.options import RegistryOptions
 
 __all__ = [
     "SCOPES_EXTENSION",
-    "Credentials",
     "Challenge",
+    "Credentials",
+    "RegistryAuth",
     "find_credentials",
     "parse_challenges",
     "pull_scope",
     "push_scope",
-    "RegistryAuth",
 ]
 
 log = logging.getLogger("bundler.registry")
@@ -86,13 +86,13 @@ class _AuthEntry(msgspec.Struct):
 
 class _ConfigFile(msgspec.Struct):
     auths: dict[str, _AuthEntry] = {}
-    credHelpers: dict[str, str] = {}  # noqa: N815 (docker's key)
-    credsStore: str = ""  # noqa: N815
+    credHelpers: dict[str, str] = {}
+    credsStore: str = ""
 
 
 class _HelperAnswer(msgspec.Struct):
-    Username: str = ""  # noqa: N815 (the helper protocol's keys)
-    Secret: str = ""  # noqa: N815
+    Username: str = ""
+    Secret: str = ""
 
 
 def _host_key(key: str) -> str:
@@ -402,7 +402,7 @@ class RegistryAuth(httpx.Auth):
 def _replayable(request: httpx.Request) -> bool:
     """Only a request whose body is in memory can be sent again after a 401."""
     try:
-        request.content
+        _ = request.content  # raises while the body is a stream not yet read
     except httpx.RequestNotRead:
         return False
     return True

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from functools import partial
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 import msgspec
@@ -37,6 +38,9 @@ from bundler.registry.retry import RETRYABLE, RETRYABLE_STATUSES, RetryPolicy, T
 from bundler.registry.transport import SchemeChooser, make_http_client, read_limited
 from bundler.registry.wire import BODY_CHUNK
 from bundler.stores.base import Placement
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["RegistryClient"]
 
@@ -84,7 +88,7 @@ class RegistryClient:
         self._storage: dict[str, httpx.Client] = {}
         self._storage_lock = threading.Lock()
 
-    def __enter__(self) -> "RegistryClient":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -343,7 +347,7 @@ class RegistryClient:
         response.close()
         return _location(response, url, what)
 
-    def _resume(self, session: "_Session", repository: str, what: str) -> httpx.URL | None:
+    def _resume(self, session: _Session, repository: str, what: str) -> httpx.URL | None:
         """The Location to go on with an interrupted chunked upload, ``session.offset`` set; None: start over.
 
         Distribution cancels the session when our Location's ``_state`` is stale (a PATCH that
@@ -362,7 +366,7 @@ class RegistryClient:
         return _location(response, location, what, default=location)
 
     def _upload(
-        self, session: "_Session", repository: str, digest: Digest, size: int, data: Iterable[bytes], what: str
+        self, session: _Session, repository: str, digest: Digest, size: int, data: Iterable[bytes], what: str
     ) -> None:
         """Monolithic PUT for small blobs, else PATCH chunks from ``session.offset``, then PUT; check the digest."""
         scopes = [push_scope(repository)]
@@ -384,7 +388,7 @@ class RegistryClient:
         response.close()
         _check_served_digest(response, digest, what)
 
-    def _patch_chunks(self, session: "_Session", pieces: Iterable["_Piece"], scopes: list[str], what: str) -> None:
+    def _patch_chunks(self, session: _Session, pieces: Iterable[_Piece], scopes: list[str], what: str) -> None:
         """PATCH each piece, always to the latest Location (its ``_state`` carries the offset), kept in ``session``."""
         for piece in pieces:
             assert session.location is not None
@@ -404,17 +408,17 @@ class RegistryClient:
     # Listings
 
     def tags_list(self, repository: str) -> list[str]:
-        first = lambda: self._url(urls.tags, repository, str(self.page_size))  # noqa: E731
+        first = lambda: self._url(urls.tags, repository, str(self.page_size))
         return self._paginate(first, self._what(repository), [pull_scope(repository)])
 
     def catalog(self) -> list[str]:
-        first = lambda: self._url(urls.catalog, str(self.page_size))  # noqa: E731
+        first = lambda: self._url(urls.catalog, str(self.page_size))
         return self._paginate(first, f"{self.host} catalog", [CATALOG_SCOPE])
 
     def referrers(self, repository: str, digest: Digest) -> list[Descriptor]:
         """The referrers API (OCI distribution 1.1), every page; empty where the registry has no such API (404)."""
         what = f"{self._what(repository, digest)} referrers"
-        first = lambda: self._url(urls.referrers, repository, digest)  # noqa: E731
+        first = lambda: self._url(urls.referrers, repository, digest)
         pages = self._pages(first, what, [pull_scope(repository)], ok=(200, 404))
         return [descriptor for page in pages for descriptor in self._decode(page, _Referrers, what).manifests]
 
@@ -608,7 +612,7 @@ def _body_chunks(response: httpx.Response) -> Iterator[bytes]:
         yield b"".join(held)  # one piece (a small blob) is passed as it is
 
 
-def _rechunk(data: Iterable[bytes], size: int, total: int) -> Iterator["_Piece"]:
+def _rechunk(data: Iterable[bytes], size: int, total: int) -> Iterator[_Piece]:
     """``total`` bytes of ``data`` as pieces of exactly ``size`` bytes (the last one shorter), each streamed.
 
     A piece is a PATCH body read from ``data`` while it is sent, never a ``size``-byte copy: httpx keeps

@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import re
 import ssl
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, NoReturn
+from typing import NoReturn
 
 import httpx
 import msgspec
@@ -38,15 +39,15 @@ from bundler.errors import (
 from bundler.registry.retry import RETRYABLE_STATUSES, Transient, find_cause, parse_retry_after
 
 __all__ = [
-    "mapped",
-    "map_status",
+    "OciError",
+    "install_log_redaction",
     "map_httpx_error",
-    "raise_for_answer",
+    "map_status",
+    "mapped",
     "parse_error_body",
+    "raise_for_answer",
     "redact",
     "redact_url",
-    "install_log_redaction",
-    "OciError",
 ]
 
 _MAX_MESSAGE = 400

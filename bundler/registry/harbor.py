@@ -13,19 +13,31 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import httpx
 import msgspec
 
-from bundler.errors import AuthError, InputError, NotFoundError, PushRefusedError, RegistryError, Remedy, UnreachableError
+from bundler.errors import (
+    AuthError,
+    InputError,
+    NotFoundError,
+    PushRefusedError,
+    RegistryError,
+    Remedy,
+    UnreachableError,
+)
 from bundler.registry.auth import find_credentials
 from bundler.registry.errors import mapped, raise_for_answer
 from bundler.registry.options import RegistryOptions
 from bundler.registry.retry import RetryPolicy, retry_call
 from bundler.registry.transport import SchemeChooser, make_http_client, read_limited
 
-__all__ = ["HarborProjects", "ensure_projects", "project_of", "PROJECT_NAME_RE"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["PROJECT_NAME_RE", "HarborProjects", "ensure_projects", "project_of"]
 
 log = logging.getLogger("bundler.registry")
 
@@ -62,7 +74,7 @@ class HarborProjects:
             else None
         )
 
-    def __enter__(self) -> "HarborProjects":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

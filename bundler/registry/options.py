@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from bundler.errors import InputError
 
-__all__ = ["Backoff", "RegistryOptions", "MiB"]
+__all__ = ["Backoff", "MiB", "RegistryOptions"]
 
 MiB = 1024 * 1024
 

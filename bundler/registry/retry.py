@@ -11,9 +11,10 @@ import email.utils
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import httpx
 
@@ -21,17 +22,17 @@ from bundler.errors import RegistryError
 from bundler.registry.options import Backoff, RegistryOptions
 
 __all__ = [
-    "RETRYABLE_STATUSES",
     "OUTAGE_STATUSES",
     "RETRYABLE",
-    "Transient",
-    "RetryPolicy",
+    "RETRYABLE_STATUSES",
     "Budget",
-    "retry_call",
-    "is_retryable",
-    "is_outage",
-    "parse_retry_after",
+    "RetryPolicy",
+    "Transient",
     "find_cause",
+    "is_outage",
+    "is_retryable",
+    "parse_retry_after",
+    "retry_call",
 ]
 
 log = logging.getLogger("bundler.registry")
@@ -102,7 +103,7 @@ class RetryPolicy:
     retry_after_max: float = 60.0
 
     @classmethod
-    def from_options(cls, options: RegistryOptions) -> "RetryPolicy":
+    def from_options(cls, options: RegistryOptions) -> RetryPolicy:
         return cls(options.retries, options.backoff, options.retry_after_max)
 
     def delay(self, attempt: int, failure: BaseException) -> float:
@@ -111,7 +112,7 @@ class RetryPolicy:
             return min(failure.retry_after, self.retry_after_max)
         return self.backoff.delay(attempt)
 
-    def start(self, what: str) -> "Budget":
+    def start(self, what: str) -> Budget:
         return Budget(self, what)
 
 

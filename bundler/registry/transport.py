@@ -25,7 +25,7 @@ from bundler.registry.options import RegistryOptions
 from bundler.registry.retry import find_cause
 from bundler.registry.wire import WireTransport
 
-__all__ = ["is_loopback", "ssl_context", "make_http_client", "SchemeChooser", "read_limited"]
+__all__ = ["SchemeChooser", "is_loopback", "make_http_client", "read_limited", "ssl_context"]
 
 log = logging.getLogger("bundler.registry")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-__all__ = ["ping", "manifest", "blob", "uploads", "mount", "tags", "catalog", "referrers", "resolve", "with_digest"]
+__all__ = ["blob", "catalog", "manifest", "mount", "ping", "referrers", "resolve", "tags", "uploads", "with_digest"]
 
 
 def _v2(scheme: str, host: str, path: str = "", params: dict[str, str] | None = None) -> httpx.URL:

@@ -19,12 +19,12 @@ import select
 import socket
 import ssl
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import httpx
 
-__all__ = ["WireTransport", "BODY_CHUNK"]
+__all__ = ["BODY_CHUNK", "WireTransport"]
 
 log = logging.getLogger(__name__)
 """Traces each answer's headers at DEBUG; ``install_log_redaction`` masks the secrets among them."""

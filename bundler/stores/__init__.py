@@ -16,4 +16,4 @@ reading a bundle never loads the HTTP stack.
 
 from bundler.stores.base import Placement, ReadStore, SinglePool, StorePool, WriteStore
 
-__all__ = ["ReadStore", "WriteStore", "StorePool", "SinglePool", "Placement"]
+__all__ = ["Placement", "ReadStore", "SinglePool", "StorePool", "WriteStore"]

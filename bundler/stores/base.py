@@ -21,13 +21,17 @@ and a child manifest before the index that lists it; tagging is ``manifest_put``
 from __future__ import annotations
 
 import enum
-from typing import Callable, Iterable, Iterator, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from bundler.digest import Digest
 from bundler.errors import NotFoundError
 from bundler.oci import Descriptor, RawManifest
 
-__all__ = ["ReadStore", "WriteStore", "StorePool", "SinglePool", "Placement"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["Placement", "ReadStore", "SinglePool", "StorePool", "WriteStore"]
 
 
 class Placement(enum.Enum):
@@ -107,7 +111,7 @@ class SinglePool:
         if close is not None:
             close()
 
-    def __enter__(self) -> "SinglePool":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -7,9 +7,10 @@ with its registry host (``docker.io/library/alpine``), since a bundle holds imag
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cached_property
 from types import TracebackType
-from typing import Iterator
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -19,6 +20,9 @@ from bundler.digest import Digest
 from bundler.errors import ContentMismatchError, CorruptBundleError, InputError, NotFoundError
 from bundler.oci import Descriptor, RawManifest, detect_media_type
 from bundler.reference import parse_reference
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["BundleStore"]
 
@@ -32,7 +36,7 @@ class BundleStore:
         self._blobs = {Digest(entry.digest): entry for entry in reader.index.blobs}
 
     @classmethod
-    def open(cls, location: Location) -> "BundleStore":
+    def open(cls, location: Location) -> BundleStore:
         """Open a bundle from a path, its volumes, a seekable file or a pipe (a pipe can only be scanned)."""
         return cls(BundleReader.open(location))
 
@@ -52,7 +56,7 @@ class BundleStore:
     def close(self) -> None:
         self.reader.close()
 
-    def __enter__(self) -> "BundleStore":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:

@@ -19,9 +19,10 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import TYPE_CHECKING, BinaryIO
 
 import platformdirs
 
@@ -30,7 +31,10 @@ from bundler.errors import ContentMismatchError, LocalIOError
 from bundler.oci import Descriptor, RawManifest
 from bundler.stores.base import ReadStore, StorePool
 
-__all__ = ["BlobCache", "CachedPool", "CachedStore", "CacheInfo", "PruneResult", "CACHE_ENV", "default_cache_dir"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["CACHE_ENV", "BlobCache", "CacheInfo", "CachedPool", "CachedStore", "PruneResult", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +196,7 @@ class _Filling:
         self._written = 0
         self._temp: tuple[BinaryIO, Path] | None = None
 
-    def __enter__(self) -> "_Filling":
+    def __enter__(self) -> Self:
         self._temp = self._cache._temp(self._digest)
         return self
 
@@ -251,7 +255,7 @@ class CachedPool:
         self._kept: dict[Digest, bytes] = {}
         self._lock = threading.Lock()
 
-    def get(self, host: str) -> "CachedStore":
+    def get(self, host: str) -> CachedStore:
         return CachedStore(self, self.pool.get(host))
 
     def close(self) -> None:

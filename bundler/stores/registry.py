@@ -4,8 +4,12 @@ store of one host; ``RegistryPool`` hands one out per host to the threads of a r
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from bundler.registry import RegistryClient, RegistryOptions
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["RegistryPool"]
 
@@ -31,7 +35,7 @@ class RegistryPool:
         for client in clients:
             client.close()
 
-    def __enter__(self) -> "RegistryPool":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

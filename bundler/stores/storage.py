@@ -14,8 +14,8 @@ per-repository link files (``_layers``, ``revisions``) are not required, only th
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import msgspec
 
@@ -37,7 +37,7 @@ from bundler.oci import (
     detect_media_type,
 )
 
-__all__ = ["StorageTree", "find_v2_root", "READ_CHUNK"]
+__all__ = ["READ_CHUNK", "StorageTree", "find_v2_root"]
 
 READ_CHUNK = 1024 * 1024
 V2 = Path("docker", "registry", "v2")
