@@ -173,7 +173,7 @@ class Expected:
 
 
 def ensure_set(sets_dir: Path, images: int, size: int, big_layer: int, seed: int) -> imageset.ImageSet:
-    """Reuse a set generated earlier with the same parameters, else generate it (seconds per GiB)."""
+    """Reuse a set generated earlier with the same parameters, else generate it."""
     directory = sets_dir / f"i{images}-s{size}-b{big_layer}-seed{seed}"
     if (directory / "imageset.json").exists():
         return imageset.ImageSet.load(directory)
@@ -563,8 +563,8 @@ def imgbundle_command() -> list[str]:
 
 def compile_imgbundle() -> None:
     """Byte-compile the ``bundler`` package, as pip does when it installs one. Run from a checkout under
-    PYTHONDONTWRITEBYTECODE (containers set it), every command would compile imgbundle's modules anew:
-    0.13 s of CPU a command on the benchmark machine, which no installed copy pays."""
+    PYTHONDONTWRITEBYTECODE (containers set it), every command would compile imgbundle's modules anew, CPU
+    that no installed copy pays (measured in docs/benchmark.md)."""
     spec = importlib.util.find_spec("bundler")
     if spec is not None and spec.submodule_search_locations:
         compileall.compile_dir(spec.submodule_search_locations[0], quiet=1)
