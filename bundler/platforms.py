@@ -1,7 +1,9 @@
-"""Platform filters for ``--platform os/arch[/variant]``, and which index children they keep."""
+"""Platform filters (``os/arch[/variant]``), and which index children they keep."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bundler.errors import InputError
@@ -12,6 +14,8 @@ __all__ = ["PlatformFilter", "is_attestation", "kept_children"]
 _ATTESTATION_TYPE = "vnd.docker.reference.type"
 _ATTESTATION_FOR = "vnd.docker.reference.digest"
 _DEFAULT_VARIANTS = {"arm64": "v8"}
+_PART_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+"""One element of a platform, as GOOS, GOARCH and variants are spelt."""
 
 
 @dataclass(frozen=True)
@@ -23,9 +27,14 @@ class PlatformFilter:
     @classmethod
     def parse(cls, text: str) -> PlatformFilter:
         parts = text.strip().lower().split("/")
-        if len(parts) not in (2, 3) or not all(parts):
+        if len(parts) not in (2, 3) or not all(_PART_RE.fullmatch(part) for part in parts):
             raise InputError(f"{text!r}: expected OS/ARCH or OS/ARCH/VARIANT, e.g. linux/arm64")
         return cls(*parts)
+
+    @classmethod
+    def parse_list(cls, texts: Iterable[str]) -> tuple[PlatformFilter, ...]:
+        """Platforms given one per value or comma-separated, as buildx takes them (``linux/amd64,linux/arm64``)."""
+        return tuple(cls.parse(text) for value in texts for text in value.split(","))
 
     def matches(self, platform: Platform) -> bool:
         if (platform.os, platform.architecture) != (self.os, self.architecture):

@@ -163,7 +163,7 @@ def _whole(references: list[Reference]) -> list[ImageRequest]:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Bundle to write, e.g. site.tar.zst (a NAME.sha256 sidecar is written beside it).")
 @click.option("--platform", "platforms", multiple=True, metavar="OS/ARCH[/VARIANT]",
-              help="Keep only these platforms (repeatable); default: all, attestations included.")
+              help="Keep only these platforms (repeatable, or comma-separated); default: all, attestations included.")
 @click.option("--skip-missing", is_flag=True, help="Pack the images that resolve; record the others as skipped.")
 @click.option("--level", type=click.IntRange(1, 19), default=3, show_default=True,
               help="zstd level for metadata and uncompressed blobs; gzip and zstd layers always get level 1.")
@@ -188,7 +188,7 @@ def pack_command(refs, list_file, output, platforms, skip_missing, level, create
     from bundler.platforms import PlatformFilter
     from bundler.stores.cache import BlobCache
 
-    filters = tuple(parsed("--platform", p, PlatformFilter.parse) for p in platforms)
+    filters = parsed("--platform", platforms, PlatformFilter.parse_list)
     split, since = _split_and_since(kwargs)
     with ExitStack() as stack:
         requests, options, stores = _choose_stores(stack, refs, list_file, kwargs, from_storage=from_storage,

@@ -24,7 +24,7 @@ def render_unpack(result: UnpackResult, *, as_json: bool, report: Path | None) -
 def _print_plan(result: UnpackResult) -> None:
     for outcome in result.images:
         target = outcome.target
-        out.print(f"{target.source_ref} -> {target.display}@{target.digest}", markup=False)
+        out.print(f"{target.source_ref} -> {target.exact}", markup=False)
     out.print(
         f"dry run: {len(result.images)} images, {len(result.plan.blobs())} blobs "
         f"({format_bytes(result.plan.total_blob_bytes)}) would be pushed to {result.registry} if missing",

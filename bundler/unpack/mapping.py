@@ -75,6 +75,11 @@ class Target:
         """``host/repo@digest``: the reference that names exactly the pushed bytes."""
         return f"{self.target_ref.name}@{self.digest}"
 
+    @property
+    def exact(self) -> str:
+        """``host/repo:tag@digest``, or ``host/repo@digest`` for digest-only images: the tag and its bytes."""
+        return f"{self.target_ref.name}:{self.tag}@{self.digest}" if self.tag else self.pinned
+
 
 @dataclass(frozen=True)
 class TargetSpec:

@@ -1,0 +1,57 @@
+"""What a new operator meets on the command line: plans printed as valid references, option values checked
+before the first request. (Issue #19; the tests that need a registry live beside the commands they run.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from bundler.bundle import ImageEntry
+from bundler.cli.unpack_view import render_unpack
+from bundler.errors import InputError
+from bundler.platforms import PlatformFilter
+from bundler.reference import parse_reference
+from bundler.unpack import UnpackResult
+from bundler.unpack.mapping import plan_targets
+from bundler.unpack.plan import ImagePlan, PushPlan
+from bundler.unpack.result import ImageOutcome
+from support.cli import run_cli
+
+DIGEST = "sha256:" + "83" * 32
+
+
+def entry(line: str) -> ImageEntry:
+    return ImageEntry(source=line, reference=str(parse_reference(line)), digest=DIGEST,
+                      media_type="application/vnd.oci.image.index.v1+json", platforms=[], size=1)
+
+
+def test_the_dry_run_plan_prints_references_a_client_can_pull(capsys: pytest.CaptureFixture[str]) -> None:
+    images = [entry("registry.k8s.io/pause@" + DIGEST), entry("quay.io/calico/node:v3.26.4")]
+    targets = plan_targets(images, "harbor.lan/k8s")
+    plan = PushPlan([ImagePlan(target) for target in targets], {}, {})
+    render_unpack(UnpackResult("harbor.lan", True, plan, [ImageOutcome(t, True) for t in targets]),
+                  as_json=False, report=None)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"registry.k8s.io/pause@{DIGEST} -> harbor.lan/k8s/pause@{DIGEST}"
+    assert lines[1] == f"quay.io/calico/node:v3.26.4 -> harbor.lan/k8s/calico/node:v3.26.4@{DIGEST}"
+    for line in lines[:2]:
+        parse_reference(line.split(" -> ")[1])  # each target is one valid reference
+
+
+def test_platforms_take_buildx_comma_lists() -> None:
+    parsed = PlatformFilter.parse_list(["linux/amd64,linux/arm64/v8", "linux/s390x"])
+    assert [str(p) for p in parsed] == ["linux/amd64", "linux/arm64/v8", "linux/s390x"]
+
+
+@pytest.mark.parametrize("text", ["linux/amd64,linux/arm64", "linux", "linux/amd64/v8/x", "linux/amd 64", "linux//"])
+def test_a_platform_is_os_arch_and_an_optional_variant(text: str) -> None:
+    with pytest.raises(InputError, match="expected OS/ARCH"):
+        PlatformFilter.parse(text)
+
+
+def test_a_bad_platform_fails_before_any_request() -> None:
+    """Port 1 refuses connections: a check made only after contacting it would exit 13, not 3."""
+    done = run_cli("pack", "127.0.0.1:1/lib/app:1", "-o", "/nonexistent/x.tar.zst", "--platform", "linux/amd64,arm64",
+                   expect=InputError.exit_code)
+    assert done.error_lines == [
+        "imgbundle: error: --platform 'arm64': expected OS/ARCH or OS/ARCH/VARIANT, e.g. linux/arm64"
+    ]
