@@ -3,11 +3,15 @@ before the first request. (Issue #19; the tests that need a registry live beside
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
 
 from bundler.bundle import ImageEntry
+from bundler.cli import main
 from bundler.cli.unpack_view import render_unpack
-from bundler.errors import InputError
+from bundler.errors import InputError, NotABundleError
 from bundler.platforms import PlatformFilter
 from bundler.reference import parse_reference
 from bundler.unpack import UnpackResult
@@ -55,3 +59,20 @@ def test_a_bad_platform_fails_before_any_request() -> None:
     assert done.error_lines == [
         "imgbundle: error: --platform 'arm64': expected OS/ARCH or OS/ARCH/VARIANT, e.g. linux/arm64"
     ]
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_is_taken_before_or_after_the_command(where: str, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.tar.zst"
+    junk.write_bytes(b"not a bundle")
+    args = ["--debug", "verify", str(junk)] if where == "before" else ["verify", str(junk), "--debug"]
+    root, httpx_logger = logging.getLogger(), logging.getLogger("httpx")
+    saved = root.level, httpx_logger.level
+    try:
+        with pytest.raises(SystemExit) as ended:
+            main(args)
+        assert ended.value.code == NotABundleError.exit_code
+        assert root.level == logging.DEBUG and httpx_logger.level == logging.NOTSET
+    finally:
+        root.setLevel(saved[0])
+        httpx_logger.setLevel(saved[1])

@@ -22,10 +22,21 @@ from bundler.threads import lingering_workers
 __all__ = ["cli", "main"]
 
 
+def _log_requests(context: click.Context, parameter: click.Parameter, enabled: bool) -> None:
+    if enabled:
+        logging.getLogger().setLevel(logging.DEBUG)
+        logging.getLogger("httpx").setLevel(logging.NOTSET)
+
+
+def _debug_option() -> click.Option:
+    """``--debug``, taken before the command as well as after it, as docker, skopeo and crane users type it."""
+    return click.Option(["--debug"], is_flag=True, expose_value=False, callback=_log_requests,
+                        help="Log every request (credentials and tokens are redacted).")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="imgbundle")
-@click.option("--debug", is_flag=True, help="Log every request (credentials and tokens are redacted).")
-def cli(debug: bool) -> None:
+def cli() -> None:
     """Move container images into air-gapped sites as one verifiable bundle.
 
     \b
@@ -33,20 +44,12 @@ def cli(debug: bool) -> None:
     On arrival:      imgbundle verify site.tar.zst
     Isolated side:   imgbundle unpack site.tar.zst --to harbor.example.lan/k8s
     """
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(asctime)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    if not debug:
-        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-cli.add_command(pack_command)
-cli.add_command(list_command)
-cli.add_command(verify_command)
-cli.add_command(unpack_command)
-cli.add_command(cache_group)
+for _command in (cli, pack_command, list_command, verify_command, unpack_command):
+    _command.params.append(_debug_option())
+for _command in (pack_command, list_command, verify_command, unpack_command, cache_group):
+    cli.add_command(_command)
 
 
 _signalled: list[int] = []
@@ -68,6 +71,8 @@ def _on_signal(signum: int, frame: object) -> NoReturn:
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run the CLI; every failure ends as one line on stderr and the error class's exit code."""
     tune_malloc()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
