@@ -60,6 +60,12 @@ def test_order_and_single_upload_under_parallelism(bundle_file: Path, source_set
             assert ("manifest", f"m/{image.path}", image.digest) not in position
 
 
+def test_each_phase_has_a_name_of_its_own(bundle_file: Path) -> None:
+    progress = RecordingProgress()
+    run(bundle_file, MemoryRegistry(), progress=progress)
+    assert [name for name, _, _ in progress.phases] == ["check images", "check tags", "push"]
+
+
 def test_rerun_is_idempotent_and_touches_nothing(bundle_file: Path) -> None:
     memory = MemoryRegistry()
     run(bundle_file, memory)

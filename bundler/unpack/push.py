@@ -117,7 +117,7 @@ class _Push:
     def _check_tops(self) -> None:
         """HEAD each top manifest; one that is there vouches for everything below it in that repository."""
         tops = {ManifestFact(i.target.repository, i.target.digest): i for i in self.images}
-        self.progress.phase("check", total_items=len(tops))
+        self.progress.phase("check images", total_items=len(tops))
         self.runner.run(check_job(fact, partial(self._head_manifest, fact), self.progress) for fact in tops)
         for fact, image in tops.items():
             if self.known.get(fact) is Outcome.PRESENT:
@@ -145,7 +145,7 @@ class _Push:
         todo = [check_job(fact, head, self.progress, required=isinstance(fact, BlobFact))
                 for fact, head in checks.items() if fact not in self.known]
         if todo:
-            self.progress.phase("check", total_items=len(todo))
+            self.progress.phase("check tags", total_items=len(todo))
             self.runner.run(todo)
 
     def _head_manifest(self, fact: ManifestFact) -> Outcome | None:
