@@ -196,3 +196,14 @@ def test_closed_catalog_failures_say_why(harbor_stub: HarborStub, tmp_path: Path
                                "-o", str(tmp_path / "x.tar.zst"), "-q")
     assert code == error.exit_code and message.format(host=harbor_stub.host) in stderr, stderr
     assert not (tmp_path / "x.tar.zst").exists()
+
+
+@pytest.mark.parametrize("harbor_stub", [401], indirect=True)
+@pytest.mark.parametrize("target", ["{host}", "{host}/team"])
+def test_a_closed_catalog_without_credentials_says_to_log_in(harbor_stub: HarborStub, tmp_path: Path, target: str,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Not "name a project" nor "is this a Harbor?": the registry refused an anonymous client."""
+    code, _, stderr = run_main(capsys, "pack", "--all-from", target.format(host=harbor_stub.host),
+                               "-o", str(tmp_path / "x.tar.zst"), "-q")
+    assert code == AuthError.exit_code, stderr
+    assert f"no credentials found for {harbor_stub.host}; log in with docker login, or pass --username" in stderr

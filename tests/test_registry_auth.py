@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from bundler.digest import Digest
-from bundler.errors import AuthError
+from bundler.cli.errors import describe
+from bundler.errors import AuthError, Remedy
 from bundler.oci import OCI_MANIFEST, RawManifest
 from bundler.registry import RegistryClient, RegistryOptions
 from bundler.registry.auth import Credentials, find_credentials, parse_challenges
@@ -86,7 +87,8 @@ def test_basic_auth_wrong_password_is_auth_error(basic_registry: RunningRegistry
 def test_basic_auth_without_credentials_says_so(basic_registry: RunningRegistry) -> None:
     with RegistryClient(basic_registry.host, offline_options()) as client, pytest.raises(AuthError) as caught:
         client.ping()
-    assert "no credentials found" in str(caught.value) and f"docker login {basic_registry.host}" in str(caught.value)
+    assert f"no credentials found for {basic_registry.host}" in str(caught.value)
+    assert caught.value.remedy is Remedy.LOG_IN and "docker login" in describe(caught.value)
 
 
 def test_docker_config_auths_entry(basic_registry: RunningRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -41,12 +41,15 @@ def discover(
     """``host/repository:tag`` for every tag of every repository the store lists, filtered, sorted.
 
     When the catalog is closed (401/403/404, as Harbor's is for non-admins), ``closed_catalog`` is
-    asked instead; without one the refusal is raised with a hint. A repository without tags
+    asked instead; without one the refusal is raised with a hint. A refusal for want of credentials
+    is raised as it is: logging in is the fix, not another way to list. A repository without tags
     contributes nothing (it holds no image a tag names).
     """
     try:
         repositories = store.catalog()
     except (AuthError, NotFoundError) as refusal:
+        if refusal.remedy is Remedy.LOG_IN:
+            raise
         if closed_catalog is None:
             raise refusal.reworded(f"{refusal}; the catalog is closed", Remedy.LIST_IMAGES) from None
         repositories = list(closed_catalog())

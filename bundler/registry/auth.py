@@ -286,7 +286,7 @@ class RegistryAuth(httpx.Auth):
         """What to tell the user after a refusal: which credentials were used, or that there were none."""
         found = self.credentials()
         if found is None:
-            return f"no credentials found for {self.host} (docker login {self.host}, or a credentials file)"
+            return f"no credentials found for {self.host}"
         return f"credentials used: {found.source}"
 
     def auth_flow(self, request: httpx.Request) -> Flow:

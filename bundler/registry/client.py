@@ -19,7 +19,14 @@ import httpx
 import msgspec
 
 from bundler.digest import Digest, DigestVerifier
-from bundler.errors import ContentMismatchError, ImgbundleError, InputError, RegistryContentError, RegistryError
+from bundler.errors import (
+    ContentMismatchError,
+    ImgbundleError,
+    InputError,
+    RegistryContentError,
+    RegistryError,
+    Remedy,
+)
 from bundler.oci import (
     ACCEPT_MANIFESTS,
     DOCKER_SCHEMA1,
@@ -138,8 +145,11 @@ class RegistryClient:
             body = read_limited(response, MAX_ERROR_BODY)
         finally:
             response.close()
-        hint = self._auth.hint() if response.status_code in (401, 403) else ""
-        raise_for_answer(response, what, body=body, write=write, auth_hint=hint)
+        refused = response.status_code in (401, 403)
+        hint = self._auth.hint() if refused else ""
+        anonymous = refused and self._auth.credentials() is None
+        raise_for_answer(response, what, body=body, write=write, auth_hint=hint,
+                         remedy=Remedy.LOG_IN if anonymous else None)
 
     def _what(self, repository: str, reference: str = "") -> str:
         separator = "@" if ":" in reference else ":"

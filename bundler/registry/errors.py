@@ -183,10 +183,15 @@ def map_status(
 
 
 def raise_for_answer(
-    response: httpx.Response, what: str, *, body: bytes, write: bool = False, auth_hint: str = ""
+    response: httpx.Response, what: str, *, body: bytes, write: bool = False, auth_hint: str = "",
+    remedy: Remedy | None = None,
 ) -> NoReturn:
-    """Raise the error for a non-success answer; as ``Transient`` when its status is worth a retry."""
+    """Raise the error for a non-success answer; as ``Transient`` when its status is worth a retry.
+
+    ``remedy`` is what the user can do about a refusal (401, 403), which only the caller knows."""
     error = map_status(response, what, body=body, write=write, auth_hint=auth_hint)
+    if response.status_code in (401, 403) and remedy is not None:
+        error.remedy = remedy
     if response.status_code in RETRYABLE_STATUSES:
         raise Transient(error, parse_retry_after(response.headers.get("retry-after")), response.status_code)
     raise error
