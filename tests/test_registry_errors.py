@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import socket
 import ssl
 from datetime import datetime, timedelta, timezone
 
@@ -62,6 +63,17 @@ def test_the_list_of_httpx_exceptions_is_complete() -> None:
     names = {cls.__name__ for cls in httpx_exception_classes()}
     assert {"HTTPError", "TransportError", "StreamError", "InvalidURL", "CookieConflict", "ConnectTimeout"} <= names
     assert len(names) >= 27
+
+
+def test_a_name_that_does_not_resolve_fails_at_once() -> None:
+    """Asking the resolver again will not make the name exist; a resolver that could not answer may next time."""
+    unknown = httpx.ConnectError("[Errno -2] Name or service not known", request=httpx.Request("GET", URL))
+    unknown.__cause__ = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert not is_retryable(unknown)
+    assert "the name does not resolve" in str(map_httpx_error(unknown, HOST, "x"))
+    busy = httpx.ConnectError("[Errno -3] Temporary failure", request=httpx.Request("GET", URL))
+    busy.__cause__ = socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+    assert is_retryable(busy) and "does not resolve" not in str(map_httpx_error(busy, HOST, "x"))
 
 
 def test_tls_causes_are_explained() -> None:

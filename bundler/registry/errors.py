@@ -36,7 +36,7 @@ from bundler.errors import (
     Remedy,
     UnreachableError,
 )
-from bundler.registry.retry import RETRYABLE_STATUSES, Transient, find_cause, parse_retry_after
+from bundler.registry.retry import RETRYABLE_STATUSES, Transient, find_cause, is_unknown_host, parse_retry_after
 
 __all__ = [
     "OciError",
@@ -248,6 +248,8 @@ def _transport_reason(exc: httpx.TransportError, host: str) -> tuple[str, Remedy
     tls = find_cause(exc, ssl.SSLError)
     if tls is not None:
         return f"TLS handshake with {host} failed ({getattr(tls, 'reason', None) or tls})", None
+    if is_unknown_host(exc):
+        return f"cannot connect to {host}: the name does not resolve" + _detail(exc), None
     return _TRANSPORT_REASONS.get(type(exc), "connection to {host} failed").format(host=host) + _detail(exc), None
 
 

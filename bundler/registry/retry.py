@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -66,13 +67,27 @@ RETRYABLE = (httpx.TransportError, Transient)
 """What ``except`` clauses around a try catch; ``is_retryable`` then weeds out the permanent ones."""
 
 
+_NO_SUCH_NAME = frozenset({socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)})
+"""What ``getaddrinfo`` says of a name that does not exist (glibc has both)."""
+
+
 def is_retryable(failure: BaseException) -> bool:
-    """Retryable answers and dropped connections; not TLS trouble or our own malformed requests."""
+    """Retryable answers and dropped connections; not TLS trouble, a name that does not resolve, or our own
+    malformed requests."""
     if isinstance(failure, Transient):
         return True
     if isinstance(failure, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)):
         return False
-    return isinstance(failure, httpx.TransportError) and find_cause(failure, ssl.SSLError) is None
+    return (isinstance(failure, httpx.TransportError) and find_cause(failure, ssl.SSLError) is None
+            and not is_unknown_host(failure))
+
+
+def is_unknown_host(failure: BaseException) -> bool:
+    """The resolver answered that the name does not exist: asking again will not make it exist (a resolver
+    that could not answer, ``EAI_AGAIN``, is worth another try)."""
+    error = find_cause(failure, socket.gaierror)
+    return isinstance(error, socket.gaierror) and error.errno in _NO_SUCH_NAME
+
 
 
 def is_outage(failure: BaseException) -> bool:
