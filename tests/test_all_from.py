@@ -1,34 +1,28 @@
 """``pack --all-from REGISTRY[/PROJECT]``: every tag of every repository, from the catalog or from Harbor's API.
 
 The open-catalog case runs against a real Distribution, paginated with a tiny page size so that
-``Link: rel="next"`` is followed. Harbor's closed catalog is played by a stub on 127.0.0.1 that
-answers ``/v2/_catalog`` with 401/403/404, serves ``/api/v2.0/projects/{p}/repositories`` page by page
-(basic auth required), and passes every other ``/v2/`` request through to the real registry.
+``Link: rel="next"`` is followed. Harbor's closed catalog is played by the stub of support/harbor.py,
+which answers ``/v2/_catalog`` with 401/403/404, serves ``/api/v2.0/projects/{p}/repositories`` page by
+page (basic auth required), and passes every other ``/v2/`` request through to the real registry.
 """
 
 from __future__ import annotations
 
-import base64
-import http.server
-import json
-import threading
-import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import httpx
 import pytest
 
 from bundler.errors import AuthError, InputError, NotFoundError
 from bundler.registry import RegistryClient, harbor
 from support.cli import bundle_index, run_main
+from support.harbor import PASSWORD, HarborStub, start_harbor_stub
 from support.images import seed_into
-from support.registry import RunningRegistry, registry_catalog, start_registry
+from support.registry import RunningRegistry, start_registry
 from support.servers import starts_server
 
 PROJECTS = ("proj", "team")
-PASSWORD = "harbor-stub-pw"
 
 
 @dataclass
@@ -77,96 +71,13 @@ def test_whole_registry_filtered_by_patterns(source: Source, tmp_path: Path,
 # Harbor: catalog closed to non-admins, repositories listed by the project API
 
 
-@dataclass
-class HarborStub:
-    upstream: RunningRegistry
-    catalog_status: int
-    host: str = ""
-    pages: list[tuple[str, int, int]] = field(default_factory=list)
-    """(project, page, page_size) of every repositories request that passed auth."""
-
-
-def _handler(stub: HarborStub, client: httpx.Client) -> type[http.server.BaseHTTPRequestHandler]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            self._route()
-
-        def do_HEAD(self) -> None:  # noqa: N802
-            self._route()
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
-        def _route(self) -> None:
-            url = urllib.parse.urlsplit(self.path)
-            if url.path == "/v2/_catalog":  # as Harbor's v2auth answers a user without the admin role
-                challenge = {"Www-Authenticate": 'Basic realm="harbor"'} if stub.catalog_status == 401 else {}
-                self._json(stub.catalog_status, {"errors": [{"code": "UNAUTHORIZED",
-                                                             "message": "unauthorized to list catalog"}]}, challenge)
-            elif url.path.startswith("/api/v2.0/projects/") and url.path.endswith("/repositories"):
-                self._repositories(url.path.split("/")[4], urllib.parse.parse_qs(url.query))
-            elif url.path.startswith("/v2/"):
-                self._pass_through()
-            else:
-                self._json(404, {"errors": [{"code": "NOT_FOUND", "message": "no such API"}]})
-
-        def _repositories(self, project: str, query: dict[str, list[str]]) -> None:
-            expected = "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
-            if self.headers.get("Authorization") != expected:
-                self._json(401, {"errors": [{"code": "UNAUTHORIZED", "message": "unauthorized"}]})
-                return
-            names = sorted(r for r in registry_catalog(stub.upstream) if r.startswith(project + "/"))
-            if not names:
-                self._json(404, {"errors": [{"code": "NOT_FOUND", "message": f"project {project} not found"}]})
-                return
-            page, size = int(query["page"][0]), int(query["page_size"][0])
-            stub.pages.append((project, page, size))
-            chunk = names[(page - 1) * size: page * size]
-            body = [{"id": n, "name": name, "project_id": 1, "artifact_count": 1} for n, name in enumerate(chunk)]
-            self._json(200, body, {"X-Total-Count": str(len(names))})
-
-        def _pass_through(self) -> None:
-            headers = {k: v for k, v in self.headers.items() if k.lower() in ("accept", "range")}
-            answer = client.request(self.command, f"{stub.upstream.url}{self.path}", headers=headers)
-            self.send_response(answer.status_code)
-            for name in ("content-type", "docker-content-digest", "link", "content-range", "location"):
-                if name in answer.headers:
-                    self.send_header(name, answer.headers[name])
-            self.send_header("Content-Length", answer.headers.get("content-length", str(len(answer.content))))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(answer.content)
-
-        def _json(self, status: int, value: object, extra: dict[str, str] | None = None) -> None:
-            data = json.dumps(value).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, text in (extra or {}).items():
-                self.send_header(name, text)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
-
-    return Handler
-
-
 @pytest.fixture(params=[401, 403, 404])
 def harbor_stub(request: pytest.FixtureRequest, source: Source,
                 monkeypatch: pytest.MonkeyPatch) -> Iterator[HarborStub]:
     """The stub, with the registry credentials for it in the environment (``--username admin``)."""
-    stub = HarborStub(source.registry, request.param)
     monkeypatch.setenv("IMGBUNDLE_PASSWORD", PASSWORD)
-    with httpx.Client(timeout=30) as client:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(stub, client))
-        stub.host = f"127.0.0.1:{server.server_address[1]}"
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        thread.start()
-        try:
-            yield stub
-        finally:
-            server.shutdown()
-            server.server_close()
+    with start_harbor_stub(source.registry, request.param) as stub:
+        yield stub
 
 
 def test_closed_catalog_falls_back_to_harbor_projects_api(harbor_stub: HarborStub, source: Source, tmp_path: Path,

@@ -2,6 +2,7 @@
 
 ``discover`` turns "everything a store holds" (its catalog, then each repository's tags) into
 references; ``discover_registry`` falls back to Harbor's project API where the catalog is closed.
+``list_repositories`` and ``registry_repositories`` are their first step, which ``inventory`` shares.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ from bundler.registry.harbor import HarborProjects, project_of
 from bundler.stores import ReadStore
 from bundler.stores.registry import RegistryPool
 
-__all__ = ["discover", "discover_registry", "registry_target", "repository_matches"]
+__all__ = [
+    "discover",
+    "discover_registry",
+    "list_repositories",
+    "registry_repositories",
+    "registry_target",
+    "repository_matches",
+    "tags_of",
+]
 
 
 def repository_matches(repository: str, *, prefix: str = "", patterns: Sequence[str] = ()) -> bool:
@@ -30,20 +39,19 @@ def repository_matches(repository: str, *, prefix: str = "", patterns: Sequence[
     return not patterns or any(fnmatch.fnmatchcase(repository, pattern) for pattern in patterns)
 
 
-def discover(
+def list_repositories(
     store: ReadStore,
     host: str,
     *,
     prefix: str = "",
     patterns: Sequence[str] = (),
     closed_catalog: Callable[[], Iterable[str]] | None = None,
-) -> list[Reference]:
-    """``host/repository:tag`` for every tag of every repository the store lists, filtered, sorted.
+) -> list[str]:
+    """Every repository the store lists under ``prefix`` matching ``patterns``, sorted; never empty.
 
     When the catalog is closed (401/403/404, as Harbor's is for non-admins), ``closed_catalog`` is
     asked instead; without one the refusal is raised with a hint. A refusal for want of credentials
-    is raised as it is: logging in is the fix, not another way to list. A repository without tags
-    contributes nothing (it holds no image a tag names).
+    is raised as it is: logging in is the fix, not another way to list.
     """
     try:
         repositories = store.catalog()
@@ -54,16 +62,40 @@ def discover(
             raise refusal.reworded(f"{refusal}; the catalog is closed", Remedy.LIST_IMAGES) from None
         repositories = list(closed_catalog())
     chosen = sorted({r for r in repositories if repository_matches(r, prefix=prefix, patterns=patterns)})
-    where = f"{host}/{prefix.strip('/')}" if prefix.strip("/") else host
     if not chosen:
-        raise InputError(f"{where}: no repository matches" + (f" {', '.join(patterns)}" if patterns else ""))
-    references = [Reference(host, repo, tag) for repo in chosen for tag in sorted(_tags(store, repo))]
+        matching = f" {', '.join(patterns)}" if patterns else ""
+        raise InputError(f"{_where(host, prefix)}: no repository matches{matching}")
+    return chosen
+
+
+def _where(host: str, prefix: str) -> str:
+    return f"{host}/{prefix.strip('/')}" if prefix.strip("/") else host
+
+
+def discover(
+    store: ReadStore,
+    host: str,
+    *,
+    prefix: str = "",
+    patterns: Sequence[str] = (),
+    closed_catalog: Callable[[], Iterable[str]] | None = None,
+) -> list[Reference]:
+    """``host/repository:tag`` for every tag of every repository ``list_repositories`` finds, sorted.
+
+    A repository without tags contributes nothing (it holds no image a tag names).
+    """
+    chosen = list_repositories(store, host, prefix=prefix, patterns=patterns, closed_catalog=closed_catalog)
+    return _tagged(store, host, chosen, _where(host, prefix))
+
+
+def _tagged(store: ReadStore, host: str, repositories: list[str], where: str) -> list[Reference]:
+    references = [Reference(host, repo, tag) for repo in repositories for tag in sorted(tags_of(store, repo))]
     if not references:
-        raise InputError(f"{where}: {len(chosen)} repositories, but not one tag in them")
+        raise InputError(f"{where}: {len(repositories)} repositories, but not one tag in them")
     return references
 
 
-def _tags(store: ReadStore, repository: str) -> list[str]:
+def tags_of(store: ReadStore, repository: str) -> list[str]:
     """The tags of a listed repository; Distribution answers 404 for one whose tags were all deleted."""
     try:
         return store.tags_list(repository)
@@ -84,11 +116,11 @@ def registry_target(text: str) -> tuple[str, str]:
     return probe.registry, prefix
 
 
-def discover_registry(
+def registry_repositories(
     pool: RegistryPool, target: str, patterns: Sequence[str] = (), options: RegistryOptions | None = None
-) -> list[Reference]:
-    """Every tagged image under ``HOST[/PROJECT]``: from ``/v2/_catalog``, or from Harbor's project API
-    when the catalog is closed (Harbor's is, for users without the admin role)."""
+) -> tuple[str, list[str]]:
+    """The host of ``HOST[/PROJECT]`` and its repositories: from ``/v2/_catalog``, or from Harbor's project
+    API when the catalog is closed (Harbor's is, for users without the admin role)."""
     host, prefix = registry_target(target)
 
     def harbor_repositories() -> list[str]:
@@ -97,4 +129,13 @@ def discover_registry(
         with HarborProjects(host, options or pool.options) as api:
             return api.list_repositories(project_of(prefix))
 
-    return discover(pool.get(host), host, prefix=prefix, patterns=patterns, closed_catalog=harbor_repositories)
+    return host, list_repositories(pool.get(host), host, prefix=prefix, patterns=patterns,
+                                   closed_catalog=harbor_repositories)
+
+
+def discover_registry(
+    pool: RegistryPool, target: str, patterns: Sequence[str] = (), options: RegistryOptions | None = None
+) -> list[Reference]:
+    """Every tagged image under ``HOST[/PROJECT]`` (see ``registry_repositories``)."""
+    host, repositories = registry_repositories(pool, target, patterns, options)
+    return _tagged(pool.get(host), host, repositories, _where(*registry_target(target)))
