@@ -1,0 +1,109 @@
+"""``imgbundle inventory``: what a site's registry holds, written for the next ``pack --since``."""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+import click
+
+from bundler.cli.commands import _make_registry_options, _output_flags, _registry_options
+from bundler.cli.errors import parsed
+from bundler.cli.output import format_bytes, make_progress, out, print_json
+from bundler.errors import InputError, PartialFailureError
+
+if TYPE_CHECKING:
+    from bundler.inventory.format import Inventory
+    from bundler.stores import ReadStore
+
+__all__ = ["inventory_command"]
+
+
+@click.command("inventory")
+@click.option("--from", "registry", metavar="REGISTRY[/PROJECT]",
+              help="Registry (or Harbor project) to list: the catalog, or Harbor's project API where it is closed.")
+@click.option("--project", metavar="PROJECT", help="With --from REGISTRY: only this Harbor project (or path prefix).")
+@click.option("-f", "--file", "list_file", type=click.File("r"),
+              help="With --from: the repositories to list, one per line ('-' = stdin), instead of the catalog.")
+@click.option("--from-storage", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="PATH",
+              help="A registry's storage tree (the dir holding docker/registry/v2), no registry running.")
+@click.option("--repo", "repos", multiple=True, metavar="PATTERN",
+              help="Only repositories matching this glob (repeatable).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Inventory file to write, e.g. site-2024-03.json.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@_registry_options
+@_output_flags
+def inventory_command(registry, project, list_file, from_storage, repos, output, force, quiet, as_json, **kwargs):
+    """Record what a registry holds (tags, manifests, blob digests and sizes; no blob is read) for
+    'pack --since', which then leaves out every blob the site has."""
+    from bundler.inventory.plan import save_inventory, take_inventory
+    from bundler.pack.write import created_now
+
+    started = time.monotonic()
+    with ExitStack() as stack:
+        store, source, repositories, jobs = _choose_source(stack, registry, project, list_file, from_storage, repos,
+                                                           kwargs)
+        with make_progress(quiet or as_json) as progress:
+            inventory = take_inventory(store, repositories, source, created=created_now(), jobs=jobs,
+                                       progress=progress)
+    size = save_inventory(inventory, output, overwrite=force)
+    _render(inventory, output, size, time.monotonic() - started, as_json=as_json)
+    if not inventory.complete:
+        names = ", ".join(entry.repository for entry in inventory.failed[:5])
+        raise PartialFailureError(f"{len(inventory.failed)} of {len(repositories)} repositories could not be listed "
+                                  f"({names}); {output} is marked incomplete")
+
+
+def _choose_source(stack: ExitStack, registry: str | None, project: str | None, list_file: TextIO | None,
+                   from_storage: Path | None, repos: tuple[str, ...], kwargs: dict
+                   ) -> tuple[ReadStore, str, list[str], int]:
+    """The store to list, what to call it in the inventory, its repositories, and the parallel jobs."""
+    from bundler.pack.discover import list_repositories, registry_repositories, registry_target, repository_matches
+    from bundler.stores.registry import RegistryPool
+    from bundler.stores.storage import StorageTree
+
+    if (registry is None) == (from_storage is None):
+        raise InputError("give --from REGISTRY or --from-storage PATH: one of them")
+    if project and list_file:
+        raise InputError("--project and -f both choose repositories: give one of them")
+    if from_storage is not None:
+        if project or list_file:
+            raise InputError("--project and -f choose repositories of --from REGISTRY")
+        options = _make_registry_options(kwargs, set())
+        tree = StorageTree(from_storage)
+        return tree, f"storage:{from_storage}", list_repositories(tree, str(from_storage), patterns=repos), options.jobs
+    assert registry is not None
+    host, prefix = parsed("--from", registry, registry_target)
+    target = f"{host}/{project.strip('/')}" if project else registry.strip().strip("/")
+    options = _make_registry_options(kwargs, {host})
+    pool = stack.enter_context(RegistryPool(options))
+    if list_file is not None:
+        listed = sorted({line.strip().strip("/") for line in list_file if line.strip() and not line.startswith("#")})
+        chosen = [name for name in listed if repository_matches(name, prefix=prefix, patterns=repos)]
+        if not chosen:
+            raise InputError(f"{list_file.name}: no repository listed" + (" matches" if listed else ""))
+        return pool.get(host), target, chosen, options.jobs
+    _, chosen = registry_repositories(pool, target, repos, options)
+    return pool.get(host), target, chosen, options.jobs
+
+
+def _render(inventory: Inventory, path: Path, size: int, seconds: float, *, as_json: bool) -> None:
+    manifests = len({digest for repository in inventory.repositories for digest in repository.manifests})
+    tags = sum(len(repository.tags) for repository in inventory.repositories)
+    blob_bytes = sum(blob.size for blob in inventory.blobs)
+    if as_json:
+        print_json({
+            "inventory": str(path), "source": inventory.source, "checksum": inventory.checksum,
+            "complete": inventory.complete, "repositories": len(inventory.repositories),
+            "failed": [entry.repository for entry in inventory.failed], "tags": tags, "manifests": manifests,
+            "blobs": len(inventory.blobs), "blobBytes": blob_bytes, "bytes": size, "seconds": round(seconds, 3),
+        })
+        return
+    out.print(f"inventory of {inventory.source}: {len(inventory.repositories)} repositories, {tags} tags, "
+              f"{manifests} manifests, {len(inventory.blobs)} blobs ({format_bytes(blob_bytes)}) -> {path} "
+              f"({format_bytes(size)}) in {seconds:.1f}s", markup=False)
+    for entry in inventory.failed:
+        out.print(f"not listed: {entry.repository}: {entry.reason}", markup=False)
