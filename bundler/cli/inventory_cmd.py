@@ -61,32 +61,42 @@ def _choose_source(stack: ExitStack, registry: str | None, project: str | None, 
                    from_storage: Path | None, repos: tuple[str, ...], kwargs: dict
                    ) -> tuple[ReadStore, str, list[str], int]:
     """The store to list, what to call it in the inventory, its repositories, and the parallel jobs."""
-    from bundler.pack.discover import list_repositories, registry_repositories, registry_target, repository_matches
-    from bundler.stores.registry import RegistryPool
-    from bundler.stores.storage import StorageTree
-
-    if (registry is None) == (from_storage is None):
-        raise InputError("give --from REGISTRY or --from-storage PATH: one of them")
     if project and list_file:
         raise InputError("--project and -f both choose repositories: give one of them")
-    if from_storage is not None:
+    if registry is not None and from_storage is None:
+        return _registry_source(stack, registry, project, list_file, repos, kwargs)
+    if from_storage is not None and registry is None:
         if project or list_file:
             raise InputError("--project and -f choose repositories of --from REGISTRY")
-        options = _make_registry_options(kwargs, set())
-        tree = StorageTree(from_storage)
-        return tree, f"storage:{from_storage}", list_repositories(tree, str(from_storage), patterns=repos), options.jobs
-    assert registry is not None
+        return _storage_source(from_storage, repos, kwargs)
+    raise InputError("give --from REGISTRY or --from-storage PATH: one of them")
+
+
+def _storage_source(path: Path, repos: tuple[str, ...], kwargs: dict) -> tuple[ReadStore, str, list[str], int]:
+    from bundler.pack.discover import list_repositories
+    from bundler.stores.storage import StorageTree
+
+    jobs = _make_registry_options(kwargs, set()).jobs
+    tree = StorageTree(path)
+    return tree, f"storage:{path}", list_repositories(tree, str(path), patterns=repos), jobs
+
+
+def _registry_source(stack: ExitStack, registry: str, project: str | None, list_file: TextIO | None,
+                     repos: tuple[str, ...], kwargs: dict) -> tuple[ReadStore, str, list[str], int]:
+    """Repositories from the list file, else the catalog (Harbor's project API where it is closed)."""
+    from bundler.pack.discover import registry_repositories, registry_target, repository_matches
+    from bundler.stores.registry import RegistryPool
+
     host, prefix = parsed("--from", registry, registry_target)
     target = f"{host}/{project.strip('/')}" if project else registry.strip().strip("/")
     options = _make_registry_options(kwargs, {host})
     pool = stack.enter_context(RegistryPool(options))
-    if list_file is not None:
-        listed = sorted({line.strip().strip("/") for line in list_file if line.strip() and not line.startswith("#")})
-        chosen = [name for name in listed if repository_matches(name, prefix=prefix, patterns=repos)]
-        if not chosen:
-            raise InputError(f"{list_file.name}: no repository listed" + (" matches" if listed else ""))
-        return pool.get(host), target, chosen, options.jobs
-    _, chosen = registry_repositories(pool, target, repos, options)
+    if list_file is None:
+        return pool.get(host), target, registry_repositories(pool, target, repos, options)[1], options.jobs
+    listed = sorted({name for line in list_file if (name := line.strip().strip("/")) and not name.startswith("#")})
+    chosen = [name for name in listed if repository_matches(name, prefix=prefix, patterns=repos)]
+    if not chosen:
+        raise InputError(f"{list_file.name}: no repository listed" + (" matches" if listed else ""))
     return pool.get(host), target, chosen, options.jobs
 
 
