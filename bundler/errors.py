@@ -79,6 +79,8 @@ class Remedy(enum.Enum):
     """Two images would land on one target reference."""
     NAME_BASE = "name a bundle or its index"
     """What was given as a delta's base is neither a bundle nor the JSON of its index."""
+    ALLOW_INCOMPLETE = "allow an incomplete inventory"
+    """A delta's base is an inventory in which some repositories could not be listed."""
 
 
 class ImgbundleError(Exception):

@@ -61,7 +61,7 @@ def pack_list(source: RunningRegistry, image_set, output: Path, **options) -> Pa
 @pytest.fixture(scope="module")
 @starts_server
 def months(small_imageset, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Months]:  # noqa: ANN001
-    from bundler.bundle.delta import load_base
+    from bundler.bundle.delta import Since, load_base
 
     workdir = tmp_path_factory.mktemp("delta")
     upgrade = imageset.generate(workdir / "month2", images=small_imageset.images.__len__(),
@@ -73,7 +73,7 @@ def months(small_imageset, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         base_json.write_text(run_cli("list", "--json", str(month1)).stdout)
         seed_into(source, upgrade)  # calico's new tags, cilium's tag moves
         month2 = pack_list(source, upgrade, workdir / "month2.tar.zst")
-        delta = pack_list(source, upgrade, workdir / "month2-delta.tar.zst", since=load_base(base_json))
+        delta = pack_list(source, upgrade, workdir / "month2-delta.tar.zst", since=Since.of([load_base(base_json)]))
         yield Months(source, read_source(small_imageset, source.host), read_source(upgrade, source.host),
                      month1, month2, delta, base_json, workdir)
 
@@ -170,10 +170,10 @@ def test_an_expected_blob_in_another_repository_is_mounted(months: Months, fresh
 
 
 def test_a_delta_of_a_delta_leaves_out_what_both_brought(months: Months, tmp_path: Path) -> None:
-    from bundler.bundle.delta import load_base
+    from bundler.bundle.delta import Since, load_base
 
     images = imageset.ImageSet.load(months.workdir / "month2")
-    again = pack_list(months.source, images, tmp_path / "again.tar.zst", since=load_base(months.delta))
+    again = pack_list(months.source, images, tmp_path / "again.tar.zst", since=Since.of([load_base(months.delta)]))
     index = read_index(again)
     assert index.blobs == [] and {e.digest for e in index.external} == set(months.second.blob_sizes())
     assert index.base == bundle_id(read_index(months.delta))

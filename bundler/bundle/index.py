@@ -21,16 +21,19 @@ from bundler.errors import CorruptBundleError, NotABundleError, UnsupportedVersi
 from bundler.oci import MAX_MANIFEST_BYTES
 
 __all__ = [
+    "BASES_VERSION",
     "DELTA_VERSION",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "INDEX_NAME",
+    "BaseEntry",
     "BundleIndex",
     "ExternalEntry",
     "ImageEntry",
     "MemberEntry",
     "SkippedEntry",
     "Totals",
+    "bases_id",
     "blob_path",
     "bundle_id",
     "decode_index",
@@ -42,6 +45,8 @@ FORMAT_NAME = "imgbundle"
 FORMAT_VERSION = "1.0"
 DELTA_VERSION = "1.1"
 """Written by bundles that use the 1.1 fields (``base``, ``external``): delta bundles."""
+BASES_VERSION = "1.2"
+"""Written by deltas that use the 1.2 fields: ``bases`` and ``external[].repository``."""
 SUPPORTED_MAJOR = 1
 INDEX_NAME = "imgbundle.json"
 
@@ -79,12 +84,25 @@ class MemberEntry(msgspec.Struct, frozen=True, rename="camel"):
     offset: Count
 
 
-class ExternalEntry(msgspec.Struct, frozen=True, rename="camel"):
+class ExternalEntry(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
     """A blob the images need that a delta bundle leaves to its base: the target must hold it."""
 
     digest: DigestText
     size: Count
     media_type: str
+    repository: str = ""
+    """Format 1.2: a repository of the target that held it when the site's inventory was taken (a mount source)."""
+
+
+class BaseEntry(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+    """Format 1.2: one of the things a delta leaves blobs to: a bundle (by its id) or a site inventory
+    (by its checksum)."""
+
+    kind: str
+    id: DigestText
+    created: str
+    source: str = ""
+    """Inventories: what was listed, ``HOST[/PROJECT]`` or ``storage:PATH``."""
 
 
 class Totals(msgspec.Struct, frozen=True, rename="camel"):
@@ -109,6 +127,8 @@ class BundleIndex(msgspec.Struct, frozen=True, rename="camel", omit_defaults=Tru
     """Format 1.1, delta bundles only: the id (``bundle_id``) of the bundle this one builds on."""
     external: list[ExternalEntry] = []
     """Format 1.1, delta bundles only: blobs the images need that the base carried, sorted by digest."""
+    bases: list[BaseEntry] = []
+    """Format 1.2: what ``base`` names when it is not one bundle: inventories, several bases, sorted by id."""
 
 
 class _Head(msgspec.Struct):
@@ -142,6 +162,13 @@ def bundle_id(index: BundleIndex) -> str:
     same id, and so does any bundle of any version carrying the same members."""
     digests = sorted([*(entry.digest for entry in index.manifests), *(entry.digest for entry in index.blobs)])
     return "sha256:" + hashlib.sha256("".join(f"{digest}\n" for digest in digests).encode()).hexdigest()
+
+
+def bases_id(ids: Sequence[str]) -> str:
+    """What a delta names its bases by: the one id, or ``sha256:`` of the sorted ids, one per line."""
+    if len(ids) == 1:
+        return ids[0]
+    return "sha256:" + hashlib.sha256("".join(f"{i}\n" for i in sorted(ids)).encode()).hexdigest()
 
 
 def encode_index(index: BundleIndex) -> bytes:
@@ -198,6 +225,7 @@ def check_index(index: BundleIndex) -> None:
     _check_images(index, {entry.digest: entry for entry in index.manifests})
     _check_totals(index)
     _check_external(index, manifest_digests)
+    _check_bases(index)
 
 
 def _check_external(index: BundleIndex, manifest_digests: set[str]) -> None:
@@ -210,6 +238,15 @@ def _check_external(index: BundleIndex, manifest_digests: set[str]) -> None:
     carried = manifest_digests | {entry.digest for entry in index.blobs}
     if carried.intersection(entry.digest for entry in index.external):
         raise CorruptBundleError(f"{INDEX_NAME}: a digest is listed both as carried and as external")
+
+
+def _check_bases(index: BundleIndex) -> None:
+    """``bases`` sorted, unique, and named together by ``base``."""
+    if not index.bases:
+        return
+    ids = [entry.id for entry in index.bases]
+    if any(a >= b for a, b in itertools.pairwise(ids)) or index.base != bases_id(ids):
+        raise CorruptBundleError(f"{INDEX_NAME}: bases are not sorted and unique, or base does not name them")
 
 
 def _check_sorted_unique(entries: Sequence[MemberEntry | ExternalEntry], what: str) -> None:

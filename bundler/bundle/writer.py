@@ -16,7 +16,7 @@ from pathlib import Path
 import zstandard
 
 from bundler.bundle.atomic import TempFile, sweep_abandoned, sync_directory, write_error
-from bundler.bundle.delta import delta_plan
+from bundler.bundle.delta import Since, delta_plan
 from bundler.bundle.frames import compress_frames, new_compressor
 from bundler.bundle.index import INDEX_NAME, BundleIndex, ImageEntry, SkippedEntry, blob_path
 from bundler.bundle.layout import (
@@ -66,7 +66,7 @@ def write_bundle(
     overwrite: bool = False,
     verify_digests: bool = True,
     split: int | None = None,
-    base: str | None = None,
+    base: Since | None = None,
     external: Sequence[BlobSpec] = (),
 ) -> WriteResult:
     """Write the bundle ``path`` and its ``.sha256`` sidecar; see spec/bundle-format.md.
@@ -78,7 +78,7 @@ def write_bundle(
     and for any local I/O failure.
 
     ``split``: write volumes ``path.000``, ``path.001`` … each smaller than ``split`` bytes, and one
-    sidecar line per volume. ``base``: a delta bundle (format 1.1) of the bundle with that id, whose
+    sidecar line per volume. ``base``: a delta bundle (format 1.1 or 1.2) of those bases, whose
     images also need the ``external`` blobs (not written; the target must hold them).
     """
     path = Path(path)

@@ -21,7 +21,8 @@ from bundler.errors import BundleError, CorruptBundleError, InputError
 
 if TYPE_CHECKING:
     from bundler.bundle import WriteResult
-    from bundler.bundle.delta import DeltaBase
+    from bundler.bundle.delta import Since
+    from bundler.bundle.index import BundleIndex
     from bundler.pack import ImageRequest
     from bundler.reference import Reference
     from bundler.registry import RegistryOptions
@@ -172,8 +173,11 @@ def _whole(references: list[Reference]) -> list[ImageRequest]:
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--split", metavar="SIZE",
               help="Write volumes NAME.000, NAME.001 … each smaller than SIZE (e.g. 4G for FAT32, 3900M).")
-@click.option("--since", type=click.Path(dir_okay=False, path_type=Path), metavar="OLD",
-              help="Delta bundle: leave out blobs that bundle OLD (or its 'list --json' output) brought.")
+@click.option("--since", type=click.Path(dir_okay=False, path_type=Path), metavar="OLD", multiple=True,
+              help="Delta bundle: leave out blobs that bundle OLD (or its 'list --json' output) brought, or that "
+                   "a site inventory lists (repeatable: their union).")
+@click.option("--allow-incomplete", is_flag=True,
+              help="With --since: accept an inventory in which some repositories could not be listed.")
 @_input_flags
 @_registry_options
 @_output_flags
@@ -224,12 +228,15 @@ def pack_command(refs, list_file, output, platforms, skip_missing, level, create
         out.print(line, markup=False)
 
 
-def _split_and_since(kwargs: dict) -> tuple[int | None, DeltaBase | None]:
-    """``--split`` in bytes and the ``--since`` base, read before anything is fetched."""
-    split, since = kwargs.pop("split"), kwargs.pop("since")
-    from bundler.bundle.delta import load_base
+def _split_and_since(kwargs: dict) -> tuple[int | None, Since | None]:
+    """``--split`` in bytes and the union of the ``--since`` bases, read before anything is fetched."""
+    split, paths, allow_incomplete = kwargs.pop("split"), kwargs.pop("since"), kwargs.pop("allow_incomplete")
+    from bundler.bundle.delta import Since, load_base
 
-    return (parse_size(split) if split else None), (parsed("--since", since, load_base) if since else None)
+    if allow_incomplete and not paths:
+        raise InputError("--allow-incomplete applies to an inventory given with --since")
+    since = Since.of([parsed("--since", path, load_base) for path in paths], allow_incomplete=allow_incomplete)
+    return (parse_size(split) if split else None), (since if paths else None)
 
 
 def _volumes_and_delta_json(write: WriteResult) -> dict:
@@ -238,6 +245,8 @@ def _volumes_and_delta_json(write: WriteResult) -> dict:
     if index.base:
         fields.update(base=index.base, externalBlobs=len(index.external),
                       externalBytes=sum(entry.size for entry in index.external))
+    if index.bases:
+        fields["bases"] = [{"kind": entry.kind, "id": entry.id} for entry in index.bases]
     return fields
 
 
@@ -248,8 +257,16 @@ def _volumes_and_delta_lines(write: WriteResult) -> list[str]:
     index = write.index
     if index.base:
         left = sum(entry.size for entry in index.external)
-        lines.append(f"delta of base {index.base}: {len(index.external)} blobs ({format_bytes(left)}) left to the base")
+        lines.append(f"delta of {_relative_to(index)}: {len(index.external)} blobs ({format_bytes(left)}) left out")
     return lines
+
+
+def _relative_to(index: BundleIndex) -> str:
+    """What a delta leaves blobs to: ``base ID`` (one bundle), else each bundle and inventory."""
+    if not index.bases:
+        return f"base {index.base}"
+    return ", ".join(f"{entry.kind} {entry.id}" + (f" of {entry.source}" if entry.source else "")
+                     + f" ({entry.created})" for entry in index.bases)
 
 
 def _expected_lines(report: VerifyReport) -> list[str]:
@@ -307,8 +324,8 @@ def list_command(bundle: tuple[Path, ...], as_json: bool) -> None:
     out.print(f"bundle id {bundle_id(index)}", markup=False)
     if index.base:
         expected = sum(entry.size for entry in index.external)
-        out.print(f"delta of base {index.base}: expects {len(index.external)} blobs ({format_bytes(expected)}) "
-                  "on the target", markup=False)
+        out.print(f"delta of {_relative_to(index)}: leaves out {len(index.external)} blobs "
+                  f"({format_bytes(expected)}), expected on the target", markup=False)
 
 
 @click.command("verify")

@@ -24,7 +24,8 @@ REMEDIES: dict[Remedy, str] = {
     Remedy.LIST_IMAGES: ", list the images with -f instead",
     Remedy.OVERWRITE: "; use --force to overwrite it",
     Remedy.TELL_APART: " (use --keep-host or --map to tell them apart)",
-    Remedy.NAME_BASE: "; give a bundle, or what 'imgbundle list --json' printed for it",
+    Remedy.NAME_BASE: "; give a bundle, what 'imgbundle list --json' printed for it, or an inventory",
+    Remedy.ALLOW_INCOMPLETE: "; take the inventory again, or pass --allow-incomplete to leave out what it lists",
 }
 """Each is appended to the message as is, so it starts with its own separator."""
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bundler.bundle import SkippedEntry, WriteResult
-from bundler.bundle.delta import DeltaBase
+from bundler.bundle.delta import Since
 from bundler.bundle.volumes import existing_outputs
 from bundler.errors import LocalIOError, Remedy
 from bundler.pack.resolve import ImageRequest, ResolvedImage, read_requests, resolve_images
@@ -55,14 +55,14 @@ def pack(
     created: str | None = None,
     overwrite: bool = False,
     progress: Progress = NULL_PROGRESS,
-    since: DeltaBase | None = None,
+    since: Since | None = None,
     split: int | None = None,
 ) -> PackResult:
     """Resolve ``requests`` and write them, each blob once, into the bundle at ``output``.
 
     Images are read from ``stores`` (which the caller closes), by default from registries reached
     with ``options``. With ``cache``, blobs it holds are not downloaded and new ones are added to it.
-    With ``since``, a delta bundle: blobs that base brought are left out (see ``bundler.bundle.delta``).
+    With ``since``, a delta bundle: blobs its bases hold are left out (see ``bundler.bundle.delta``).
     With ``split``, volumes each smaller than ``split`` bytes.
     """
     started = time.monotonic()

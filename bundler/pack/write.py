@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bundler.bundle import BlobSpec, SkippedEntry, WriteResult, write_bundle
-from bundler.bundle.delta import DeltaBase, split_blobs
+from bundler.bundle.delta import Since, split_blobs
 from bundler.digest import Digest
 from bundler.oci import RawManifest
 from bundler.pack.resolve import ResolvedImage
@@ -51,7 +51,7 @@ def write_images(
     level: int,
     created: str | None,
     overwrite: bool,
-    since: DeltaBase | None,
+    since: Since | None,
     split: int | None,
 ) -> WriteResult:
     """Copy every manifest and blob of ``images`` from the stores of ``pool`` into the bundle ``output``."""
@@ -78,7 +78,7 @@ def write_images(
         jobs=jobs,
         overwrite=overwrite,
         split=split,
-        base=since.id if since is not None else None,
+        base=since,
         external=external,
         verify_digests=False,  # every store (and the cache) verifies as it streams; a second hash costs CPU
     )

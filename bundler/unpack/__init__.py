@@ -117,8 +117,9 @@ def _check_expected(plan: PushPlan, bundle: BundleStore, client: WriteStore, set
     external = bundle.index.external
     if not external:
         return 0
+    recorded = {Digest(entry.digest): entry.repository for entry in external if entry.repository}
     check = check_expected(plan, [Digest(entry.digest) for entry in external], client, base=bundle.index.base,
-                           jobs=settings.jobs, progress=progress)
+                           recorded=recorded, jobs=settings.jobs, progress=progress)
     return check.mounted
 
 

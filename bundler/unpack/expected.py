@@ -1,10 +1,10 @@
 """Before a delta bundle is pushed: the target must already hold every blob the delta left to its base.
 
 A delta carries only what its base did not; the rest must be in the target registry, in each
-repository whose images need it, or at least in another repository of this push (then it is
-mounted there, which Distribution and Harbor do within one registry). Anything else is named, all
-of it in one error, before a single byte is pushed: pushing half a delta would leave manifests
-that cannot be completed.
+repository whose images need it, or at least in another repository of this push, or in the
+repository a site inventory recorded it in (then it is mounted there, which Distribution and Harbor
+do within one registry). Anything else is named, all of it in one error, before a single byte is
+pushed: pushing half a delta would leave manifests that cannot be completed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from bundler.digest import Digest
-from bundler.errors import ImgbundleError, NotFoundError
+from bundler.errors import ImgbundleError, NotFoundError, PushRefusedError
 from bundler.jobs import Job
 from bundler.progress import NullProgress, Progress
 from bundler.stores import WriteStore
@@ -36,9 +36,11 @@ class ExpectedCheck:
 
 
 def check_expected(plan: PushPlan, expected: Collection[Digest], client: WriteStore, *, base: str | None,
-                   jobs: int = 4, progress: Progress | None = None) -> ExpectedCheck:
+                   recorded: Mapping[Digest, str] | None = None, jobs: int = 4,
+                   progress: Progress | None = None) -> ExpectedCheck:
     """HEAD every expected blob in every repository needing it; mount what another repository of
-    the push holds; ``NotFoundError`` naming the missing ones (nothing is mounted then)."""
+    the push, or the one ``recorded`` for it, holds; ``NotFoundError`` naming the missing ones
+    (nothing is mounted then), ``PushRefusedError`` when the target refuses a mount."""
     progress = progress or NullProgress()
     needs = _needs(plan, set(expected))
     if not needs:
@@ -49,7 +51,7 @@ def check_expected(plan: PushPlan, expected: Collection[Digest], client: WriteSt
         runner.run(check_job(fact, partial(head_blob, client, fact), progress, required=True) for fact in needs)
         _raise_first_failure(runner.settled, needs)
         absent = [fact for fact in needs if fact not in runner.settled]
-        holders = _find_holders(runner, client, needs, absent, repositories)
+        holders = _find_holders(runner, client, needs, absent, repositories, recorded or {})
     missing = [fact for fact in absent if fact.digest not in holders]
     if missing:
         raise NotFoundError(_missing_message(missing, base, len({fact.digest for fact in needs})))
@@ -81,16 +83,23 @@ def _raise_first_failure(settled: Mapping[Fact, Settled], facts: list[BlobFact])
 
 
 def _find_holders(runner: PushRunner, client: WriteStore, needs: list[BlobFact], absent: list[BlobFact],
-                  repositories: list[str]) -> dict[Digest, str]:
+                  repositories: list[str], recorded: Mapping[Digest, str]) -> dict[Digest, str]:
     """A mount source per digest that some repository lacks: a repository of the push seen with it, else
-    the first that a HEAD finds holding it; digests that none holds are left out."""
+    the first that a HEAD finds holding it (the push's, then the recorded one); digests none holds are left out."""
     lacking = sorted({fact.digest for fact in absent})
     unseen = [digest for digest in lacking if _holder(runner.settled, digest, repositories) is None]
     needed = set(needs)
-    runner.run(_search_job(client, digest, [r for r in repositories if BlobFact(r, digest) not in needed])
+    runner.run(_search_job(client, digest, [r for r in _sources(digest, repositories, recorded)
+                                            if BlobFact(r, digest) not in needed])
                for digest in unseen)
     return {digest: holder for digest in lacking
-            if (holder := _holder(runner.settled, digest, repositories)) is not None}
+            if (holder := _holder(runner.settled, digest, _sources(digest, repositories, recorded))) is not None}
+
+
+def _sources(digest: Digest, repositories: list[str], recorded: Mapping[Digest, str]) -> list[str]:
+    """Where to look for ``digest``: the push's repositories, then the one an inventory saw it in."""
+    extra = recorded.get(digest)
+    return [*repositories, extra] if extra and extra not in repositories else repositories
 
 
 def _holder(settled: Mapping[Fact, Settled], digest: Digest, repositories: list[str]) -> str | None:
@@ -113,8 +122,10 @@ def _search_job(client: WriteStore, digest: Digest, repositories: list[str]) -> 
 
 def _mount(client: WriteStore, fact: BlobFact, source: str) -> None:
     if not client.blob_mount(fact.repository, fact.digest, source):
-        raise NotFoundError(
-            f"{fact.repository}: cannot mount {fact.digest} from {source}, and this delta does not carry it")
+        raise PushRefusedError(
+            f"{fact.repository}: the target refused to mount {fact.digest} from {source}, which holds it, and this "
+            "delta does not carry it; allow cross-repository mounts there (pull access to the source), or pack "
+            "a bundle that carries it")
 
 
 def _missing_message(missing: list[BlobFact], base: str | None, expected: int) -> str:
