@@ -44,6 +44,8 @@ def cli() -> None:
     Connected side:  imgbundle pack -f images.list -o site.tar.zst
     On arrival:      imgbundle verify site.tar.zst
     Isolated side:   imgbundle unpack site.tar.zst --to harbor.example.lan/k8s
+    Next month:      imgbundle inventory --from harbor.example.lan -o held.json   (isolated side)
+                     imgbundle pack -f images.list -o next.tar.zst --since held.json
     """
 
 
