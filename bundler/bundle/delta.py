@@ -19,7 +19,15 @@ from pathlib import Path
 import msgspec
 
 from bundler.bundle.frames import ZSTD_MAGIC
-from bundler.bundle.index import DELTA_VERSION, BundleIndex, ExternalEntry, bundle_id, decode_index, encode_index
+from bundler.bundle.index import (
+    DELTA_VERSION,
+    BundleIndex,
+    ExternalEntry,
+    bundle_id,
+    decode_index,
+    encode_index,
+    newer_version,
+)
 from bundler.bundle.layout import MAX_INDEX_BYTES, BlobSpec, BundlePlan
 from bundler.bundle.reader import read_index
 from bundler.bundle.volumes import find_bundle
@@ -75,7 +83,7 @@ def delta_plan(plan: BundlePlan, base: str, external: Sequence[BlobSpec]) -> Bun
     """
     unique = {spec.digest: spec for spec in external}
     entries = [ExternalEntry(digest=d, size=unique[d].size, media_type=unique[d].media_type) for d in sorted(unique)]
-    index = msgspec.structs.replace(plan.index, version=DELTA_VERSION, base=base, external=entries)
+    index = msgspec.structs.replace(plan.index, version=newer_version(plan.index.version, DELTA_VERSION), base=base, external=entries)
     data = encode_index(index)
     try:
         index = decode_index(data)
