@@ -14,7 +14,9 @@ from bundler.digest import Digest
 from bundler.errors import CorruptBundleError
 from bundler.oci import OCI_MANIFEST
 from bundler.stores.bundle import BundleStore
-from support.bundles import ImageSet, make_image_set
+from bundler.verify import verify_bundle
+from bundler.verify.report import ProblemKind
+from support.bundles import ImageSet, blob_frame_offset, flip, make_image_set
 
 SUBJECT_TYPE = "application/spdx+json"
 
@@ -83,3 +85,26 @@ def _edited(path: Path, edit) -> bytes:  # noqa: ANN001
 def test_readers_refuse_inconsistent_referrer_records(signed_bundle, edit) -> None:  # noqa: ANN001
     with pytest.raises(CorruptBundleError):
         decode_index(_edited(signed_bundle[0], edit))
+
+
+def test_verify_names_the_image_a_damaged_referrer_breaks(signed_bundle, tmp_path: Path) -> None:
+    path, (sbom, _) = signed_bundle
+    with BundleStore.open(path) as store:
+        spdx = store.manifest_get("", sbom.digest).manifest().layers[0].digest
+    data = path.read_bytes()
+    damaged = tmp_path / "damaged.tar.zst"
+    damaged.write_bytes(flip(data, blob_frame_offset(data, spdx) + 20))
+    report = verify_bundle(damaged)
+    (problem,) = [p for p in report.problems if p.member == spdx]
+    assert problem.images == ["quay.io/calico/node:v3.26.4"]
+
+
+def test_verify_refuses_a_referrer_recorded_on_another_subject(tmp_path: Path) -> None:
+    images, (sbom, signature) = _signed_set()
+    child = images.manifests[images.images[0].digest].index().manifests[0].digest
+    moved = msgspec.structs.replace(sbom, subject=child)  # part of the image, but not what the SBOM names
+    images.images[0] = msgspec.structs.replace(images.images[0], referrers=[moved, signature])
+    report = verify_bundle(images.write(tmp_path / "b.tar.zst").path)
+    (problem,) = report.problems
+    assert (problem.member, problem.kind) == (sbom.digest, ProblemKind.REFERRER_MISMATCH)
+    assert problem.images == ["quay.io/calico/node:v3.26.4"]
