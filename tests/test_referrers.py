@@ -1,0 +1,164 @@
+"""Signatures, attestations and SBOMs travel with their images (issue #17).
+
+A small signed set (tests/support/signing.py: two multi-arch images and a single one, every manifest
+signed, one attested and with a signed SBOM, and a Helm chart artifact) is pushed into Distribution 2.8
+(no referrers API: fallback tags and cosign tags) and into Distribution behind the referrers API stub
+(tests/support/referrers_api.py). Packed, verified and unpacked into fresh registries of both kinds,
+every signature is checked at the target by the independent oracle of tests/support/signing.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from support.cli import run_cli
+from support.faults import FaultProxy
+from support.referrers_api import ReferrersApi
+from support.registry import RunningRegistry, start_registry
+from support.servers import starts_server
+from support.signing import SignedSet, make_signed_set, oracle_check
+
+pytestmark = pytest.mark.registry
+
+CREATED = "2026-12-01T00:00:00Z"
+
+
+@dataclass
+class Source:
+    host: str
+    signed: SignedSet
+    bundle: Path
+
+
+def _pack(signed: SignedSet, output: Path, *flags: str) -> Path:
+    listing = output.with_suffix(".list")
+    listing.write_text("\n".join(signed.lines()) + "\n")
+    run_cli("pack", "-f", str(listing), "-o", str(output), "--created", CREATED, "--no-cache", "--quiet", *flags)
+    return output
+
+
+@pytest.fixture(scope="module")
+@starts_server
+def plain_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
+    """Distribution 2.8 without the referrers API, holding the signed set; packed once."""
+    with start_registry(tmp_path_factory.mktemp("plain-source")) as registry:
+        signed = make_signed_set(registry.host, "signed")
+        yield Source(registry.host, signed, _pack(signed, tmp_path_factory.mktemp("plain") / "b.tar.zst"))
+
+
+@pytest.fixture(scope="module")
+@starts_server
+def api_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
+    """Distribution behind the referrers API stub, holding the signed set; packed once."""
+    with start_registry(tmp_path_factory.mktemp("api-source")) as registry:
+        proxy = FaultProxy(registry.host)
+        try:
+            ReferrersApi(proxy)
+            signed = make_signed_set(proxy.host, "signed")
+            yield Source(proxy.host, signed, _pack(signed, tmp_path_factory.mktemp("api") / "b.tar.zst"))
+        finally:
+            proxy.stop()
+
+
+def _index(bundle: Path) -> dict:
+    return json.loads(run_cli("list", "--json", str(bundle)).stdout)
+
+
+@pytest.mark.parametrize("source_name", ["plain_source", "api_source"])
+def test_pack_records_every_referrer(source_name: str, request: pytest.FixtureRequest) -> None:
+    source: Source = request.getfixturevalue(source_name)
+    index = _index(source.bundle)
+    assert index["version"] == "1.2"
+    images = {image["reference"].split("/", 1)[1]: image for image in index["images"]}
+    app0 = images["signed/app0:1.0"]
+    by_subject = {}
+    for referrer in app0["referrers"]:
+        by_subject.setdefault(referrer["subject"], []).append((referrer["foundBy"], referrer["artifactType"]))
+    oci_way = "referrers-api" if source_name == "api_source" else "fallback-tag"
+    signed = next(image for image in source.signed.images if image.repo == "signed/app0")
+    sbom = next(r["digest"] for r in app0["referrers"] if r["artifactType"] == "application/spdx+json")
+    assert sorted(by_subject[signed.digest]) == sorted([
+        ("cosign-tag", "application/vnd.dev.cosign.simplesigning.v1+json"),
+        ("cosign-tag", "application/vnd.dsse.envelope.v1+json"), (oci_way, "application/spdx+json")])
+    for child in signed.children:
+        assert by_subject[child] == [(oci_way, "application/vnd.dev.cosign.artifact.sig.v1+json")]
+    assert by_subject[sbom] == [(oci_way, "application/vnd.dev.cosign.artifact.sig.v1+json")]
+    assert len(app0["referrers"]) == 6
+    carried = {entry["digest"] for entry in index["manifests"]}
+    assert {r["digest"] for image in index["images"] for r in image.get("referrers", [])} <= carried
+    chart = images["signed/charts/demo:0.1.0"]
+    assert chart["artifactType"] == "application/vnd.cncf.helm.config.v1+json" and "referrers" not in chart
+
+
+@pytest.fixture(scope="module")
+@starts_server
+def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Two fresh registries for the whole module: Distribution 2.8, and Distribution behind the API stub."""
+    with start_registry(tmp_path_factory.mktemp("plain-target")) as plain, \
+            start_registry(tmp_path_factory.mktemp("api-target")) as behind:
+        proxy = FaultProxy(behind.host)
+        try:
+            ReferrersApi(proxy)
+            yield {"plain": plain.host, "api": proxy.host}
+        finally:
+            proxy.stop()
+
+
+def _unpack(bundle: Path, host: str, prefix: str) -> dict:
+    run = run_cli("unpack", str(bundle), "--to", f"{host}/{prefix}", "--json")
+    return json.loads(run.stdout)
+
+
+def _oracle(signed: SignedSet, host: str, prefix: str) -> list[str]:
+    return [problem for image in signed.images
+            for problem in oracle_check(host, f"{prefix}/{image.repo}", image.tag, signed.signer)]
+
+
+@pytest.mark.parametrize("source_name", ["plain_source", "api_source"])
+@pytest.mark.parametrize("target", ["plain", "api"])
+def test_signatures_verify_at_the_target(source_name: str, target: str, targets: dict[str, str],
+                                          request: pytest.FixtureRequest) -> None:
+    source: Source = request.getfixturevalue(source_name)
+    host, prefix = targets[target], f"from-{source_name.split('_')[0]}"
+    run_cli("verify", str(source.bundle))
+    first = _unpack(source.bundle, host, prefix)
+    assert first["referrers"]["pushed"] == 6 + 3 + 1  # app0: 6; app1: its index and two children; app2: one
+    assert first["referrers"]["fallbackIndexesUpdated"] == (6 if target == "plain" else 0)
+    assert _oracle(source.signed, host, prefix) == []
+    again = _unpack(source.bundle, host, prefix)
+    assert again["referrers"] == {"pushed": 0, "present": 10, "fallbackIndexesUpdated": 0}
+    assert again["manifests"]["pushed"] == 0 and again["tags"]["set"] == 0 and again["blobs"]["uploaded"] == 0
+
+
+def test_no_referrers_leaves_them_out_and_the_oracle_fails(plain_source: Source, targets: dict[str, str],
+                                                           tmp_path: Path) -> None:
+    bundle = _pack(plain_source.signed, tmp_path / "bare.tar.zst", "--no-referrers")
+    index = _index(bundle)
+    assert index["version"] == "1.0" and not any("referrers" in image for image in index["images"])
+    _unpack(bundle, targets["plain"], "bare")
+    assert len(_oracle(plain_source.signed, targets["plain"], "bare")) == 3 + 3 + 1  # every digest unsigned
+
+
+def test_artifact_type_keeps_only_that_kind(api_source: Source, tmp_path: Path) -> None:
+    bundle = _pack(api_source.signed, tmp_path / "sbom.tar.zst", "--artifact-type", "application/spdx+json")
+    referrers = [r for image in _index(bundle)["images"] for r in image.get("referrers", [])]
+    assert [r["artifactType"] for r in referrers] == ["application/spdx+json"]
+    run_cli("pack", "x", "-o", str(tmp_path / "x.tar.zst"), "--no-referrers", "--artifact-type", "a/b", expect=2)
+
+
+def test_platform_subset_drops_referrers_of_dropped_children(plain_source: Source, tmp_path: Path) -> None:
+    listing = tmp_path / "one.list"
+    listing.write_text(f"{plain_source.host}/signed/app0:1.0\n")
+    output = tmp_path / "amd64.tar.zst"
+    run = run_cli("pack", "-f", str(listing), "-o", str(output), "--platform", "linux/amd64", "--no-cache")
+    assert "3 signature(s) or other referrer(s)" in run.stderr
+    (image,) = _index(output)["images"]
+    signed = plain_source.signed.images[0]
+    assert image["originalDigest"] == signed.digest and image["originalReferrers"] == 3
+    kept_children = {r["subject"] for r in image["referrers"]}
+    assert len(image["referrers"]) == 1 and kept_children < set(signed.children)
