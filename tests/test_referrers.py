@@ -162,3 +162,12 @@ def test_platform_subset_drops_referrers_of_dropped_children(plain_source: Sourc
     assert image["originalDigest"] == signed.digest and image["originalReferrers"] == 3
     kept_children = {r["subject"] for r in image["referrers"]}
     assert len(image["referrers"]) == 1 and kept_children < set(signed.children)
+
+
+def test_list_shows_what_is_attached_and_what_an_artifact_is(plain_source: Source) -> None:
+    rows = {line.split()[0].split("/", 1)[1]: line.rstrip()
+            for line in run_cli("list", str(plain_source.bundle), env={"COLUMNS": "250"}).stdout.splitlines()
+            if "/signed/" in line}
+    assert rows["signed/app0:1.0"].endswith("4 signatures, 1 attestation, 1 SBOM (spdx)")
+    assert rows["signed/app2:1.0"].endswith("1 signature")
+    assert "artifact application/vnd.cncf.helm.config.v1+json" in rows["signed/charts/demo:0.1.0"]
