@@ -21,7 +21,7 @@ from support.faults import FaultProxy
 from support.referrers_api import ReferrersApi
 from support.registry import RunningRegistry, start_registry
 from support.servers import starts_server
-from support.signing import SignedSet, make_signed_set, oracle_check
+from support.signing import SignedSet, add_signed_sbom, make_signed_set, oracle_check
 
 pytestmark = pytest.mark.registry
 
@@ -171,3 +171,25 @@ def test_list_shows_what_is_attached_and_what_an_artifact_is(plain_source: Sourc
     assert rows["signed/app0:1.0"].endswith("4 signatures, 1 attestation, 1 SBOM (spdx)")
     assert rows["signed/app2:1.0"].endswith("1 signature")
     assert "artifact application/vnd.cncf.helm.config.v1+json" in rows["signed/charts/demo:0.1.0"]
+
+
+def test_a_delta_carries_new_referrers_of_old_images(tmp_path: Path, targets: dict[str, str]) -> None:
+    with start_registry(tmp_path / "registry") as registry:
+        signed = make_signed_set(registry.host, "delta")
+        base = _pack(signed, tmp_path / "base.tar.zst")
+        single = signed.images[2]
+        add_signed_sbom(signed, single)
+        delta = _pack(signed, tmp_path / "delta.tar.zst", "--since", str(base))
+    index = _index(delta)
+    assert index["version"] == "1.2" and index["base"]
+    (entry,) = [image for image in index["images"] if image["reference"].endswith("/delta/app2:1.0")]
+    assert sorted(r["artifactType"] for r in entry["referrers"]) == [
+        "application/spdx+json", "application/vnd.dev.cosign.artifact.sig.v1+json",
+        "application/vnd.dev.cosign.simplesigning.v1+json"]
+    run_cli("verify", str(delta))
+    _unpack(base, targets["plain"], "monthly")
+    second = _unpack(delta, targets["plain"], "monthly")
+    assert second["referrers"]["pushed"] == 2 and second["manifests"]["pushed"] == 0
+    listing = json.loads(run_cli("list", "--json", str(delta)).stdout)
+    assert listing["external"]  # the signatures' shared config blob came with the base
+    assert _oracle(signed, targets["plain"], "monthly") == []

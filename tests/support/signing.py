@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-__all__ = ["SignedImage", "SignedSet", "Signer", "make_signed_set", "oracle_check", "push_artifact"]
+__all__ = ["SignedImage", "SignedSet", "Signer", "add_signed_sbom", "make_signed_set", "oracle_check", "push_artifact"]
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -245,6 +245,15 @@ def make_signed_set(host: str, prefix: str, seed: int = 17) -> SignedSet:
     chart = push_artifact(host, f"{prefix}/charts/demo", "0.1.0", (_json({"name": "demo", "version": "0.1.0"}),
                           HELM_CONFIG), [(rng.randbytes(1500), HELM_CHART)])
     return SignedSet(host, signer, images, SignedImage(f"{prefix}/charts/demo", "0.1.0", chart["digest"]))
+
+
+def add_signed_sbom(signed: SignedSet, image: SignedImage) -> None:
+    """Attach a signed SBOM to ``image`` later (an image re-signed since a bundle was made)."""
+    registry = _Registry(signed.host)
+    found = registry.get_manifest(image.repo, image.digest)
+    assert found is not None
+    subject = {"mediaType": json.loads(found[0])["mediaType"], "digest": image.digest, "size": len(found[0])}
+    _sbom(registry, signed.signer, image.repo, subject)
 
 
 # --- the oracle ---------------------------------------------------------------------------------
