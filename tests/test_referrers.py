@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from support.cli import run_cli
-from support.faults import FaultProxy
+from support.faults import Answer, FaultProxy, Rule
 from support.referrers_api import ReferrersApi
-from support.registry import RunningRegistry, start_registry
+from support.registry import start_registry
 from support.servers import starts_server
 from support.signing import SignedSet, add_signed_sbom, make_signed_set, oracle_check
 
@@ -193,3 +194,21 @@ def test_a_delta_carries_new_referrers_of_old_images(tmp_path: Path, targets: di
     listing = json.loads(run_cli("list", "--json", str(delta)).stdout)
     assert listing["external"]  # the signatures' shared config blob came with the base
     assert _oracle(signed, targets["plain"], "monthly") == []
+
+
+def test_a_registry_listing_a_referrer_of_something_else_is_refused(plain_source: Source, tmp_path: Path) -> None:
+    image = plain_source.signed.images[2]
+    signature = httpx.head(f"http://{plain_source.host}/v2/{image.repo}/manifests/{image.digest.replace(':', '-')}.sig",
+                           headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    listing = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": int(signature.headers["content-length"]),
+         "digest": signature.headers["docker-content-digest"]}]}  # a signature without subject: not a referrer
+    proxy = FaultProxy(plain_source.host)
+    try:
+        proxy.rules.append(Rule("GET", "/referrers/", answer=lambda seen, forward: Answer(
+            200, [("Content-Type", "application/vnd.oci.image.index.v1+json")], json.dumps(listing).encode())))
+        run = run_cli("pack", f"{proxy.host}/{image.repo}:{image.tag}", "-o", str(tmp_path / "b.tar.zst"),
+                      "--no-cache", expect=14)
+    finally:
+        proxy.stop()
+    assert "names subject None" in run.stderr

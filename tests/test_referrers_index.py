@@ -7,7 +7,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-
 from bundler.bundle import FoundBy, ReferrerEntry
 from bundler.bundle.index import decode_index, encode_index
 from bundler.digest import Digest
@@ -16,6 +15,7 @@ from bundler.oci import OCI_MANIFEST
 from bundler.stores.bundle import BundleStore
 from bundler.verify import verify_bundle
 from bundler.verify.report import ProblemKind
+
 from support.bundles import ImageSet, blob_frame_offset, flip, make_image_set
 
 SUBJECT_TYPE = "application/spdx+json"
@@ -69,7 +69,7 @@ def test_without_referrers_the_version_stays_1_0(tmp_path: Path) -> None:
     assert make_image_set().write(tmp_path / "b.tar.zst").index.version == "1.0"
 
 
-def _edited(path: Path, edit) -> bytes:  # noqa: ANN001
+def _edited(path: Path, edit) -> bytes:
     with BundleStore.open(path) as store:
         document = msgspec.json.decode(encode_index(store.index))
     edit(document["images"][0]["referrers"])
@@ -82,7 +82,7 @@ def _edited(path: Path, edit) -> bytes:  # noqa: ANN001
     pytest.param(lambda refs: refs[0].update(tag=refs[1]["tag"]), id="tag-on-an-oci-referrer"),
     pytest.param(lambda refs: refs[0].update(subject=refs[1]["digest"]), id="before-its-subject"),
 ])
-def test_readers_refuse_inconsistent_referrer_records(signed_bundle, edit) -> None:  # noqa: ANN001
+def test_readers_refuse_inconsistent_referrer_records(signed_bundle, edit) -> None:
     with pytest.raises(CorruptBundleError):
         decode_index(_edited(signed_bundle[0], edit))
 
