@@ -212,3 +212,11 @@ def test_a_registry_listing_a_referrer_of_something_else_is_refused(plain_source
     finally:
         proxy.stop()
     assert "names subject None" in run.stderr
+
+
+def test_all_from_packs_images_with_their_referrers_not_referrer_tags_as_images(plain_source: Source,
+                                                                                 tmp_path: Path) -> None:
+    output = tmp_path / "all.tar.zst"
+    run_cli("pack", "--all-from", plain_source.host, "--repo", "signed/app0", "-o", str(output), "--no-cache")
+    (image,) = _index(output)["images"]
+    assert image["reference"].endswith("/signed/app0:1.0") and len(image["referrers"]) == 6

@@ -10,6 +10,7 @@ what was asked, a cycle or an absurd fan-out is a registry that lies.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -20,12 +21,28 @@ from bundler.errors import AuthError, NotFoundError, RegistryContentError
 from bundler.oci import IMAGE_MANIFEST_TYPES, Descriptor, RawManifest
 from bundler.stores import ReadStore
 
-__all__ = ["ALL_REFERRERS", "MAX_REFERRERS", "MAX_REFERRER_DEPTH", "FoundReferrer", "ReferrerFinder", "ReferrerPolicy"]
+__all__ = [
+    "ALL_REFERRERS",
+    "MAX_REFERRERS",
+    "MAX_REFERRER_DEPTH",
+    "FoundReferrer",
+    "ReferrerFinder",
+    "ReferrerPolicy",
+    "is_referrer_tag",
+]
 
 MAX_REFERRER_DEPTH = 3
 """An image's referrers, theirs (a signature on an SBOM), and theirs: deeper chains are not followed."""
 MAX_REFERRERS = 256
 """Per subject. A few signatures and attestations are normal; hundreds are a registry that lies."""
+
+
+_REFERRER_TAG = re.compile(r"(sha256-[a-f0-9]{64}|sha512-[a-f0-9]{128})(\.(sig|att|sbom))?")
+
+
+def is_referrer_tag(tag: str) -> bool:
+    """A fallback tag or a cosign tag: it names what is attached to an image, not an image of its own."""
+    return _REFERRER_TAG.fullmatch(tag) is not None
 
 
 @dataclass(frozen=True)
