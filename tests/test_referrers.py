@@ -220,3 +220,15 @@ def test_all_from_packs_images_with_their_referrers_not_referrer_tags_as_images(
     run_cli("pack", "--all-from", plain_source.host, "--repo", "signed/app0", "-o", str(output), "--no-cache")
     (image,) = _index(output)["images"]
     assert image["reference"].endswith("/signed/app0:1.0") and len(image["referrers"]) == 6
+
+
+def test_a_registry_without_the_referrers_api_is_asked_once(plain_source: Source, tmp_path: Path) -> None:
+    proxy = FaultProxy(plain_source.host)
+    try:
+        lines = [line.replace(plain_source.host, proxy.host) for line in plain_source.signed.lines()]
+        run_cli("pack", *lines, "-o", str(tmp_path / "b.tar.zst"), "--no-cache", "--jobs", "1")
+        assert len(proxy.requests("GET", "/referrers/")) == 1  # its 404 says there is no such API
+        assert len(proxy.requests("GET", "/tags/list")) == len(lines)  # one listing per image finds every tag
+    finally:
+        proxy.stop()
+    assert len(_index(tmp_path / "b.tar.zst")["images"][0]["referrers"]) == 6
