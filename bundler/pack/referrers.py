@@ -98,7 +98,8 @@ class ReferrerFinder:
         listed, how = self._listed(subject)
         if len(listed) > MAX_REFERRERS:
             raise RegistryContentError(f"{self.what}: {len(listed)} referrers of {subject}, refused as absurd")
-        found = [self._found(self._manifest(descriptor.digest), subject, how) for descriptor in listed]
+        found = [self._found(self._manifest(descriptor.digest), subject, how) for descriptor in listed
+                 if not descriptor.artifact_type or self.policy.keeps(descriptor.artifact_type)]
         for suffix in COSIGN_SUFFIXES:
             tag = cosign_tag(subject, suffix)
             if tag in self._tag_set():
