@@ -3,8 +3,9 @@
 A small signed set (tests/support/signing.py: two multi-arch images and a single one, every manifest
 signed, one attested and with a signed SBOM, and a Helm chart artifact) is pushed into Distribution 2.8
 (no referrers API: fallback tags and cosign tags) and into Distribution behind the referrers API stub
-(tests/support/referrers_api.py). Packed, verified and unpacked into fresh registries of both kinds,
-every signature is checked at the target by the independent oracle of tests/support/signing.py.
+(tests/support/referrers_api.py). Packed, verified and unpacked into a fresh registry of the other kind
+(so referrers found through the API land where only the fallback tag can list them, and the other way
+round), every signature is checked at the target by the independent oracle of tests/support/signing.py.
 """
 
 from __future__ import annotations
@@ -120,8 +121,7 @@ def _oracle(signed: SignedSet, host: str, prefix: str) -> list[str]:
             for problem in oracle_check(host, f"{prefix}/{image.repo}", image.tag, signed.signer)]
 
 
-@pytest.mark.parametrize("source_name", ["plain_source", "api_source"])
-@pytest.mark.parametrize("target", ["plain", "api"])
+@pytest.mark.parametrize(("source_name", "target"), [("plain_source", "api"), ("api_source", "plain")])
 def test_signatures_verify_at_the_target(source_name: str, target: str, targets: dict[str, str],
                                           request: pytest.FixtureRequest) -> None:
     source: Source = request.getfixturevalue(source_name)
@@ -187,12 +187,10 @@ def test_a_delta_carries_new_referrers_of_old_images(tmp_path: Path, targets: di
     assert sorted(r["artifactType"] for r in entry["referrers"]) == [
         "application/spdx+json", "application/vnd.dev.cosign.artifact.sig.v1+json",
         "application/vnd.dev.cosign.simplesigning.v1+json"]
-    run_cli("verify", str(delta))
+    assert index["external"]  # the signatures' shared config blob came with the base
     _unpack(base, targets["plain"], "monthly")
     second = _unpack(delta, targets["plain"], "monthly")
     assert second["referrers"]["pushed"] == 2 and second["manifests"]["pushed"] == 0
-    listing = json.loads(run_cli("list", "--json", str(delta)).stdout)
-    assert listing["external"]  # the signatures' shared config blob came with the base
     assert _oracle(signed, targets["plain"], "monthly") == []
 
 
