@@ -230,3 +230,17 @@ def test_a_registry_without_the_referrers_api_is_asked_once(plain_source: Source
     finally:
         proxy.stop()
     assert len(_index(tmp_path / "b.tar.zst")["images"][0]["referrers"]) == 6
+
+
+def test_an_image_whose_signature_is_refused_fails(plain_source: Source, targets: dict[str, str]) -> None:
+    refusal = json.dumps({"errors": [{"code": "DENIED", "message": "signatures are not welcome"}]}).encode()
+    proxy = FaultProxy(targets["plain"])
+    try:
+        proxy.rules.append(Rule("PUT", r"/manifests/sha256-[0-9a-f]+\.sig$", answer=lambda seen, forward: Answer(
+            403, [("Content-Type", "application/json")], refusal)))
+        run = run_cli("unpack", str(plain_source.bundle), "--to", f"{proxy.host}/refused", expect=30)  # partly
+    finally:
+        proxy.stop()
+    assert "3 of 4 images failed" in run.stderr and "signed/app0:1.0: referrers: " in run.stderr
+    assert "signatures are not welcome" in run.stderr
+    assert "signed/charts/demo" not in run.stderr  # the unsigned artifact went through

@@ -22,7 +22,7 @@ import msgspec
 from bundler.bundle import FoundBy, ImageEntry, ReferrerEntry
 from bundler.bundle.index import fallback_tag
 from bundler.digest import Digest
-from bundler.errors import CorruptBundleError, ImgbundleError, NotFoundError, UnreachableError
+from bundler.errors import CorruptBundleError, ImgbundleError, Interrupted, NotFoundError, UnreachableError
 from bundler.oci import OCI_INDEX, RawManifest
 from bundler.progress import Progress
 from bundler.reference import parse_reference
@@ -51,6 +51,9 @@ def push_referrers(bundle: BundleStore, client: WriteStore, result: UnpackResult
     futures = [executor.submit(pusher.repository, name, images) for name, images in by_repository.items()]
     try:
         failures = [failure for future in futures for failure in future.result()]
+    except KeyboardInterrupt:
+        stop_workers(executor, futures)
+        raise Interrupted("unpack interrupted; run it again to push the rest") from None
     except BaseException:
         stop_workers(executor, futures)
         raise
@@ -79,13 +82,9 @@ class _Pusher:
             except UnreachableError:
                 raise
             except ImgbundleError as error:
-                failures.append((number, error.reworded(f"{image.reference}: referrers: {error}")))
+                failures.append((number, error.reworded(f"referrers: {error}")))
                 self.progress.item_done(image.reference, False)
         return failures
-
-    def count(self, field: str) -> None:
-        with self.lock:
-            setattr(self.counts, field, getattr(self.counts, field) + 1)
 
 
 class _ImageReferrers:
@@ -117,12 +116,14 @@ class _ImageReferrers:
         reference = referrer.tag or referrer.digest
         current = self.client.manifest_head(self.repository, reference)
         if current is not None and current.digest == referrer.digest:
-            self.pusher.count("present")
+            with self.pusher.lock:
+                self.pusher.counts.present += 1
             return
         raw = self._manifest(Digest(referrer.digest))
         self._content(raw, depth=0)
         self.client.manifest_put(self.repository, reference, raw)
-        self.pusher.count("pushed")
+        with self.pusher.lock:
+            self.pusher.counts.pushed += 1
         if current is not None:
             self.pusher.progress.warn(f"{self.repository}:{reference} moved from {current.digest} to {raw.digest}")
 
@@ -169,7 +170,8 @@ class _ImageReferrers:
             return
         document["manifests"] = [*document["manifests"], *added]
         self.client.manifest_put(self.repository, tag, RawManifest.from_bytes(msgspec.json.encode(document), OCI_INDEX))
-        self.pusher.count("indexes_updated")
+        with self.pusher.lock:
+            self.pusher.counts.indexes_updated += 1
 
     def _fallback_document(self, tag: str) -> dict:
         """The index the fallback tag holds (its other fields kept as they are), or a new empty one."""
