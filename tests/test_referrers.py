@@ -35,6 +35,7 @@ class Source:
     host: str
     signed: SignedSet
     bundle: Path
+    storage: Path | None = None
 
 
 def _pack(signed: SignedSet, output: Path, *flags: str) -> Path:
@@ -50,7 +51,8 @@ def plain_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
     """Distribution 2.8 without the referrers API, holding the signed set; packed once."""
     with start_registry(tmp_path_factory.mktemp("plain-source")) as registry:
         signed = make_signed_set(registry.host, "signed")
-        yield Source(registry.host, signed, _pack(signed, tmp_path_factory.mktemp("plain") / "b.tar.zst"))
+        yield Source(registry.host, signed, _pack(signed, tmp_path_factory.mktemp("plain") / "b.tar.zst"),
+                     registry.storage_dir)
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +246,10 @@ def test_an_image_whose_signature_is_refused_fails(plain_source: Source, targets
     assert "3 of 4 images failed" in run.stderr and "signed/app0:1.0: referrers: " in run.stderr
     assert "signatures are not welcome" in run.stderr
     assert "signed/charts/demo" not in run.stderr  # the unsigned artifact went through
+
+
+def test_from_storage_finds_the_referrers_by_their_tags(plain_source: Source, tmp_path: Path) -> None:
+    output = tmp_path / "disk.tar.zst"
+    run_cli("pack", "--from-storage", str(plain_source.storage), "--repo", "signed/app0", "-o", str(output))
+    (image,) = _index(output)["images"]
+    assert sorted(r["foundBy"] for r in image["referrers"]) == ["cosign-tag"] * 2 + ["fallback-tag"] * 4
