@@ -9,7 +9,8 @@ import os
 
 import pytest
 
-pytest_plugins = ["support.servers", "support.registry", "support.images", "support.sources", "support.faults"]
+pytest_plugins = ["support.servers", "support.registry", "support.images", "support.sources", "support.faults",
+                  "support.referrers_api"]
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -232,7 +232,7 @@ def test_public_surface() -> None:
     assert set(bundle.__all__) == {
         "FORMAT_NAME", "FORMAT_VERSION", "FRAME_SIZE", "CHUNK_SIZE", "INDEX_NAME", "BundleIndex", "ImageEntry",
         "SkippedEntry", "MemberEntry", "Totals", "BlobSpec", "WriteResult", "write_bundle", "BundleReader", "Member",
-        "MemberKind", "read_index", "blob_path",
+        "MemberKind", "read_index", "blob_path", "FoundBy", "ReferrerEntry",
         "sidecar_path", "read_sidecar", "file_sha256", "check_sidecar",
     }
     assert all(hasattr(bundle, name) for name in bundle.__all__)

@@ -1,8 +1,8 @@
-"""Delta bundles (format 1.1, 1.2 with inventories): the index names what the delta builds on and the
+"""Delta bundles (format 1.1, 1.3 with inventories): the index names what the delta builds on and the
 blobs left to it.
 
 The member layout is that of any bundle; only ``imgbundle.json`` gains ``base`` and ``external``
-(and, from 1.2, ``bases`` and ``external[].repository``; offsets count from the end of that member,
+(and, from 1.3, ``bases`` and ``external[].repository``; offsets count from the end of that member,
 so a longer index moves nothing).
 
 A delta leaves out every blob its bases hold: a bundle's blobs (and every blob that bundle itself
@@ -33,6 +33,7 @@ from bundler.bundle.index import (
     bundle_id,
     decode_index,
     encode_index,
+    newer_version,
 )
 from bundler.bundle.layout import MAX_INDEX_BYTES, BlobSpec, BundlePlan
 from bundler.bundle.reader import read_index
@@ -169,7 +170,8 @@ def delta_plan(plan: BundlePlan, since: Since, external: Sequence[BlobSpec]) -> 
     entries = [ExternalEntry(digest=d, size=unique[d].size, media_type=unique[d].media_type,
                              repository=since.holder(d)) for d in sorted(unique)]
     bases = since.recorded
-    version = BASES_VERSION if bases or any(entry.repository for entry in entries) else DELTA_VERSION
+    delta_version = BASES_VERSION if bases or any(entry.repository for entry in entries) else DELTA_VERSION
+    version = newer_version(plan.index.version, delta_version)
     index = msgspec.structs.replace(plan.index, version=version, base=since.id, external=entries, bases=bases)
     data = encode_index(index)
     try:

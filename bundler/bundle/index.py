@@ -8,6 +8,7 @@ that chain, totals that add up), so later code can trust every number in it.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import itertools
 import re
@@ -22,37 +23,86 @@ from bundler.oci import MAX_MANIFEST_BYTES
 
 __all__ = [
     "BASES_VERSION",
+    "COSIGN_SUFFIXES",
     "DELTA_VERSION",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "INDEX_NAME",
+    "REFERRERS_VERSION",
     "BaseEntry",
     "BundleIndex",
     "ExternalEntry",
+    "FoundBy",
     "ImageEntry",
     "MemberEntry",
+    "ReferrerEntry",
     "SkippedEntry",
     "Totals",
     "bases_id",
     "blob_path",
     "bundle_id",
+    "cosign_tag",
     "decode_index",
     "encode_index",
     "encode_json",
+    "fallback_tag",
+    "newer_version",
 ]
 
 FORMAT_NAME = "imgbundle"
 FORMAT_VERSION = "1.0"
 DELTA_VERSION = "1.1"
 """Written by bundles that use the 1.1 fields (``base``, ``external``): delta bundles."""
-BASES_VERSION = "1.2"
-"""Written by deltas that use the 1.2 fields: ``bases`` and ``external[].repository``."""
+REFERRERS_VERSION = "1.2"
+"""Written by bundles whose images carry referrers (signatures, attestations, SBOMs) or left some out."""
+BASES_VERSION = "1.3"
+"""Written by deltas that use the 1.3 fields: ``bases`` and ``external[].repository``."""
 SUPPORTED_MAJOR = 1
 INDEX_NAME = "imgbundle.json"
 
 DigestText = Annotated[str, msgspec.Meta(pattern=r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
 _VERSION_RE = re.compile(r"^([0-9]{1,6})\.([0-9]{1,6})$")
+
+
+class FoundBy(enum.Enum):
+    """How pack found a referrer, so that unpack puts it back the same way."""
+
+    REFERRERS_API = "referrers-api"
+    FALLBACK_TAG = "fallback-tag"
+    """The OCI 1.1 referrers tag schema: an index of referrers under the tag ``<alg>-<hex>``."""
+    COSIGN_TAG = "cosign-tag"
+    """cosign's scheme: the artifact is the manifest tagged ``<alg>-<hex>.sig`` (``.att``, ``.sbom``)."""
+
+
+COSIGN_SUFFIXES = ("sig", "att", "sbom")
+
+
+def fallback_tag(subject: str) -> str:
+    """The referrers tag schema's tag for ``subject``: ``sha256:ab…`` becomes ``sha256-ab…``."""
+    return subject.replace(":", "-", 1)
+
+
+def cosign_tag(subject: str, suffix: str) -> str:
+    """cosign's tag for an artifact of ``subject``: ``sha256-ab….sig``, ``.att`` or ``.sbom``."""
+    return f"{fallback_tag(subject)}.{suffix}"
+
+
+class ReferrerEntry(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+    """Format 1.2: a manifest attached to an image (a signature, attestation, SBOM), carried in ``manifests``."""
+
+    digest: DigestText
+    media_type: str
+    artifact_type: str
+    """What the referrers API shows (``artifactType``, else the config media type); for a cosign tag,
+    whose config says nothing, the media type of its first layer."""
+    subject: DigestText
+    """The manifest it is attached to: the image's top manifest, a child, or another referrer before it."""
+    found_by: FoundBy
+    tag: str = ""
+    """Only for ``cosign-tag``: the tag it is stored under, ``cosign_tag(subject, suffix)``."""
+    annotations: dict[str, str] = {}
+    """The referrer manifest's annotations, as a referrers API descriptor carries them."""
 
 
 class ImageEntry(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
@@ -67,6 +117,13 @@ class ImageEntry(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True
     """Bytes of every manifest and blob this image needs (shared blobs counted for each image)."""
     original_digest: DigestText | None = None
     """Set only when the tool rewrote an index to a platform subset: the digest it had upstream."""
+    artifact_type: str = ""
+    """Set only when the top manifest is not an image (a Helm chart, a WASM module): its ``artifactType``
+    or config media type."""
+    referrers: list[ReferrerEntry] = []
+    """Format 1.2: what is attached to this image, each after its subject."""
+    original_referrers: Count = 0
+    """Format 1.2: referrers of ``original_digest`` left out (they name the upstream index, not the rewrite)."""
 
 
 class SkippedEntry(msgspec.Struct, frozen=True, rename="camel"):
@@ -91,11 +148,11 @@ class ExternalEntry(msgspec.Struct, frozen=True, rename="camel", omit_defaults=T
     size: Count
     media_type: str
     repository: str = ""
-    """Format 1.2: a repository of the target that held it when the site's inventory was taken (a mount source)."""
+    """Format 1.3: a repository of the target that held it when the site's inventory was taken (a mount source)."""
 
 
 class BaseEntry(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
-    """Format 1.2: one of the things a delta leaves blobs to: a bundle (by its id) or a site inventory
+    """Format 1.3: one of the things a delta leaves blobs to: a bundle (by its id) or a site inventory
     (by its checksum)."""
 
     kind: str
@@ -128,7 +185,7 @@ class BundleIndex(msgspec.Struct, frozen=True, rename="camel", omit_defaults=Tru
     external: list[ExternalEntry] = []
     """Format 1.1, delta bundles only: blobs the images need that the base carried, sorted by digest."""
     bases: list[BaseEntry] = []
-    """Format 1.2: what ``base`` names when it is not one bundle: inventories, several bases, sorted by id."""
+    """Format 1.3: what ``base`` names when it is not one bundle: inventories, several bases, sorted by id."""
 
 
 class _Head(msgspec.Struct):
@@ -169,6 +226,11 @@ def bases_id(ids: Sequence[str]) -> str:
     if len(ids) == 1:
         return ids[0]
     return "sha256:" + hashlib.sha256("".join(f"{i}\n" for i in sorted(ids)).encode()).hexdigest()
+
+
+def newer_version(first: str, second: str) -> str:
+    """The later of two ``MAJOR.MINOR`` versions of this major version."""
+    return max(first, second, key=lambda version: tuple(int(part) for part in version.split(".")))
 
 
 def encode_index(index: BundleIndex) -> bytes:
@@ -222,7 +284,10 @@ def check_index(index: BundleIndex) -> None:
         if entry.size > MAX_MANIFEST_BYTES:
             raise CorruptBundleError(f"{INDEX_NAME}: manifest {entry.digest} is larger than 4 MiB")
     _check_offsets([*index.manifests, *index.blobs])
-    _check_images(index, {entry.digest: entry for entry in index.manifests})
+    manifests = {entry.digest: entry for entry in index.manifests}
+    _check_images(index, manifests)
+    for image in index.images:
+        _check_referrers(image, manifests)
     _check_totals(index)
     _check_external(index, manifest_digests)
     _check_bases(index)
@@ -275,6 +340,25 @@ def _check_images(index: BundleIndex, manifests: dict[str, MemberEntry]) -> None
             raise CorruptBundleError(f"{INDEX_NAME}: image {image.reference} media type disagrees with its manifest")
         if seen.setdefault(image.reference, image.digest) != image.digest:
             raise CorruptBundleError(f"{INDEX_NAME}: reference {image.reference} names two digests")
+
+
+def _check_referrers(image: ImageEntry, manifests: dict[str, MemberEntry]) -> None:
+    """Each referrer is a carried manifest, after its subject when that is another referrer, and a
+    cosign tag is exactly the one its subject names (unpack pushes under it)."""
+    earlier: set[str] = set()
+    referrer_digests = {referrer.digest for referrer in image.referrers}
+    for referrer in image.referrers:
+        entry = manifests.get(referrer.digest)
+        if entry is None or entry.media_type != referrer.media_type:
+            raise CorruptBundleError(f"{INDEX_NAME}: referrer {referrer.digest} of {image.reference} is not carried")
+        if referrer.subject in referrer_digests and referrer.subject not in earlier:
+            raise CorruptBundleError(f"{INDEX_NAME}: referrer {referrer.digest} comes before its subject")
+        is_cosign = referrer.found_by is FoundBy.COSIGN_TAG
+        if is_cosign != bool(referrer.tag) or (
+            is_cosign and referrer.tag not in {cosign_tag(referrer.subject, s) for s in COSIGN_SUFFIXES}
+        ):
+            raise CorruptBundleError(f"{INDEX_NAME}: referrer {referrer.digest} has tag {referrer.tag[:100]!r}")
+        earlier.add(referrer.digest)
 
 
 def _check_totals(index: BundleIndex) -> None:

@@ -18,6 +18,7 @@ from bundler.bundle.index import (
     FORMAT_NAME,
     FORMAT_VERSION,
     INDEX_NAME,
+    REFERRERS_VERSION,
     BundleIndex,
     ImageEntry,
     MemberEntry,
@@ -104,7 +105,7 @@ def plan_bundle(
     blob_entries, _ = _entries([(b.digest, b.size, b.media_type) for b in sorted_blobs], position)
     index = BundleIndex(
         format=FORMAT_NAME,
-        version=FORMAT_VERSION,
+        version=REFERRERS_VERSION if any(i.referrers or i.original_referrers for i in images) else FORMAT_VERSION,
         created=created,
         tool=f"imgbundle {bundler.__version__}",
         images=[_without_empty_original(image) for image in images],

@@ -78,7 +78,7 @@ def write_bundle(
     and for any local I/O failure.
 
     ``split``: write volumes ``path.000``, ``path.001`` … each smaller than ``split`` bytes, and one
-    sidecar line per volume. ``base``: a delta bundle (format 1.1 or 1.2) of those bases, whose
+    sidecar line per volume. ``base``: a delta bundle (format 1.1 or 1.3) of those bases, whose
     images also need the ``external`` blobs (not written; the target must hold them).
     """
     path = Path(path)

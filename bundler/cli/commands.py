@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from bundler.bundle import WriteResult
     from bundler.bundle.delta import Since
     from bundler.bundle.index import BundleIndex
-    from bundler.pack import ImageRequest
+    from bundler.pack import ImageRequest, ReferrerPolicy
     from bundler.reference import Reference
     from bundler.registry import RegistryOptions
     from bundler.stores import StorePool
@@ -178,6 +178,10 @@ def _whole(references: list[Reference]) -> list[ImageRequest]:
                    "a site inventory lists (repeatable: their union).")
 @click.option("--allow-incomplete", is_flag=True,
               help="With --since: accept an inventory in which some repositories could not be listed.")
+@click.option("--no-referrers", is_flag=True,
+              help="Leave out the signatures, attestations, SBOMs and other referrers attached to the images.")
+@click.option("--artifact-type", "artifact_types", multiple=True, metavar="TYPE",
+              help="Keep only referrers of this artifactType (repeatable), e.g. application/spdx+json.")
 @_input_flags
 @_registry_options
 @_output_flags
@@ -194,6 +198,7 @@ def pack_command(refs, list_file, output, platforms, skip_missing, level, create
 
     filters = parsed("--platform", platforms, PlatformFilter.parse_list)
     split, since = _split_and_since(kwargs)
+    referrers = _referrer_policy(kwargs)
     with ExitStack() as stack:
         requests, options, stores = _choose_stores(stack, refs, list_file, kwargs, from_storage=from_storage,
                                                    storage_host=storage_host, all_from=all_from, repos=repos)
@@ -202,7 +207,7 @@ def pack_command(refs, list_file, output, platforms, skip_missing, level, create
             result = pack(
                 requests, output, options, stores=stores, cache=cache, filters=filters, skip_missing=skip_missing,
                 jobs=options.jobs, level=level, created=created, overwrite=force, progress=progress,
-                since=since, split=split,
+                since=since, split=split, referrers=referrers,
             )
     write = result.write
     if as_json:
@@ -237,6 +242,16 @@ def _split_and_since(kwargs: dict) -> tuple[int | None, Since | None]:
         raise InputError("--allow-incomplete applies to an inventory given with --since")
     since = Since.of([parsed("--since", path, load_base) for path in paths], allow_incomplete=allow_incomplete)
     return (parse_size(split) if split else None), (since if paths else None)
+
+
+def _referrer_policy(kwargs: dict) -> ReferrerPolicy:
+    """``--no-referrers`` or ``--artifact-type``: which referrers come along (by default all)."""
+    from bundler.pack import ReferrerPolicy
+
+    leave_out, types = kwargs.pop("no_referrers"), kwargs.pop("artifact_types")
+    if leave_out and types:
+        raise click.UsageError("--no-referrers leaves out every referrer; --artifact-type keeps some: give one")
+    return ReferrerPolicy(enabled=not leave_out, artifact_types=frozenset(types))
 
 
 def _volumes_and_delta_json(write: WriteResult) -> dict:

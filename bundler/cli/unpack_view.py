@@ -43,5 +43,9 @@ def _print_summary(result: UnpackResult) -> None:
         f"tags {result.tags_set} set, {result.tags_present} present; in {result.seconds:.1f}s",
         markup=False,
     )
+    referrers = result.referrers
+    if referrers.pushed or referrers.present:
+        out.print(f"referrers (signatures, attestations, SBOMs): {referrers.pushed} pushed, {referrers.present} "
+                  f"present, {referrers.indexes_updated} fallback indexes written", markup=False)
     for created in result.projects_created:
         out.print(f"created Harbor project {created}", markup=False)

@@ -19,6 +19,7 @@ __all__ = [
     "DOCKER_MANIFEST_LIST",
     "DOCKER_SCHEMA1",
     "DOCKER_SCHEMA1_SIGNED",
+    "IMAGE_CONFIG_TYPES",
     "IMAGE_MANIFEST_TYPES",
     "INDEX_TYPES",
     "MANIFEST_TYPES",
@@ -46,6 +47,9 @@ DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyj
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 IMAGE_MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 MANIFEST_TYPES = INDEX_TYPES | IMAGE_MANIFEST_TYPES
+IMAGE_CONFIG_TYPES = frozenset({"application/vnd.oci.image.config.v1+json",
+                                "application/vnd.docker.container.image.v1+json"})
+"""Config media types of container images; any other config makes a manifest an artifact (a Helm chart, …)."""
 ACCEPT_MANIFESTS = f"{OCI_INDEX}, {DOCKER_MANIFEST_LIST}, {OCI_MANIFEST}, {DOCKER_MANIFEST}"
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -82,6 +86,7 @@ class Index(msgspec.Struct, frozen=True, omit_defaults=True, rename="camel"):
     media_type: str = ""
     annotations: dict[str, str] = {}
     subject: Descriptor | None = None
+    artifact_type: str = ""
 
 
 class Manifest(msgspec.Struct, frozen=True, omit_defaults=True, rename="camel"):
@@ -91,6 +96,7 @@ class Manifest(msgspec.Struct, frozen=True, omit_defaults=True, rename="camel"):
     media_type: str = ""
     annotations: dict[str, str] = {}
     subject: Descriptor | None = None
+    artifact_type: str = ""
 
     @property
     def blobs(self) -> list[Descriptor]:

@@ -17,6 +17,7 @@ from bundler.bundle import SkippedEntry, WriteResult
 from bundler.bundle.delta import Since
 from bundler.bundle.volumes import existing_outputs
 from bundler.errors import LocalIOError, Remedy
+from bundler.pack.referrers import ALL_REFERRERS, ReferrerPolicy
 from bundler.pack.resolve import ImageRequest, ResolvedImage, read_requests, resolve_images
 from bundler.pack.write import created_now, write_images
 from bundler.platforms import PlatformFilter
@@ -26,7 +27,7 @@ from bundler.stores import StorePool
 from bundler.stores.cache import BlobCache, CachedPool
 from bundler.stores.registry import RegistryPool
 
-__all__ = ["ImageRequest", "PackResult", "ResolvedImage", "created_now", "pack", "read_requests", "resolve_images"]
+__all__ = ["ImageRequest", "PackResult", "ReferrerPolicy", "ResolvedImage", "created_now", "pack", "read_requests", "resolve_images"]
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,15 @@ def pack(
     progress: Progress = NULL_PROGRESS,
     since: Since | None = None,
     split: int | None = None,
+    referrers: ReferrerPolicy = ALL_REFERRERS,
 ) -> PackResult:
     """Resolve ``requests`` and write them, each blob once, into the bundle at ``output``.
 
     Images are read from ``stores`` (which the caller closes), by default from registries reached
     with ``options``. With ``cache``, blobs it holds are not downloaded and new ones are added to it.
     With ``since``, a delta bundle: blobs its bases hold are left out (see ``bundler.bundle.delta``).
-    With ``split``, volumes each smaller than ``split`` bytes.
+    With ``split``, volumes each smaller than ``split`` bytes. ``referrers`` says which signatures,
+    attestations and SBOMs attached to the images come along (by default all).
     """
     started = time.monotonic()
     if not overwrite and (existing := existing_outputs(output)):
@@ -72,13 +75,19 @@ def pack(
         inner = stores if stores is not None else stack.enter_context(RegistryPool(options))
         pool = CachedPool(inner, cache, progress.warn)
         images, skipped = resolve_images(
-            requests, pool, filters=filters, skip_missing=skip_missing, jobs=jobs, progress=progress
+            requests, pool, filters=filters, skip_missing=skip_missing, jobs=jobs, progress=progress,
+            referrers=referrers,
         )
         for image in images:
             if image.original_digest:
                 progress.warn(
                     f"{image.request.line}: index rewritten to {len(image.platforms)} platform(s); "
                     f"digest {image.original_digest} becomes {image.top.digest}"
+                )
+            if image.original_referrers:
+                progress.warn(
+                    f"{image.request.line}: {image.original_referrers} signature(s) or other referrer(s) of "
+                    f"{image.original_digest} left out: they do not name the rewritten index"
                 )
         result = write_images(images, skipped, output, pool, progress=progress, jobs=jobs, level=level,
                               created=created, overwrite=overwrite, since=since, split=split)

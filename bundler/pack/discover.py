@@ -11,6 +11,7 @@ import fnmatch
 from collections.abc import Callable, Iterable, Sequence
 
 from bundler.errors import AuthError, InputError, NotFoundError, Remedy
+from bundler.pack.referrers import is_referrer_tag
 from bundler.reference import Reference, parse_reference
 from bundler.registry import RegistryOptions
 from bundler.registry.harbor import HarborProjects, project_of
@@ -51,7 +52,9 @@ def list_repositories(
 
     When the catalog is closed (401/403/404, as Harbor's is for non-admins), ``closed_catalog`` is
     asked instead; without one the refusal is raised with a hint. A refusal for want of credentials
-    is raised as it is: logging in is the fix, not another way to list.
+    is raised as it is: logging in is the fix, not another way to list. A repository without tags
+    contributes nothing (it holds no image a tag names). Referrer tags (``sha256-….sig``, the fallback
+    ``sha256-…``) are no images: they come along with the image they are attached to.
     """
     try:
         repositories = store.catalog()
@@ -96,9 +99,9 @@ def _tagged(store: ReadStore, host: str, repositories: list[str], where: str) ->
 
 
 def tags_of(store: ReadStore, repository: str) -> list[str]:
-    """The tags of a listed repository; Distribution answers 404 for one whose tags were all deleted."""
+    """The image tags of a listed repository; Distribution answers 404 for one whose tags were all deleted."""
     try:
-        return store.tags_list(repository)
+        return [tag for tag in store.tags_list(repository) if not is_referrer_tag(tag)]
     except NotFoundError:
         return []
 

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from bundler.bundle import ImageEntry, SkippedEntry
+from bundler.bundle import ImageEntry, ReferrerEntry, SkippedEntry
 from bundler.digest import Digest
 from bundler.errors import ImgbundleError, InputError, RegistryContentError, RegistryError
-from bundler.oci import IMAGE_MANIFEST_TYPES, Descriptor, RawManifest
+from bundler.oci import IMAGE_CONFIG_TYPES, IMAGE_MANIFEST_TYPES, Descriptor, RawManifest
+from bundler.pack.referrers import ALL_REFERRERS, ReferrerFinder, ReferrerPolicy
 from bundler.platforms import PlatformFilter, is_attestation, kept_children
 from bundler.progress import NULL_PROGRESS, Progress
 from bundler.reference import Reference, parse_image_list
@@ -47,6 +48,11 @@ class ResolvedImage:
     platforms: list[str] = field(default_factory=list)
     manifests: dict[Digest, RawManifest] = field(default_factory=dict)
     blobs: dict[Digest, Descriptor] = field(default_factory=dict)
+    referrers: list[ReferrerEntry] = field(default_factory=list)
+    """What is attached to the image's manifests; their manifests and blobs are in ``manifests`` and ``blobs``."""
+    original_referrers: int = 0
+    """Referrers of ``original_digest``, left out: they name the upstream index, not its rewrite."""
+    artifact_type: str = ""
 
     @property
     def size(self) -> int:
@@ -61,6 +67,9 @@ class ResolvedImage:
             platforms=sorted(set(self.platforms)),
             size=self.size,
             original_digest=self.original_digest,
+            artifact_type=self.artifact_type,
+            referrers=self.referrers,
+            original_referrers=self.original_referrers,
         )
 
 
@@ -80,10 +89,12 @@ def read_requests(lines: Iterable[str], list_name: str, extra: Iterable[str] = (
 class _Resolver:
     """Walks one image's manifests on one registry repository."""
 
-    def __init__(self, pool: CachedPool, filters: tuple[PlatformFilter, ...], progress: Progress) -> None:
+    def __init__(self, pool: CachedPool, filters: tuple[PlatformFilter, ...], progress: Progress,
+                 referrers: ReferrerPolicy) -> None:
         self.pool = pool
         self.filters = filters
         self.progress = progress
+        self.referrers = referrers
 
     def resolve(self, request: ImageRequest) -> ResolvedImage:
         reference = request.reference
@@ -95,9 +106,25 @@ class _Resolver:
         image.top = self._collect(image, top, depth=0)
         if image.top.digest != top.digest:
             image.original_digest = top.digest
-        if not image.platforms and not top.is_index:
+        image.artifact_type = _artifact_type(top)
+        if not image.platforms and not top.is_index and not image.artifact_type:
             image.platforms = self._single_platform(image, top)
+        if self.referrers.enabled:
+            self._attach_referrers(image)
         return image
+
+    def _attach_referrers(self, image: ResolvedImage) -> None:
+        """Add what is attached to the image's manifests; count what names an upstream index it rewrote."""
+        reference = image.request.reference
+        store = self.pool.get(reference.registry)
+        finder = ReferrerFinder(store, reference.repository, self.referrers, image.request.line)
+        own = [digest for digest in image.manifests if digest != image.top.digest or not image.original_digest]
+        for found in finder.attached(own):
+            image.referrers.append(found.entry)
+            image.manifests.update(found.manifests)
+            image.blobs.update(found.blobs)
+        if image.original_digest:
+            image.original_referrers = len(finder.direct(image.original_digest))
 
     def _check_tag(self, request: ImageRequest, tag: str, digest: Digest) -> None:
         reference = request.reference
@@ -151,6 +178,15 @@ class _Resolver:
         return ["/".join(p for p in (os_name, arch, variant) if p)] if os_name and arch else []
 
 
+def _artifact_type(raw: RawManifest) -> str:
+    """What a top manifest that is no image holds (a Helm chart, a WASM module); empty for images."""
+    if raw.is_index:
+        return raw.index().artifact_type
+    manifest = raw.manifest()
+    config = manifest.config.media_type
+    return manifest.artifact_type or ("" if config in IMAGE_CONFIG_TYPES else config)
+
+
 def _rewrite_index(raw: RawManifest, kept: list[Descriptor]) -> RawManifest:
     """The index with only the kept children, other fields and their order untouched."""
     document = msgspec.json.decode(raw.data, type=dict)
@@ -168,9 +204,11 @@ def resolve_images(
     skip_missing: bool = False,
     jobs: int = 4,
     progress: Progress = NULL_PROGRESS,
+    referrers: ReferrerPolicy = ALL_REFERRERS,
 ) -> tuple[list[ResolvedImage], list[SkippedEntry]]:
-    """Resolve every request; fail listing every failing reference, or skip them with ``skip_missing``."""
-    resolver = _Resolver(pool, filters, progress)
+    """Resolve every request with what is attached to it (as ``referrers`` says); fail listing every
+    failing reference, or skip them with ``skip_missing``."""
+    resolver = _Resolver(pool, filters, progress, referrers)
     progress.phase("resolve", total_items=len(requests))
 
     def attempt(request: ImageRequest) -> ResolvedImage | ImgbundleError:

@@ -94,6 +94,7 @@ class RegistryClient:
         self._outage = _Outage(self.endpoint)
         self._storage: dict[str, httpx.Client] = {}
         self._storage_lock = threading.Lock()
+        self._without_referrers_api = False
 
     def __enter__(self) -> Self:
         return self
@@ -426,10 +427,18 @@ class RegistryClient:
         return self._paginate(first, f"{self.host} catalog", [CATALOG_SCOPE])
 
     def referrers(self, repository: str, digest: Digest) -> list[Descriptor]:
-        """The referrers API (OCI distribution 1.1), every page; empty where the registry has no such API (404)."""
+        """The referrers API (OCI distribution 1.1), every page; empty where the registry has no such API.
+
+        A registry with the API never answers 404 (the spec forbids it), so a 404 means it has none: that
+        is remembered, and the host is not asked again (one request per image manifest saved on a pack).
+        """
+        if self._without_referrers_api:
+            return []
         what = f"{self._what(repository, digest)} referrers"
         first = lambda: self._url(urls.referrers, repository, digest)
-        pages = self._pages(first, what, [pull_scope(repository)], ok=(200, 404))
+        pages = list(self._pages(first, what, [pull_scope(repository)], ok=(200, 404)))
+        if not pages:
+            self._without_referrers_api = True
         return [descriptor for page in pages for descriptor in self._decode(page, _Referrers, what).manifests]
 
     def _paginate(self, first: Callable[[], httpx.URL], what: str, scopes: list[str]) -> list[str]:

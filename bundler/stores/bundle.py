@@ -2,7 +2,8 @@
 
 A bundle is content-addressed: a manifest asked for by digest and a blob are found whatever the
 repository. Its repositories and tags are those of the images' references, a repository named
-with its registry host (``docker.io/library/alpine``), since a bundle holds images of many registries.
+with its registry host (``docker.io/library/alpine``), since a bundle holds images of many registries;
+the cosign tags (``sha256-….sig``) of the referrers it carries are tags of their image's repository.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from bundler.bundle import BundleIndex, BundleReader, Member, MemberEntry
+from bundler.bundle import BundleIndex, BundleReader, FoundBy, ImageEntry, Member, MemberEntry
 from bundler.bundle.reader import Location
 from bundler.digest import Digest
 from bundler.errors import ContentMismatchError, CorruptBundleError, InputError, NotFoundError
 from bundler.oci import Descriptor, RawManifest, detect_media_type
-from bundler.reference import parse_reference
+from bundler.reference import Reference, parse_reference
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -101,23 +102,47 @@ class BundleStore:
         return sorted(self._tags)
 
     def referrers(self, repository: str, digest: Digest) -> list[Descriptor]:
-        """None: bundles of format 1.1 carry no referrers."""
-        return []
+        """The OCI 1.1 referrers recorded for ``digest`` by the images of ``repository`` (not cosign's tagged
+        artifacts, which have no ``subject`` and are found by their tags), as the referrers API lists them."""
+        found: dict[str, Descriptor] = {}
+        for image in self._images_by_repository.get(repository, ()):
+            for referrer in image.referrers:
+                if referrer.subject == digest and referrer.found_by is not FoundBy.COSIGN_TAG:
+                    found.setdefault(referrer.digest, Descriptor(
+                        media_type=referrer.media_type, digest=referrer.digest,
+                        size=self._manifest_entry(Digest(referrer.digest)).size,
+                        artifact_type=referrer.artifact_type, annotations=referrer.annotations,
+                    ))
+        return list(found.values())
 
     # --- helpers -----------------------------------------------------------------------------
 
     @cached_property
+    def _images_by_repository(self) -> dict[str, list[ImageEntry]]:
+        """Repository name (with its host) -> the images of it (read only when asked by name)."""
+        images: dict[str, list[ImageEntry]] = {}
+        for image in self.index.images:
+            images.setdefault(self._reference(image).name, []).append(image)
+        return images
+
+    @cached_property
     def _tags(self) -> dict[str, dict[str, Digest]]:
-        """Repository name -> tag -> digest, from the images' references (read only when asked by name)."""
+        """Repository name -> tag -> digest, from the images' references and their referrers' cosign tags."""
         tags: dict[str, dict[str, Digest]] = {}
         for image in self.index.images:
-            try:
-                reference = parse_reference(image.reference)
-            except InputError:
-                raise CorruptBundleError(f"image reference {image.reference[:200]!r} is not valid") from None
+            reference = self._reference(image)
+            repository_tags = tags.setdefault(reference.name, {})
+            repository_tags.update((r.tag, Digest(r.digest)) for r in image.referrers if r.tag)
             if reference.tag:
-                tags.setdefault(reference.name, {})[reference.tag] = Digest(image.digest)
-        return tags
+                repository_tags[reference.tag] = Digest(image.digest)
+        return {name: repository_tags for name, repository_tags in tags.items() if repository_tags}
+
+    @staticmethod
+    def _reference(image: ImageEntry) -> Reference:
+        try:
+            return parse_reference(image.reference)
+        except InputError:
+            raise CorruptBundleError(f"image reference {image.reference[:200]!r} is not valid") from None
 
     def _resolve(self, repository: str, reference: str) -> Digest:
         if ":" in reference:

@@ -28,6 +28,7 @@ from bundler.unpack.expected import check_expected
 from bundler.unpack.mapping import Target, parse_to, plan_targets, unused_maps
 from bundler.unpack.plan import PushPlan, build_plan
 from bundler.unpack.push import push_plan
+from bundler.unpack.referrers import push_referrers
 from bundler.unpack.result import ImageOutcome, UnpackResult, write_report
 
 __all__ = [
@@ -103,6 +104,7 @@ def unpack_bundle(bundle: BundleStore, settings: UnpackOptions, options: Registr
             client = stack.enter_context(RegistryClient(host, options))
         mounted = _check_expected(plan, bundle, client, settings, progress)
         result = push_plan(plan, bundle, client, host, jobs=settings.jobs, progress=progress)
+        push_referrers(bundle, client, result, jobs=settings.jobs, progress=progress)
     result.blobs_mounted += mounted
     result.blobs_present -= mounted
     result.projects_created = created

@@ -16,7 +16,7 @@ from bundler.errors import ImgbundleError, InputError, LocalIOError, PartialFail
 from bundler.unpack.mapping import Target
 from bundler.unpack.plan import PushPlan
 
-__all__ = ["REPORT_FIELDS", "ImageOutcome", "UnpackResult", "report_format", "write_report"]
+__all__ = ["REPORT_FIELDS", "ImageOutcome", "ReferrerCounts", "UnpackResult", "report_format", "write_report"]
 
 REPORT_FIELDS = ("source", "target", "digest")
 _SUMMARY_NAMES = 10
@@ -34,6 +34,16 @@ class ImageOutcome:
     @property
     def reason(self) -> str:
         return str(self.error) if self.error is not None else ""
+
+
+@dataclass
+class ReferrerCounts:
+    """Referrers (signatures, attestations, SBOMs) per target repository."""
+
+    pushed: int = 0
+    present: int = 0
+    indexes_updated: int = 0
+    """Fallback tags ``<alg>-<hex>`` written, on registries whose referrers API does not list them."""
 
 
 @dataclass
@@ -61,6 +71,7 @@ class UnpackResult:
     tags_moved: list[str] = field(default_factory=list)
     """``repo:tag`` that pointed at another digest before this run and were moved."""
     projects_created: list[str] = field(default_factory=list)
+    referrers: ReferrerCounts = field(default_factory=ReferrerCounts)
     seconds: float = 0.0
 
     @property
@@ -118,6 +129,8 @@ class UnpackResult:
             "manifests": {"pushed": self.manifests_pushed, "present": self.manifests_present},
             "tags": {"set": self.tags_set, "present": self.tags_present, "moved": list(self.tags_moved)},
             "projectsCreated": list(self.projects_created),
+            "referrers": {"pushed": self.referrers.pushed, "present": self.referrers.present,
+                          "fallbackIndexesUpdated": self.referrers.indexes_updated},
             "seconds": round(self.seconds, 3),
         }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bundler.bundle import BundleIndex
+from bundler.bundle import BundleIndex, FoundBy
 from bundler.bundle.layout import OCI_INDEX_NAME
 from bundler.bundle.volumes import BundleFiles
 from bundler.verify.report import CHECKSUM, Problem, ProblemKind, SidecarCheck, SidecarState, VerifyReport
@@ -16,7 +16,8 @@ __all__ = ["judge"]
 def judge(path: Path | BundleFiles, index: BundleIndex, scan: Scan, sidecar: SidecarCheck) -> VerifyReport:
     """The report: every finding, each naming the images it breaks."""
     findings = _findings(index, scan, sidecar)
-    closures = {image.reference: _closure(image.digest, scan.children) for image in index.images}
+    closures = {image.reference: _closure([image.digest, *(r.digest for r in image.referrers)], scan.children)
+                for image in index.images}
     problems = [_problem(member, findings[member], closures) for member in sorted(findings)]
     return VerifyReport(path, sidecar, images=len(index.images), manifests=len(index.manifests),
                         blobs=len(index.blobs), bytes_checked=scan.bytes_checked, problems=problems,
@@ -47,6 +48,7 @@ def _findings(index: BundleIndex, scan: Scan, sidecar: SidecarCheck) -> dict[str
             findings.setdefault(image.digest, Finding(ProblemKind.IMAGE_MISSING,
                                                       f"top manifest of {image.reference} is not in the bundle"))
     _check_layout_refs(index, scan, findings)
+    _check_referrers(index, scan, findings)
     if sidecar.state is SidecarState.MISMATCH:
         findings.setdefault(CHECKSUM, Finding(ProblemKind.CHECKSUM_MISMATCH,
                                               f"file does not match its .sha256 sidecar ({sidecar})"))
@@ -64,9 +66,28 @@ def _check_layout_refs(index: BundleIndex, scan: Scan, findings: dict[str, Findi
                                                     f"does not agree with the bundle index: {differing[:3]}"))
 
 
-def _closure(top: str, children: dict[str, list[str]]) -> set[str]:
+def _check_referrers(index: BundleIndex, scan: Scan, findings: dict[str, Finding]) -> None:
+    """Each recorded referrer is attached to its image: its subject is the image, a child or another referrer,
+    and an OCI referrer's own ``subject`` says the same. Not judged for an image with a damaged member: what
+    its manifests refer to is then not known."""
+    for image in index.images:
+        attached = _closure([image.digest], scan.children) | {r.digest for r in image.referrers}
+        if not attached.isdisjoint(findings):
+            continue
+        for referrer in image.referrers:
+            named = scan.subjects.get(referrer.digest)
+            if referrer.subject not in attached:
+                problem = f"recorded as attached to {referrer.subject}, which is not part of {image.reference}"
+            elif referrer.found_by is not FoundBy.COSIGN_TAG and named != referrer.subject:
+                problem = f"recorded as attached to {referrer.subject} of {image.reference}, but names {named}"
+            else:
+                continue
+            findings.setdefault(referrer.digest, Finding(ProblemKind.REFERRER_MISMATCH, problem))
+
+
+def _closure(tops: list[str], children: dict[str, list[str]]) -> set[str]:
     """Every digest an image needs, following manifests as far as they were readable."""
-    needed, stack = set(), [top]
+    needed, stack = set(), list(tops)
     while stack:
         digest = stack.pop()
         if digest not in needed:

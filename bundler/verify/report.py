@@ -38,6 +38,8 @@ class ProblemKind(enum.Enum):
     """The bundle cannot be opened through its seek table."""
     CHECKSUM_MISMATCH = "checksum mismatch"
     """The file does not match its ``.sha256`` sidecar."""
+    REFERRER_MISMATCH = "referrer mismatch"
+    """A recorded referrer (signature, SBOM) is not attached to its recorded subject, or that is not of its image."""
 
     @property
     def breaks_every_image(self) -> bool:
