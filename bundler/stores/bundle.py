@@ -91,6 +91,19 @@ class BundleStore:
             raise CorruptBundleError(f"blob {digest}: the bundle holds {entry.size} bytes, {size} were expected")
         return self.reader.blob_chunks(digest)
 
+    def blob_size(self, digest: Digest) -> int | None:
+        """The size of a blob (or manifest) this bundle carries; None for one it does not, as a delta's
+        external blobs."""
+        entry = self._blobs.get(digest) or self._manifests.get(digest)
+        return None if entry is None else entry.size
+
+    def blob_range(self, digest: Digest, start: int, stop: int) -> Iterator[bytes]:
+        """Bytes ``start`` to ``stop`` of a blob, each frame checked by its checksum (not by the digest:
+        that needs the whole blob)."""
+        if self.blob_size(digest) is None:
+            raise NotFoundError(f"blob {digest} is not in this bundle")
+        return self.reader.blob_range(digest, start, stop)
+
     def tags_list(self, repository: str) -> list[str]:
         tags = self._tags.get(repository)
         if tags is None:
