@@ -29,7 +29,7 @@ def open_view(stack: ExitStack, bundles: Sequence[Path | BundleFiles], naming: N
     stores = []
     for bundle in bundles:
         try:
-            stores.append(stack.enter_context(BundleStore.open(bundle)))
+            stores.append(stack.enter_context(BundleStore.open(bundle, page_cache=True)))  # many clients, same blobs
         except BundleError as error:
             raise error.reworded(f"{bundle}: {error}") from error
     served = {bundle_id(store.index) for store in stores}

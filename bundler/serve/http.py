@@ -233,8 +233,6 @@ class RegistryHandler(BaseHTTPRequestHandler):
                 self._sent += len(chunk)
         except BundleError as error:
             self._cut(digest, error)
-        finally:
-            self.server.release_buffers()
 
     def _cut(self, digest: Digest, error: BundleError) -> None:
         """Damage mid-body: the client must not take a short body for a whole one, so the connection goes."""

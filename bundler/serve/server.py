@@ -24,7 +24,6 @@ from pathlib import Path
 from socket import socket
 from typing import Any
 
-from bundler.bundle.pagecache import release_thread_buffer
 from bundler.errors import InputError, LocalIOError
 from bundler.serve.auth import Htpasswd
 from bundler.serve.http import RegistryHandler
@@ -112,9 +111,6 @@ class RegistryServer(ThreadingHTTPServer):
         finally:
             with self._active_lock:
                 self._active -= 1
-
-    def release_buffers(self) -> None:
-        release_thread_buffer()
 
     # --- bounded threads ---------------------------------------------------------------------
 

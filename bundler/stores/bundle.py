@@ -36,9 +36,10 @@ class BundleStore:
         self._blobs = {Digest(entry.digest): entry for entry in reader.index.blobs}
 
     @classmethod
-    def open(cls, location: Location) -> BundleStore:
-        """Open a bundle from a path, its volumes, a seekable file or a pipe (a pipe can only be scanned)."""
-        return cls(BundleReader.open(location))
+    def open(cls, location: Location, *, page_cache: bool = False) -> BundleStore:
+        """Open a bundle from a path, its volumes, a seekable file or a pipe (a pipe can only be scanned);
+        ``page_cache``: read members through the page cache (see ``BundleReader.open``)."""
+        return cls(BundleReader.open(location, page_cache=page_cache))
 
     @property
     def index(self) -> BundleIndex:
