@@ -7,8 +7,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import shutil
+import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -292,3 +294,16 @@ def test_htpasswd_takes_bcrypt_entries_only_and_checks_passwords(tmp_path: Path,
     assert not users.allows("Bearer x") and not users.allows(None)
     refused = run_cli("serve", str(bundle_file), "--htpasswd", str(md5_file), expect=InputError.exit_code)
     assert "line 1: not a bcrypt entry" in refused.stderr
+
+
+@pytest.mark.registry
+def test_stalled_clients_are_dropped_and_free_their_connection_slots(bundle_file: Path) -> None:
+    with start_serve(str(bundle_file), "--timeout", "1", "--max-connections", "2") as running:
+        host, port = running.host.split(":")
+        stalled = [socket.create_connection((host, int(port)), timeout=10) for _ in range(2)]
+        started = time.monotonic()
+        answer = httpx.get(f"{running.url}/v2/", timeout=30)  # waits in the backlog until a slot frees
+        assert answer.status_code == 200 and 0.5 < time.monotonic() - started < 10
+        for connection in stalled:
+            assert connection.recv(1) == b""  # closed by the server, having sent nothing
+            connection.close()
