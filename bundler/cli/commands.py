@@ -418,7 +418,8 @@ def serve_command(bundles, listen, prefix, keep_host, flatten, maps, tls_cert, t
                     tuple(parsed("--map", m, lambda text: normalise_map(*_parse_map(text))) for m in maps))
     settings = ServeSettings(host=host, port=port, client_timeout=timeout, max_connections=max_connections,
                              tls_cert=tls_cert, tls_key=tls_key, htpasswd=htpasswd)
-    logging.getLogger("bundler.serve").setLevel(logging.WARNING if quiet else logging.INFO)
+    access_log = min(logging.INFO, logging.getLogger().level)  # --debug shows more
+    logging.getLogger("bundler.serve").setLevel(logging.WARNING if quiet else access_log)
     if verify_first:
         verify_all(files)
 
