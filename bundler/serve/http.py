@@ -1,10 +1,12 @@
 """The pull side of the OCI distribution API over a ``ServedView``: one handler per connection thread.
 
-Manifests are sent byte-exact with their stored media type; blobs frame by frame from the bundle,
-a whole blob checked against its digest (the last chunk is only sent once it matched), a ``Range``
-(206) checked frame by frame. Damage found while a body is on its way cuts the connection, so that
-no client keeps the bytes as good; the log names the blob and the images it breaks. Every write
-method answers 405 ``UNSUPPORTED``. Errors use the spec's JSON format.
+Manifests are sent byte-exact with their stored media type (checked against their digest); blobs,
+whole or a ``Range`` (206), frame by frame from the bundle, each frame checked by its zstd checksum
+as it is decompressed. The blob's digest is not computed again: hashing every byte served would cost
+twice the decompression (docs/serve.md), every client checks it, and ``serve --verify`` proves it
+first. Damage found while a body is on its way cuts the connection, so that no client keeps the
+bytes as good; the log names the blob and the images it breaks. Every write method answers 405
+``UNSUPPORTED``. Errors use the spec's JSON format.
 """
 
 from __future__ import annotations
@@ -203,11 +205,10 @@ class RegistryHandler(BaseHTTPRequestHandler):
         except ValueError:
             raise _Failure(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, "RANGE_INVALID", "range not satisfiable",
                            {"Content-Range": f"bytes */{size}"}) from None
-        if span is None:
-            return HTTPStatus.OK, size, headers, lambda: store.blob_chunks("", digest, size)
-        start, stop = span
-        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
-        return HTTPStatus.PARTIAL_CONTENT, stop - start, headers, lambda: store.blob_range(digest, start, stop)
+        status, (start, stop) = (HTTPStatus.OK, (0, size)) if span is None else (HTTPStatus.PARTIAL_CONTENT, span)
+        if span is not None:
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+        return status, stop - start, headers, lambda: store.blob_range(digest, start, stop)
 
     def _referrers(self, name: str, digest: Digest, query: dict[str, list[str]], head: bool) -> None:
         descriptors = self.server.view.referrers(name, digest)
