@@ -28,7 +28,8 @@ START_TIMEOUT_S = 60.0
 
 @dataclass
 class Served:
-    """A running ``imgbundle serve``: ``host`` is ``127.0.0.1:PORT``; ``log`` fills as it writes stderr."""
+    """A running ``imgbundle serve``: ``host`` is ``127.0.0.1:PORT``; ``log`` fills as it writes stderr, and is
+    whole once the server stopped."""
 
     process: subprocess.Popen[str]
     url: str
@@ -42,9 +43,15 @@ class Served:
     def ref(self, path: str) -> str:
         return f"{self.host}/{path}"
 
-    def log_text(self, settle: float = 0.5) -> str:
-        time.sleep(settle)  # the server writes its line after the response: give it the moment
-        return "\n".join(self.log)
+    def log_line(self, containing: str, timeout: float = 10.0) -> str:
+        """The first log line holding ``containing``, waited for (the log is read on another thread)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = next((line for line in list(self.log) if containing in line), None)
+            if found is not None:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"no log line with {containing!r} in {timeout:g} s: {self.log[-5:]}")
 
 
 @contextlib.contextmanager
