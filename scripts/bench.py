@@ -20,6 +20,13 @@ two ends take. Every run times, against the same seeded source registry:
 5. The push+HEAD floor: the push floor into a fresh target E plus the HEADs unpack makes so that a re-run
    skips what is there (each blob in its first repository, each top manifest by digest and by tag).
 
+6. ``imgbundle serve`` (a section of its own, ``--serve-only`` runs just it): the set packed once, then per
+   run ``skopeo copy --all --preserve-digests`` of every reference into ``dir:`` from serve and from the
+   source Distribution (which serves the same images from its disk), the order swapped every other run;
+   the seconds from spawning ``serve`` to its listening line, beside ``imgbundle --version`` (the
+   interpreter and imports); and the peak RSS (VmHWM) of a fresh server while 8 connections GET and hash
+   every blob at once. Appended to ``bench.md``, and written to ``bench-serve.json``.
+
 The targets are then checked: every reference resolves to the source digest (a wrong result is not a
 result). Each phase runs as a child process under GNU time (its ``wait4``): CPU seconds of the process
 and its children, and the peak RSS of the largest of them (for ``tar | zstd`` the larger of the two);
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import hashlib
 import http.client
 import importlib.util
@@ -51,7 +59,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -571,6 +579,166 @@ def compile_imgbundle() -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# imgbundle serve: the bundle as the registry, against Distribution serving the same images from its disk
+
+SERVE_TARGETS = {
+    "serve pull / Distribution pull": ("<=", 1.0),
+    "serve start-up s": ("<", 1.0),
+    "serve peak RSS MiB, 8 clients": ("<", 150.0),
+}
+
+
+@dataclass
+class ServeRun:
+    """One run of the serve section: the phases, the start-up seconds and the server's peak RSS."""
+
+    phases: dict[str, Phase]
+    startup: float
+    version: float
+    """Seconds of ``imgbundle --version``: the interpreter and imports, the part of start-up no bundle adds."""
+    peak_rss_mib: float
+
+    def ratios(self) -> dict[str, float]:
+        t = self.phases
+        return {"serve pull / Distribution pull": t["skopeo pull from serve"].seconds
+                / t["skopeo pull from Distribution"].seconds,
+                "serve start-up s": self.startup,
+                "imgbundle --version s": self.version,
+                "serve peak RSS MiB, 8 clients": self.peak_rss_mib}
+
+
+@dataclass
+class ServeProcess:
+    process: subprocess.Popen[str]
+    host: str
+    startup: float
+    """Seconds from the spawn of ``imgbundle serve`` to its line saying that it listens."""
+
+    def peak_rss_mib(self) -> float:
+        """The server's high-water mark so far (VmHWM): it runs on, so it is read from /proc, not wait4."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise BenchError("no VmHWM for imgbundle serve")
+
+
+@contextlib.contextmanager
+def serving(imgbundle: list[str], bundle: Path, log: Path) -> Iterator[ServeProcess]:
+    """``imgbundle serve -q BUNDLE`` on a free port until the block ends."""
+    with log.open("ab") as sink:
+        started = time.monotonic()
+        process = subprocess.Popen([*imgbundle, "serve", "-q", str(bundle), "--listen", "127.0.0.1:0"],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=sink, text=True)
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        startup = time.monotonic() - started
+        try:
+            if not banner.startswith("serving "):
+                raise BenchError(f"imgbundle serve did not start: {banner!r}; see {log}:\n{_tail(log)}")
+            yield ServeProcess(process, banner.rsplit("://", 1)[1].strip(), startup)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def serve_pull(name: str, host: str, refs: Sequence[Expected], dest: Path, *, log: Path, moved: int,
+               server_pid: int) -> Phase:
+    """``skopeo copy --all`` of every reference into ``dest``, checked, with the server's CPU beside it."""
+    pulls = [[*SKOPEO, "copy", "--all", "--preserve-digests", "--src-tls-verify=false", f"docker://{host}/{ref.path}",
+              f"dir:{dest / str(n)}"] for n, ref in enumerate(refs)]
+    dest.mkdir()
+    before = _cpu_of(server_pid)
+    phase = measure(name, pulls, log=log, moved=moved)
+    phase.registry_cpu = _cpu_of(server_pid) - before
+    wrong = [ref.path for n, ref in enumerate(refs)
+             if "sha256:" + hashlib.sha256((dest / str(n) / "manifest.json").read_bytes()).hexdigest() != ref.digest]
+    if wrong:
+        raise BenchError(f"{name}: {len(wrong)} references pulled with another digest: {wrong[:5]}")
+    shutil.rmtree(dest)
+    return phase
+
+
+def serve_run(bench: Bench, bundle: Path, number: int) -> ServeRun:
+    """Serve against Distribution: every reference pulled by skopeo from each (the order swapped every other
+    run), the start-up, and the peak RSS of a fresh server while 8 connections GET every blob at once."""
+    run_dir = bench.work / f"serve-{number}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    refs, log = skopeo_refs(bench.image_set), run_dir / "serve.log"
+    me = [sys.executable, str(Path(__file__).resolve())]
+    started = time.monotonic()
+    subprocess.run([*bench.imgbundle, "--version"], stdout=subprocess.DEVNULL, check=True)
+    version = time.monotonic() - started
+    with serving(bench.imgbundle, bundle, log) as served:
+        startup = served.startup
+        pulls = [("skopeo pull from serve", served.host, served.process.pid),
+                 ("skopeo pull from Distribution", bench.source.host, bench.source.pid)]
+        phases = {}
+        for name, host, pid in pulls if number % 2 else reversed(pulls):
+            phases[name] = serve_pull(name, host, refs, run_dir / "pulled", log=log, moved=bench.unique,
+                                      server_pid=pid)
+    with serving(bench.imgbundle, bundle, log) as served:
+        before = _cpu_of(served.process.pid)
+        clients = measure("serve GET, 8 clients", [[*me, "floor-get", served.host, str(bench.image_set.layout), "8"]],
+                          log=log, moved=bench.unique)
+        clients.registry_cpu = _cpu_of(served.process.pid) - before
+        phases[clients.name] = clients
+        peak = served.peak_rss_mib()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return ServeRun(phases, startup, version, peak)
+
+
+def serve_section(bench: Bench, runs: int) -> tuple[int, list[ServeRun]]:
+    """Pack the set once into a bundle, then ``runs`` serve runs; returns the bundle's size too."""
+    bundle = bench.work / "serve-bundle.tar.zst"
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    measure("imgbundle pack (for serve)", [[*bench.imgbundle, "pack", "-q", "--force", "-f", str(bench.list_file),
+                                            "-o", str(bundle), "--jobs", str(bench.jobs)]],
+            log=bench.work / "serve-pack.log", moved=0, registries=[bench.source])
+    results = []
+    for number in range(1, runs + 1):
+        result = serve_run(bench, bundle, number)
+        results.append(result)
+        print(f"serve run {number}: " + ", ".join(f"{p.name} {p.seconds:.1f}s" for p in result.phases.values())
+              + f", start-up {result.startup:.2f}s (--version {result.version:.2f}s), peak RSS "
+              f"{result.peak_rss_mib:.0f} MiB", flush=True)
+    size = bundle.stat().st_size
+    bundle.unlink()
+    return size, results
+
+
+def serve_markdown(bundle_size: int, results: list[ServeRun]) -> str:
+    """The serve section of bench.md: phase medians, then each ratio against its target."""
+    phases = median_phases([r.phases for r in results])
+    lines = ["", f"## imgbundle serve (bundle of {bundle_size / MiB:.0f} MiB; medians of {len(results)} runs)", "",
+             "| phase | seconds | MiB/s | server CPU s |", "|---|---:|---:|---:|"]
+    lines += [f"| {p.name} | {p.seconds:.2f} | {p.mib_s:.0f} | {p.registry_cpu:.2f} |" for p in phases.values()]
+    lines += ["", "| measure | median | target | | runs, lowest to highest | met in |", "|---|---:|---:|---|---:|---:|"]
+    per_run = [r.ratios() for r in results]
+    for name in per_run[0]:
+        values = sorted(r[name] for r in per_run)
+        value, target, verdict, met = statistics.median(values), "", "", ""
+        if name in SERVE_TARGETS:
+            op, goal = SERVE_TARGETS[name]
+            target, verdict = f"{op} {goal:g}", "met" if _meets(value, op, goal) else "missed"
+            met = f"{sum(_meets(v, op, goal) for v in values)} of {len(values)}"
+        lines.append(f"| {name} | {value:.2f} | {target} | {verdict} | {values[0]:.2f} to {values[-1]:.2f} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def report_serve(out: Path, bundle_size: int, results: list[ServeRun]) -> None:
+    """Appends the serve section to bench.md and writes it to bench-serve.json."""
+    table = serve_markdown(bundle_size, results)
+    with (out / "bench.md").open("a") as md:
+        md.write(table)
+    data = {"bundle_bytes": bundle_size, "targets": SERVE_TARGETS,
+            "runs": [{"phases": {k: asdict(v) for k, v in r.phases.items()}, "startup": r.startup,
+                      "version": r.version, "peak_rss_mib": r.peak_rss_mib, "ratios": r.ratios()} for r in results]}
+    (out / "bench-serve.json").write_text(json.dumps(data, indent=2) + "\n")
+    print(table + f"written: {out / 'bench-serve.json'}")
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -584,6 +752,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=4, help="parallel transfers for imgbundle and the floor")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "imgbundle-bench",
                         help="sets, registries, logs and results (bench.json, bench.md); not the repository")
+    parser.add_argument("--serve-only", action="store_true", help="only the imgbundle serve section")
     return parser
 
 
@@ -607,11 +776,16 @@ def main(argv: list[str] | None = None) -> int:
         list_file.write_text(image_set.image_list(source.host))
         bench = Bench(image_set, source, list_file, out / "work", args.jobs, imgbundle_command())
         runs = []
-        for number in range(1, args.runs + 1):
+        for number in range(1, 0 if args.serve_only else args.runs + 1):
             phases = bench.run(number)
             runs.append(phases)
             print(f"run {number}: " + ", ".join(f"{p.name} {p.seconds:.1f}s" for p in phases.values()), flush=True)
-    return _report(out, args, image_set, runs)
+        bundle_size, served = serve_section(bench, args.runs)
+    code = _report(out, args, image_set, runs) if runs else 0
+    if not runs:
+        (out / "bench.md").write_text(f"serve section only; {machine()}\n")
+    report_serve(out, bundle_size, served)
+    return code
 
 
 def _report(out: Path, args: argparse.Namespace, image_set: imageset.ImageSet, runs: list[dict[str, Phase]]) -> int:

@@ -108,7 +108,7 @@ def test_a_delta_of_the_inventory_carries_exactly_what_the_site_lacks_and_unpack
     inventory = decode_inventory(site.inventory.read_bytes())
     holders = {r.name: set(r.blobs) for r in inventory.repositories}
     assert all(entry.digest in holders[entry.repository] for entry in index.external)
-    assert [(b.kind, b.id) for b in index.bases] == [("inventory", inventory.checksum)] and index.version == "1.2"
+    assert [(b.kind, b.id) for b in index.bases] == [("inventory", inventory.checksum)] and index.version == "1.3"
     pack_since(site, again, site.inventory)
     assert hashlib.sha256(delta.read_bytes()).digest() == hashlib.sha256(again.read_bytes()).digest()
     listed = run_cli("list", str(delta)).stdout

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, BinaryIO
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self
 
-__all__ = ["WINDOW", "DirectReader", "WriteBehind", "open_read_once", "read_fully"]
+__all__ = ["WINDOW", "DirectReader", "WriteBehind", "open_read_once", "read_fully", "release_thread_buffer"]
 
 WINDOW = 32 * 1024 * 1024
 """Bytes written, or read, between two requests to the kernel to write them out or drop them."""
@@ -272,3 +272,9 @@ def _thread_buffer(size: int) -> mmap.mmap:
     if buffer is None or len(buffer) < size:
         buffer = _buffers.buffer = mmap.mmap(-1, max(size, 8 * 1024 * 1024))
     return buffer
+
+
+def release_thread_buffer() -> None:
+    """Give this thread's direct-read buffer back to the system: for long-lived threads that read a
+    bundle now and then (serve's connections), where a kept buffer would hold memory while idle."""
+    _buffers.buffer = None  # unmapped when the last view of it goes

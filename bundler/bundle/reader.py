@@ -9,6 +9,7 @@ it passed; the last chunk only after the whole member matched its digest).
 
 from __future__ import annotations
 
+import bisect
 import enum
 import os
 import re
@@ -42,7 +43,16 @@ from bundler.bundle.layout import (
 )
 from bundler.bundle.pagecache import DirectReader, read_fully
 from bundler.bundle.seektable import SeekTable, SeekTableError, parse_seek_table
-from bundler.bundle.tar import BLOCK, END_OF_ARCHIVE, TarFormatError, TarHeader, member_length, padding, read_header
+from bundler.bundle.tar import (
+    BLOCK,
+    END_OF_ARCHIVE,
+    TarFormatError,
+    TarHeader,
+    header_bytes,
+    member_length,
+    padding,
+    read_header,
+)
 from bundler.bundle.volumes import BundleFiles, VolumeFile, open_bundle
 from bundler.digest import Digest, DigestVerifier
 from bundler.errors import BundleError, ContentMismatchError, CorruptBundleError, LocalIOError, NotABundleError
@@ -119,19 +129,26 @@ class BundleReader:
         self._stream_to_close = stream_cursor
         """Kept to be closed: a piped bundle is read ahead on a helper thread."""
         self._lock = threading.Lock()
+        self._page_cache = False
         self._manifests = {entry.digest: entry for entry in index.manifests}
         self._blobs = {entry.digest: entry for entry in index.blobs}
 
     @classmethod
-    def open(cls, location: Location) -> BundleReader:
-        """Open a bundle from a path, a seekable binary file or a pipe (e.g. ``sys.stdin.buffer``)."""
+    def open(cls, location: Location, *, page_cache: bool = False) -> BundleReader:
+        """Open a bundle from a path, a seekable binary file or a pipe (e.g. ``sys.stdin.buffer``).
+
+        Members are read past the page cache (one pass over a big file should not evict everything else);
+        ``page_cache`` reads through it, for readers that read the same members again and again (serve).
+        """
         file, owns_file, path = _open_file(location)
         try:
-            return cls._from_file(file, owns_file, path)
+            reader = cls._from_file(file, owns_file, path)
         except BaseException:
             if owns_file:
                 file.close()
             raise
+        reader._page_cache = page_cache
+        return reader
 
     @classmethod
     def _from_file(cls, file: BinaryIO, owns_file: bool, path: Path | None) -> BundleReader:
@@ -194,6 +211,32 @@ class BundleReader:
             raise BundleError(f"blob {digest} is not in this bundle")
         return self._random_chunks(entry, kind)
 
+    def blob_range(self, digest: str, start: int, stop: int) -> Iterator[bytes]:
+        """Bytes ``start`` to ``stop`` (exclusive) of a blob (or manifest), decompressing only the frames
+        that hold them. Each frame is checked by its zstd checksum; the blob's digest cannot be (it needs
+        every byte), so a whole blob is read with ``blob_chunks``.
+        """
+        entry = self._blobs.get(digest) or self._manifests.get(digest)
+        if entry is None:
+            raise BundleError(f"blob {digest} is not in this bundle")
+        if not 0 <= start <= stop <= entry.size:
+            raise BundleError(f"blob {digest}: bytes {start}-{stop} are outside its {entry.size}")
+        table = self._require_table()
+        data_start = self._index_length + entry.offset + len(header_bytes(blob_path(entry.digest), entry.size))
+        first = bisect.bisect_right(table.decompressed_offsets, data_start + start) - 1
+        return self._stream_range(f"blob {digest}", first, data_start + start, stop - start)
+
+    def _stream_range(self, label: str, frame: int, position: int, length: int) -> Iterator[bytes]:
+        table = self._require_table()
+        with self._private_reader() as read_at:
+            cursor = Cursor(SeekableFrames(read_at, table, frame), table.decompressed_offsets[frame])
+            cursor.label = label
+            cursor.skip(position - cursor.position)
+            while length:
+                chunk = cursor.read_some(min(FRAME_SIZE, length))
+                length -= len(chunk)
+                yield chunk
+
     def _random_chunks(self, entry: MemberEntry, kind: MemberKind) -> Iterator[bytes]:
         table = self._require_table()
         label = f"{kind} {entry.digest}"
@@ -219,7 +262,7 @@ class BundleReader:
         return self._table
 
     def _private_reader(self) -> _ReadAt:
-        return _ReadAt(self._path, self._file, self._lock)
+        return _ReadAt(self._path, self._file, self._lock, page_cache=self._page_cache)
 
     # --- sequential scan ----------------------------------------------------------------------
 
@@ -342,13 +385,16 @@ class _ReadAt:
     """``read_at(offset, size)`` for one reader: its own direct reader when we have a path, else the
     shared file under a lock (so concurrent readers never interleave seek and read)."""
 
-    def __init__(self, path: Path | None, shared: BinaryIO, lock: threading.Lock) -> None:
+    def __init__(self, path: Path | None, shared: BinaryIO, lock: threading.Lock, *, page_cache: bool = False) -> None:
         self._path = path
         self._shared = shared
         self._lock = lock
+        self._page_cache = page_cache
         self._own: DirectReader | None = None
 
     def __enter__(self) -> Callable[[int, int], bytes | memoryview]:
+        if self._path is not None and self._page_cache:
+            return self._read_cached
         if self._path is not None:
             try:
                 self._own = DirectReader(self._path)
@@ -365,6 +411,13 @@ class _ReadAt:
         assert self._own is not None
         try:
             return self._own.read_at(offset, size)
+        except OSError as error:
+            raise LocalIOError(f"cannot read the bundle: {error.strerror or error}") from None
+
+    def _read_cached(self, offset: int, size: int) -> bytes:
+        """Through the page cache, with ``pread`` on the bundle's own descriptor: no seek, so no lock."""
+        try:
+            return os.pread(self._shared.fileno(), size, offset)
         except OSError as error:
             raise LocalIOError(f"cannot read the bundle: {error.strerror or error}") from None
 

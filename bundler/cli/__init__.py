@@ -12,7 +12,7 @@ import click
 
 from bundler import __version__
 from bundler.cli.cache_cmd import cache_group
-from bundler.cli.commands import list_command, pack_command, unpack_command, verify_command
+from bundler.cli.commands import list_command, pack_command, serve_command, unpack_command, verify_command
 from bundler.cli.errors import describe
 from bundler.cli.inventory_cmd import inventory_command
 from bundler.cli.malloc import tune_malloc
@@ -49,9 +49,10 @@ def cli() -> None:
     """
 
 
-for _command in (cli, pack_command, list_command, verify_command, unpack_command, inventory_command):
+_COMMANDS = (pack_command, list_command, verify_command, unpack_command, serve_command, inventory_command)
+for _command in (cli, *_COMMANDS):
     _command.params.append(_debug_option())
-for _command in (pack_command, list_command, verify_command, unpack_command, inventory_command, cache_group):
+for _command in (*_COMMANDS, cache_group):
     cli.add_command(_command)
 
 

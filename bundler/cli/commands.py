@@ -26,13 +26,14 @@ if TYPE_CHECKING:
     from bundler.pack import ImageRequest, ReferrerPolicy
     from bundler.reference import Reference
     from bundler.registry import RegistryOptions
+    from bundler.serve import RegistryServer
     from bundler.stores import StorePool
     from bundler.verify import VerifyReport
 
 # The plans and the HTTP stack are imported by the commands that run them: ``verify`` and ``list`` start
 # sooner without httpx (docs/benchmark.md).
 
-__all__ = ["list_command", "pack_command", "unpack_command", "verify_command"]
+__all__ = ["list_command", "pack_command", "serve_command", "unpack_command", "verify_command"]
 
 
 def _registry_options(command: Callable) -> Callable:
@@ -411,3 +412,56 @@ def _parse_map(text: str) -> tuple[str, str]:
     if not sep or not source:
         raise InputError(f"--map {text!r}: expected SRC_PREFIX=DST_PREFIX")
     return source.strip("/"), target.strip("/")
+
+
+@click.command("serve")
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--listen", default="127.0.0.1:5000", show_default=True, metavar="HOST:PORT",
+              help="Address to serve on (':5000' for every interface; port 0 picks a free one).")
+@click.option("--prefix", default="", metavar="PREFIX", help="Serve every repository under PREFIX (as unpack's --to).")
+@click.option("--keep-host", is_flag=True, help="Keep the source registry host as the first path element.")
+@click.option("--flatten", is_flag=True, help="Turn the remaining '/' in paths into '-'.")
+@click.option("--map", "maps", multiple=True, metavar="SRC_PREFIX=DST_PREFIX",
+              help="Rewrite a path prefix (repeatable).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Serve HTTPS: certificate (PEM).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The certificate's key (PEM).")
+@click.option("--htpasswd", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Require basic auth: users from this file (bcrypt entries, htpasswd -B).")
+@click.option("--verify", "verify_first", is_flag=True, help="Prove every bundle whole before serving it.")
+@click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
+              help="Seconds a client may stall in any one read or write before it is dropped.")
+@click.option("--max-connections", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Client connections served at once (more wait in the listen queue).")
+@click.option("-q", "--quiet", is_flag=True, help="No access log; warnings and errors only.")
+def serve_command(bundles, listen, prefix, keep_host, flatten, maps, tls_cert, tls_key, htpasswd, verify_first,
+                  timeout, max_connections, quiet):
+    """Serve bundles as a read-only registry, straight from the compressed files (Ctrl-C stops)."""
+    import logging
+
+    from bundler.errors import Interrupted
+    from bundler.serve import Naming, ServeSettings, parse_listen, serve, verify_all
+    from bundler.unpack.mapping import normalise_map
+
+    if (tls_cert is None) != (tls_key is None):
+        raise InputError("--tls-cert and --tls-key go together")
+    files = [_bundle_files((path,)) for path in bundles]
+    host, port = parsed("--listen", listen, parse_listen)
+    naming = Naming(prefix.strip("/"), keep_host, flatten,
+                    tuple(parsed("--map", m, lambda text: normalise_map(*_parse_map(text))) for m in maps))
+    settings = ServeSettings(host=host, port=port, client_timeout=timeout, max_connections=max_connections,
+                             tls_cert=tls_cert, tls_key=tls_key, htpasswd=htpasswd)
+    access_log = min(logging.INFO, logging.getLogger().level)  # --debug shows more
+    logging.getLogger("bundler.serve").setLevel(logging.WARNING if quiet else access_log)
+    if verify_first:
+        verify_all(files)
+
+    def ready(server: RegistryServer) -> None:
+        view = server.view
+        out.print(f"serving {len(view.images)} images in {len(view.repositories)} repositories from "
+                  f"{len(files)} bundle(s) at {server.url}", markup=False)
+        sys.stdout.flush()
+
+    try:
+        serve(files, naming, settings, ready)
+    except (KeyboardInterrupt, Interrupted):
+        out.print("stopped", markup=False)

@@ -37,9 +37,10 @@ class BundleStore:
         self._blobs = {Digest(entry.digest): entry for entry in reader.index.blobs}
 
     @classmethod
-    def open(cls, location: Location) -> BundleStore:
-        """Open a bundle from a path, its volumes, a seekable file or a pipe (a pipe can only be scanned)."""
-        return cls(BundleReader.open(location))
+    def open(cls, location: Location, *, page_cache: bool = False) -> BundleStore:
+        """Open a bundle from a path, its volumes, a seekable file or a pipe (a pipe can only be scanned);
+        ``page_cache``: read members through the page cache (see ``BundleReader.open``)."""
+        return cls(BundleReader.open(location, page_cache=page_cache))
 
     @property
     def index(self) -> BundleIndex:
@@ -91,6 +92,19 @@ class BundleStore:
         if entry.size != size:
             raise CorruptBundleError(f"blob {digest}: the bundle holds {entry.size} bytes, {size} were expected")
         return self.reader.blob_chunks(digest)
+
+    def blob_size(self, digest: Digest) -> int | None:
+        """The size of a blob (or manifest) this bundle carries; None for one it does not, as a delta's
+        external blobs."""
+        entry = self._blobs.get(digest) or self._manifests.get(digest)
+        return None if entry is None else entry.size
+
+    def blob_range(self, digest: Digest, start: int, stop: int) -> Iterator[bytes]:
+        """Bytes ``start`` to ``stop`` of a blob, each frame checked by its checksum (not by the digest:
+        that needs the whole blob)."""
+        if self.blob_size(digest) is None:
+            raise NotFoundError(f"blob {digest} is not in this bundle")
+        return self.reader.blob_range(digest, start, stop)
 
     def tags_list(self, repository: str) -> list[str]:
         tags = self._tags.get(repository)

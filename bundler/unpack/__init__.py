@@ -14,14 +14,13 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bundler.bundle.volumes import BundleFiles
 from bundler.digest import Digest
 from bundler.errors import InputError
 from bundler.progress import NullProgress, Progress
 from bundler.reference import DOCKER_HUB
-from bundler.registry import RegistryClient, RegistryOptions
-from bundler.registry.harbor import HarborProjects, ensure_projects, project_of
 from bundler.stores import WriteStore
 from bundler.stores.bundle import BundleStore
 from bundler.unpack.expected import check_expected
@@ -30,6 +29,12 @@ from bundler.unpack.plan import PushPlan, build_plan
 from bundler.unpack.push import push_plan
 from bundler.unpack.referrers import push_referrers
 from bundler.unpack.result import ImageOutcome, UnpackResult, write_report
+
+if TYPE_CHECKING:
+    from bundler.registry import RegistryOptions
+
+# The HTTP stack is imported when a push runs: serve names repositories with unpack.mapping, which
+# imports this package, and starts sooner without httpx.
 
 __all__ = [
     "ImageOutcome",
@@ -100,6 +105,8 @@ def unpack_bundle(bundle: BundleStore, settings: UnpackOptions, options: Registr
     created: list[str] = []
     with ExitStack() as stack:
         if client is None:
+            from bundler.registry import RegistryClient
+
             created = _prepare_harbor(host, plan, settings, options, progress)
             client = stack.enter_context(RegistryClient(host, options))
         mounted = _check_expected(plan, bundle, client, settings, progress)
@@ -128,6 +135,8 @@ def _check_expected(plan: PushPlan, bundle: BundleStore, client: WriteStore, set
 def _prepare_harbor(host: str, plan: PushPlan, settings: UnpackOptions, options: RegistryOptions,
                     progress: Progress) -> list[str]:
     """On Harbor, check (or create) the projects before the first push; elsewhere do nothing."""
+    from bundler.registry.harbor import HarborProjects, ensure_projects, project_of
+
     repositories = [image.target.repository for image in plan.images if image.error is None]
     if not repositories or host == DOCKER_HUB:  # Docker Hub is never Harbor; do not ask it
         return []
