@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 import httpx
 
-__all__ = ["BODY_CHUNK", "WireTransport"]
+__all__ = ["BODY_CHUNK", "BodyCutShort", "WireTransport"]
 
 log = logging.getLogger(__name__)
 """Traces each answer's headers at DEBUG; ``install_log_redaction`` masks the secrets among them."""
@@ -33,6 +33,10 @@ BODY_CHUNK = 1024 * 1024
 """Bytes a response body is read in (the last piece is shorter)."""
 
 _Origin = tuple[str, str, int]
+
+
+class BodyCutShort(httpx.RemoteProtocolError):
+    """The connection ended before the body its ``Content-Length`` promised."""
 
 
 class WireTransport(httpx.BaseTransport):
@@ -203,7 +207,7 @@ class _Body(httpx.SyncByteStream):
                 break
             yield chunk
         if self._answer.length:  # http.client ends a short body quietly
-            raise httpx.RemoteProtocolError(
+            raise BodyCutShort(
                 f"peer closed connection without sending complete message body ({self._answer.length} bytes missing)"
             )
         self._complete = True
