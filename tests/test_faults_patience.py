@@ -1,21 +1,26 @@
 """Retries that follow progress: a request keeps trying while its host moves bytes, gives up after
 ``retry_timeout`` seconds without any, says how every try failed, and costs only what depends on it.
+Slow and stalled bodies are told apart per chunk, and a stalled one resumes with ``Range``.
 
 Every test asserts that its faults fired (``proxy.fired``): one in which none did would prove nothing.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from bundler.bundle import read_index
 from bundler.errors import RegistryError
 from bundler.pack import pack, read_requests
 from bundler.unpack import UnpackOptions, unpack
 
+import imageset
 from support.cli import files_in, run_cli
 from support.faults import FaultProxy, Rule
+from support.images import seed_into
 from support.options import fast_options
 from support.registry import RunningRegistry
 from support.sources import SourceSet
@@ -128,3 +133,39 @@ def test_a_reset_after_any_write_was_sent_is_retried(fresh_registry: RunningRegi
     result = unpack(small_bundle, UnpackOptions(to=f"{proxy.host}/mirror"), fast_options(retries=1))
     assert not result.failed, result.failure_summary()
     assert proxy.fired == {"reset": 4}, proxy.summary()
+
+
+@pytest.fixture(scope="module")
+def big_image(registry: RunningRegistry, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """``faults-slow/cilium/cilium:v1.13.4`` with one 3 MiB layer: (reference path, layer digest)."""
+    image_set = imageset.generate(tmp_path_factory.mktemp("slow-set"), images=imageset.MIN_IMAGES,
+                                  total_size=MiB, seed=SEED, big_layer=3 * MiB + 777)
+    seed_into(registry, image_set, repo_prefix="faults-slow")
+    return "faults-slow/cilium/cilium:v1.13.4", image_set.big_layer_digest
+
+
+def test_a_trickling_body_is_cut_per_chunk_and_resumed_with_range(
+        registry: RunningRegistry, fault_proxy: Proxies, big_image: tuple[str, str], tmp_path: Path) -> None:
+    """After 1 MiB the server sends 1 KiB/s: each recv gets bytes, yet the next MiB cannot arrive within the
+    1 s read timeout, so the download resumes at byte 1 MiB instead of waiting forever."""
+    path, layer = big_image
+    proxy = fault_proxy(registry, trickle=1024)
+    proxy.rules.append(Rule("GET", f"/blobs/{layer}", nth=1, fault="trickle", cut_after=MiB + 1000))
+    started = time.monotonic()
+    pack(read_requests([proxy.ref(path)], "test"), tmp_path / "b.tar.zst", fast_options(read_timeout=1.0))
+    gets = proxy.requests("GET", f"/blobs/{layer}")
+    assert proxy.fired == {"trickle": 1} and [s.headers.get("range") for s in gets] == [None, f"bytes={MiB}-"]
+    assert time.monotonic() - started < 15
+    assert any(blob.digest == layer for blob in read_index(tmp_path / "b.tar.zst").blobs)
+
+
+def test_a_slow_but_steady_body_is_never_cut_for_taking_long(
+        registry: RunningRegistry, fault_proxy: Proxies, big_image: tuple[str, str], tmp_path: Path) -> None:
+    """2 MiB/s for a 3 MiB layer: the whole GET takes longer than the 1 s read timeout, every MiB well within it."""
+    path, layer = big_image
+    proxy = fault_proxy(registry, trickle=2 * MiB)
+    proxy.rules.append(Rule("GET", f"/blobs/{layer}", nth=1, fault="trickle", cut_after=0))
+    started = time.monotonic()
+    pack(read_requests([proxy.ref(path)], "test"), tmp_path / "b.tar.zst", fast_options(read_timeout=1.0))
+    assert proxy.fired == {"trickle": 1} and len(proxy.requests("GET", f"/blobs/{layer}")) == 1, proxy.summary()
+    assert time.monotonic() - started > 1.0
