@@ -169,3 +169,19 @@ def test_a_slow_but_steady_body_is_never_cut_for_taking_long(
     pack(read_requests([proxy.ref(path)], "test"), tmp_path / "b.tar.zst", fast_options(read_timeout=1.0))
     assert proxy.fired == {"trickle": 1} and len(proxy.requests("GET", f"/blobs/{layer}")) == 1, proxy.summary()
     assert time.monotonic() - started > 1.0
+
+
+@pytest.mark.parametrize("verbose", [True, False])
+def test_each_retry_is_a_line_under_v_and_a_count_in_the_progress(
+        verbose: bool, seeded_registry: tuple[RunningRegistry, object], fault_proxy: Proxies,
+        tmp_path: Path) -> None:
+    reg, image_set = seeded_registry
+    proxy = fault_proxy(reg)
+    line, manifest = _first_image(image_set, proxy.host)
+    proxy.rules += [Rule("GET", manifest, nth=1, fault="500"), Rule("GET", manifest, nth=2, fault="reset")]
+    run = run_cli("pack", line, "-o", str(tmp_path / "b.tar.zst"), *(["-v"] if verbose else []))
+    retried = [text for text in run.stderr_lines if "GET manifest" in text and "retry" in text]
+    assert proxy.fired == {"500": 1, "reset": 1}, proxy.summary()
+    assert len(retried) == (2 if verbose else 0), run.stderr
+    assert not verbose or "HTTP 500" in " ".join(retried), run.stderr
+    assert any(text.endswith("(2 retried)") for text in run.stderr_lines), run.stderr

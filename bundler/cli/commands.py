@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ import click
 from bundler.bundle.index import bundle_id
 from bundler.bundle.volumes import BundleFiles, bundle_from_paths
 from bundler.cli.errors import parsed
-from bundler.cli.output import format_bytes, make_progress, out, parse_size, print_json
+from bundler.cli.output import RETRY_LOGGER, format_bytes, make_progress, out, parse_size, print_json
 from bundler.cli.tables import image_table, verify_lines
 from bundler.errors import BundleError, CorruptBundleError, InputError
 
@@ -32,6 +33,11 @@ if TYPE_CHECKING:
 # sooner without httpx (docs/benchmark.md).
 
 __all__ = ["list_command", "pack_command", "unpack_command", "verify_command"]
+
+
+def _show_retries(context: click.Context, parameter: click.Parameter, enabled: bool) -> None:
+    if enabled:
+        logging.getLogger(RETRY_LOGGER).setLevel(logging.INFO)
 
 
 def _registry_options(command: Callable) -> Callable:
@@ -52,6 +58,8 @@ def _registry_options(command: Callable) -> Callable:
                      help="Seconds without progress before a request is retried."),
         click.option("-j", "--jobs", type=click.IntRange(1, 64), default=4, show_default=True,
                      help="Parallel transfers."),
+        click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_show_retries,
+                     help="One line on stderr per retried request."),
     ]
     for option in reversed(options):
         command = option(command)
