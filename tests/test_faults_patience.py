@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 from bundler.bundle import read_index
-from bundler.errors import RegistryError
+from bundler.errors import NotFoundError, RegistryError
 from bundler.pack import pack, read_requests
 from bundler.unpack import UnpackOptions, unpack
 
 import imageset
 from support.cli import files_in, run_cli
-from support.faults import FaultProxy, Rule
+from support.faults import Answer, FaultProxy, Rule
 from support.images import seed_into
 from support.options import fast_options
 from support.registry import RunningRegistry
@@ -104,22 +104,24 @@ def _blob_only(source: SourceSet, path: str) -> str:
     return next(digest for digest in mine.blobs if digest not in others)
 
 
-def test_a_blob_that_fails_for_good_fails_only_its_image(fresh_registry: RunningRegistry, fault_proxy: Proxies,
-                                                          small_bundle: Path, small_source: SourceSet) -> None:
-    """One blob's upload answers 503 forever: it retries while the others push, then fails only its image
-    (no "not tried" for the others); the re-run pushes just that image's remainder."""
+@pytest.mark.parametrize(("kind", "uploads_left"), [("503", 1), ("reset", 0)])
+def test_a_blob_that_fails_for_good_fails_only_its_image(kind: str, uploads_left: int, fresh_registry: RunningRegistry,
+                                                          fault_proxy: Proxies, small_bundle: Path,
+                                                          small_source: SourceSet) -> None:
+    """One blob's upload answers 503 forever, or is reset after the registry stored it: it retries while the
+    others push, then fails only its image (no "not tried" for the others), and the re-run finishes."""
     blob = _blob_only(small_source, "pause")
     proxy = fault_proxy(fresh_registry)
-    proxy.rules.append(Rule("PUT", f"/blobs/uploads/.*{blob.split(':')[1]}", fault="503"))
+    proxy.rules.append(Rule("PUT", f"/blobs/uploads/.*{blob.split(':')[1]}", fault=kind))
     settings = UnpackOptions(to=f"{proxy.host}/mirror")
     first = unpack(small_bundle, settings, fast_options(retries=1, retry_timeout=2.0))
     assert [o.target.repository for o in first.failed] == ["mirror/pause"], first.failure_summary()
     assert "not tried" not in first.failure_summary() and "1 of 3 images failed" in first.failure_summary()
-    assert len(first.pushed) == 2 and proxy.fired["503"] > 2, proxy.summary()
+    assert len(first.pushed) == 2 and proxy.fired[kind] > 2, proxy.summary()
     proxy.rules.clear()
     second = unpack(small_bundle, settings, fast_options())
     assert not second.failed, second.failure_summary()
-    assert second.blobs_uploaded == 1 and second.tags_set + second.manifests_pushed >= 1
+    assert second.blobs_uploaded == uploads_left and second.tags_set + second.manifests_pushed >= 1
 
 
 def test_a_reset_after_any_write_was_sent_is_retried(fresh_registry: RunningRegistry, fault_proxy: Proxies,
@@ -185,3 +187,17 @@ def test_each_retry_is_a_line_under_v_and_a_count_in_the_progress(
     assert len(retried) == (2 if verbose else 0), run.stderr
     assert not verbose or "HTTP 500" in " ".join(retried), run.stderr
     assert any(text.endswith("(2 retried)") for text in run.stderr_lines), run.stderr
+
+
+def test_a_blob_missing_for_good_names_the_images_that_need_it(
+        registry: RunningRegistry, fault_proxy: Proxies, big_image: tuple[str, str], tmp_path: Path) -> None:
+    """A 404 on a blob is final (no retries); the pack's error says which images it fails."""
+    path, layer = big_image
+    proxy = fault_proxy(registry)
+    proxy.rules.append(Rule("GET", f"/blobs/{layer}", answer=lambda seen, forward: Answer(404)))
+    lines = [proxy.ref(path), proxy.ref("faults-slow/calico/node:v3.26.4")]
+    with pytest.raises(NotFoundError) as caught:
+        pack(read_requests(lines, "test"), tmp_path / "b.tar.zst", fast_options(retry_timeout=30))
+    message = str(caught.value)
+    assert f"needed by {lines[0]}" in message and "calico/node" not in message, message
+    assert len(proxy.requests("GET", f"/blobs/{layer}")) == 1 and files_in(tmp_path) == []

@@ -10,6 +10,7 @@ from pathlib import Path
 from bundler.bundle import BlobSpec, SkippedEntry, WriteResult, write_bundle
 from bundler.bundle.delta import DeltaBase, split_blobs
 from bundler.digest import Digest
+from bundler.errors import RegistryError
 from bundler.oci import RawManifest
 from bundler.pack.resolve import ResolvedImage
 from bundler.progress import Progress
@@ -61,9 +62,12 @@ def write_images(
 
     def open_blob(spec: BlobSpec) -> Iterator[bytes]:
         reference = origin[spec.digest]
-        for chunk in pool.get(reference.registry).blob_chunks(reference.repository, spec.digest, spec.size):
-            progress.advance(len(chunk))
-            yield chunk
+        try:
+            for chunk in pool.get(reference.registry).blob_chunks(reference.repository, spec.digest, spec.size):
+                progress.advance(len(chunk))
+                yield chunk
+        except RegistryError as error:
+            raise error.reworded(f"{error}; needed by {_needing(images, spec.digest)}") from error
         progress.item_done(spec.digest)
 
     return write_bundle(
@@ -82,3 +86,13 @@ def write_images(
         external=external,
         verify_digests=False,  # every store (and the cache) verifies as it streams; a second hash costs CPU
     )
+
+
+_NAMES_SHOWN = 5
+
+
+def _needing(images: list[ResolvedImage], digest: Digest) -> str:
+    """The images a blob belongs to, for the error that failed it: what the user must drop or fix."""
+    lines = [image.request.line for image in images if digest in image.blobs]
+    more = f" and {len(lines) - _NAMES_SHOWN} more" if len(lines) > _NAMES_SHOWN else ""
+    return ", ".join(lines[:_NAMES_SHOWN]) + more
