@@ -125,7 +125,7 @@ def find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException |
 
 
 class Activity:
-    """When bytes last moved with one host (an answer, a body chunk): what ``Budget`` measures patience by.
+    """When one host last made progress (the client says what counts): what ``Budget`` measures patience by.
 
     Shared by every request to the host, so that one request's failures are judged by the whole run's
     progress. A plain float assignment: threads may race, and any of their times is good enough.
@@ -138,7 +138,7 @@ class Activity:
         self._last = time.monotonic()
 
     def idle(self) -> float:
-        """Seconds since bytes last moved (since the client started, before any did)."""
+        """Seconds since the last progress (since the client started, before any)."""
         return time.monotonic() - self._last
 
 
@@ -177,7 +177,7 @@ class GaveUp(Exception):
 
     @property
     def mix(self) -> str:
-        """``6 tries: 3× HTTP 500, 2× connection reset, 1× HTTP 429``"""
+        """``6 tries in 9 s: 3× HTTP 500, 2× connection reset, 1× HTTP 429``"""
         kinds = ", ".join(f"{count}× {kind}" for kind, count in self.tries.most_common())
         return f"{sum(self.tries.values())} tries in {self.seconds:.0f} s: {kinds}"
 
