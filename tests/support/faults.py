@@ -26,6 +26,7 @@ A ``Rule`` scripts one request kind: "the 3rd GET of blob X is cut after 1000 by
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import http.server
 import json
@@ -33,6 +34,7 @@ import random
 import re
 import socket
 import struct
+import termios
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -277,7 +279,7 @@ class FaultProxy:
                 if kind == "truncate":
                     self.connection.shutdown(socket.SHUT_WR)  # a clean FIN: the body just ends early
                     return
-                proxy._stopping.wait(0.02)  # let the bytes sent reach the client before the reset
+                _wait_until_delivered(self.connection, proxy._stopping)  # a reset drops what is still queued
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 self.connection.close()
 
@@ -298,6 +300,17 @@ class FaultProxy:
                 pass
 
         return Handler
+
+
+def _wait_until_delivered(sock: socket.socket, stopping: threading.Event, limit: float = 5.0) -> None:
+    """Until the client's kernel has acknowledged every byte written (Linux ``SIOCOUTQ``), at most ``limit`` s.
+
+    A reset discards what the send queue still holds: on a loaded machine a slow reader then got fewer
+    bytes than the fault promised (a "cut after 1 MiB + 1000 bytes" arrived as less than 1 MiB)."""
+    for _ in range(int(limit / 0.005)):
+        unsent = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0)))[0]
+        if unsent == 0 or stopping.wait(0.005):
+            return
 
 
 class _Server(http.server.ThreadingHTTPServer):
