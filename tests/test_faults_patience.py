@@ -15,6 +15,7 @@ import pytest
 from bundler.bundle import read_index
 from bundler.errors import NotFoundError, RegistryError
 from bundler.pack import pack, read_requests
+from bundler.stores.cache import BlobCache
 from bundler.unpack import UnpackOptions, unpack
 
 import imageset
@@ -189,15 +190,22 @@ def test_each_retry_is_a_line_under_v_and_a_count_in_the_progress(
     assert any(text.endswith("(2 retried)") for text in run.stderr_lines), run.stderr
 
 
-def test_a_blob_missing_for_good_names_the_images_that_need_it(
+def test_a_blob_missing_for_good_fails_the_pack_naming_its_images_and_the_rerun_fetches_only_it(
         registry: RunningRegistry, fault_proxy: Proxies, big_image: tuple[str, str], tmp_path: Path) -> None:
-    """A 404 on a blob is final (no retries); the pack's error says which images it fails."""
+    """A 404 on a blob is final (one GET): the error says which images it fails; every other blob still goes
+    into the cache, so that the re-run downloads only the one that failed."""
     path, layer = big_image
     proxy = fault_proxy(registry)
     proxy.rules.append(Rule("GET", f"/blobs/{layer}", answer=lambda seen, forward: Answer(404)))
-    lines = [proxy.ref(path), proxy.ref("faults-slow/calico/node:v3.26.4")]
+    requests = read_requests([proxy.ref(path), proxy.ref("faults-slow/calico/node:v3.26.4")], "test")
+    cache = BlobCache(tmp_path / "cache")
     with pytest.raises(NotFoundError) as caught:
-        pack(read_requests(lines, "test"), tmp_path / "b.tar.zst", fast_options(retry_timeout=30))
+        pack(requests, tmp_path / "b.tar.zst", fast_options(retry_timeout=30), cache=cache)
     message = str(caught.value)
-    assert f"needed by {lines[0]}" in message and "calico/node" not in message, message
-    assert len(proxy.requests("GET", f"/blobs/{layer}")) == 1 and files_in(tmp_path) == []
+    assert f"needed by {requests[0].line}" in message and "calico/node" not in message, message
+    assert len(proxy.requests("GET", f"/blobs/{layer}")) == 1
+    assert [name for name in files_in(tmp_path) if not name.startswith("cache/")] == []
+    proxy.rules.clear()
+    proxy.seen.clear()
+    pack(requests, tmp_path / "b.tar.zst", fast_options(), cache=cache)
+    assert [seen.path.rsplit("/", 1)[1] for seen in proxy.requests("GET", "/blobs/")] == [layer]
