@@ -280,7 +280,7 @@ def test_dry_run_plans_without_touching_the_registry(bundle_file: Path, source_s
 
 
 def test_unreachable_registry_is_one_error(bundle_file: Path) -> None:
-    options = RegistryOptions(retries=0, connect_timeout=2, backoff=Backoff(initial=0.01))
+    options = RegistryOptions(retries=0, retry_timeout=0, connect_timeout=2, backoff=Backoff(initial=0.01))
     with pytest.raises(UnreachableError, match="127.0.0.1:1"):
         unpack(bundle_file, UnpackOptions(to="127.0.0.1:1/x"), options)
 

@@ -128,11 +128,15 @@ def test_moved_tag_is_reported(bundle_file: Path, source_set: SourceSet) -> None
     assert any("moved from" in w and cni.digest in w for w in progress.warnings)
 
 
-def test_unreachable_stops_the_run(bundle_file: Path) -> None:
+def test_a_target_lost_mid_push_fails_the_images_left_and_names_them(bundle_file: Path) -> None:
+    """Uploads stop connecting after 5: every image that needed one fails with that error (the real client
+    fails them at once once it gave up on the host) and is named; none is reported pushed."""
     memory = MemoryRegistry()
     memory.unreachable_after = 5
-    with pytest.raises(UnreachableError):
-        run(bundle_file, memory)
+    result = run(bundle_file, memory)
+    assert result.failed and all(isinstance(o.error, UnreachableError) for o in result.failed)
+    assert not result.pushed and isinstance(result.failure_error(), UnreachableError)
+    assert all(o.target.display in result.failure_summary() for o in result.failed[:10])
 
 
 def test_interrupt_from_progress_becomes_interrupted_and_leaves_no_tag_on_partial_images(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ import click
 from bundler.bundle.index import bundle_id
 from bundler.bundle.volumes import BundleFiles, bundle_from_paths
 from bundler.cli.errors import parsed
-from bundler.cli.output import format_bytes, make_progress, out, parse_size, print_json
+from bundler.cli.output import RETRY_LOGGER, format_bytes, make_progress, out, parse_size, print_json
 from bundler.cli.tables import image_table, verify_lines
 from bundler.errors import BundleError, CorruptBundleError, InputError
 
@@ -36,6 +37,11 @@ if TYPE_CHECKING:
 __all__ = ["list_command", "pack_command", "serve_command", "unpack_command", "verify_command"]
 
 
+def _show_retries(context: click.Context, parameter: click.Parameter, enabled: bool) -> None:
+    if enabled:
+        logging.getLogger(RETRY_LOGGER).setLevel(logging.INFO)
+
+
 def _registry_options(command: Callable) -> Callable:
     """Options every command that talks to a registry shares."""
     options = [
@@ -46,11 +52,16 @@ def _registry_options(command: Callable) -> Callable:
         click.option("--username", envvar="IMGBUNDLE_USERNAME", help="Registry user (else docker/podman config)."),
         click.option("--password-stdin", is_flag=True, help="Read the password from standard input."),
         click.option("--retries", type=click.IntRange(0, 50), default=5, show_default=True,
-                     help="Retries per request on 5xx, 429 and dropped connections."),
+                     help="Retries per request on 5xx, 429 and dropped connections, more while the registry "
+                          "moves bytes (see --retry-timeout)."),
+        click.option("--retry-timeout", type=click.FloatRange(0, 86400), default=300.0, show_default=True,
+                     help="Seconds without a byte moved after which a failing request gives up."),
         click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
                      help="Seconds without progress before a request is retried."),
         click.option("-j", "--jobs", type=click.IntRange(1, 64), default=4, show_default=True,
                      help="Parallel transfers."),
+        click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_show_retries,
+                     help="One line on stderr per retried request."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -77,6 +88,7 @@ def _make_registry_options(kwargs: dict, hosts: set[str], *, chunk_size: int | N
         ca_file=kwargs.pop("ca_file"),
         insecure=frozenset(kwargs.pop("insecure")),
         retries=kwargs.pop("retries"),
+        retry_timeout=kwargs.pop("retry_timeout"),
         read_timeout=kwargs.pop("timeout"),
         jobs=kwargs["jobs"],
         chunk_size=chunk_size,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -21,6 +22,36 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+RETRY_LOGGER = "bundler.registry.retry"
+"""Logs one INFO line per retried request: printed under ``-v``, counted by the progress view always."""
+
+
+class _RetryCount(logging.Handler):
+    """Counts the retry log's lines for the progress view; shows none of them (``-v`` does, through the root)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.count = 0
+        self._logger = logging.getLogger(RETRY_LOGGER)
+        self._saved = self._logger.level, self._logger.propagate
+
+    def install(self) -> None:
+        self._saved = self._logger.level, self._logger.propagate
+        if not self._logger.isEnabledFor(logging.INFO):  # no -v: count the lines without printing them
+            self._logger.setLevel(logging.INFO)
+            self._logger.propagate = False
+        self._logger.addHandler(self)
+
+    def remove(self) -> None:
+        self._logger.removeHandler(self)
+        self._logger.level, self._logger.propagate = self._saved
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+    def label(self) -> str:
+        return f" ({self.count} retried)" if self.count else ""
+
 
 
 def format_bytes(n: float) -> str:
@@ -66,13 +97,17 @@ class _RichProgress:
         self._name = ""
         self._items = (0, 0)
         self._lock = threading.Lock()
+        self._retries = _RetryCount()
+        self._shown_retries = 0
 
     def __enter__(self) -> _RichProgress:
+        self._retries.install()
         self._bars.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._bars.stop()
+        self._retries.remove()
 
     def phase(self, name: str, total_bytes: int = 0, total_items: int = 0) -> None:
         with self._lock:
@@ -81,7 +116,11 @@ class _RichProgress:
 
     def advance(self, nbytes: int) -> None:
         if self._task is not None:
-            self._bars.update(self._task, advance=nbytes)
+            if self._shown_retries != self._retries.count:
+                self._shown_retries = self._retries.count
+                self._bars.update(self._task, advance=nbytes, description=self._label())
+            else:
+                self._bars.update(self._task, advance=nbytes)
 
     def item_done(self, name: str, ok: bool = True) -> None:
         with self._lock:
@@ -94,7 +133,8 @@ class _RichProgress:
 
     def _label(self) -> str:
         done, total = self._items
-        return f"{self._name:<9} {done}/{total}" if total else f"{self._name:<9}"
+        label = f"{self._name:<9} {done}/{total}" if total else f"{self._name:<9}"
+        return label + self._retries.label()
 
 
 @final
@@ -109,13 +149,16 @@ class _PlainProgress:
         self._name = ""
         self._bytes = self._total_bytes = self._done = self._total_items = 0
         self._last = 0.0
+        self._retries = _RetryCount()
 
     def __enter__(self) -> _PlainProgress:
+        self._retries.install()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if not self._quiet and self._name:
             self._line()
+        self._retries.remove()
 
     def phase(self, name: str, total_bytes: int = 0, total_items: int = 0) -> None:
         with self._lock:
@@ -149,7 +192,7 @@ class _PlainProgress:
             parts.append(f"{self._done}/{self._total_items}")
         if self._total_bytes:
             parts.append(f"{format_bytes(self._bytes)} of {format_bytes(self._total_bytes)}")
-        err.print(" ".join(parts), markup=False)
+        err.print(" ".join(parts) + self._retries.label(), markup=False)
 
 
 def make_progress(quiet: bool) -> _RichProgress | _PlainProgress:

@@ -4,6 +4,9 @@ Every operation is one retried unit (``retry.retry_call``) inside one error-mapp
 (``errors.mapped``); each request names the token scopes it needs in its extensions, and
 ``RegistryAuth`` does the rest. Ordering rules for writers: blobs before the manifests that
 reference them, child manifests before the index that lists them.
+
+Progress, which keeps retries going (``retry.Activity``), is an operation done, a blob chunk
+received or an upload chunk acknowledged; a step redone on every try (opening an upload) is not.
 """
 
 from __future__ import annotations
@@ -39,9 +42,17 @@ from bundler.oci import (
 from bundler.reference import registry_endpoint
 from bundler.registry import urls
 from bundler.registry.auth import SCOPES_EXTENSION, RegistryAuth, find_credentials, pull_scope, push_scope
-from bundler.registry.errors import map_httpx_error, mapped, raise_for_answer, redact_url
+from bundler.registry.errors import map_failure, mapped, raise_for_answer, redact_url
 from bundler.registry.options import MiB, RegistryOptions
-from bundler.registry.retry import RETRYABLE, RETRYABLE_STATUSES, RetryPolicy, Transient, is_outage, retry_call
+from bundler.registry.retry import (
+    RETRYABLE,
+    RETRYABLE_STATUSES,
+    Activity,
+    GaveUp,
+    RetryPolicy,
+    is_outage,
+    retry_call,
+)
 from bundler.registry.transport import SchemeChooser, make_http_client, read_limited
 from bundler.registry.wire import BODY_CHUNK
 from bundler.stores.base import Placement
@@ -91,6 +102,7 @@ class RegistryClient:
         self._http = make_http_client(self.endpoint, self.options, self._auth)
         self._schemes = SchemeChooser(self.endpoint, self.options)
         self._policy = RetryPolicy.from_options(self.options)
+        self._activity = Activity()
         self._outage = _Outage(self.endpoint)
         self._storage: dict[str, httpx.Client] = {}
         self._storage_lock = threading.Lock()
@@ -115,9 +127,12 @@ class RegistryClient:
     def _url(self, build: Callable[..., httpx.URL], *args: str) -> httpx.URL:
         return build(self._schemes.scheme(self._http), self.endpoint, *args)
 
-    def _run(self, what: str, attempt: Callable[[], T]) -> T:
+    def _run(self, what: str, request: str, attempt: Callable[[], T]) -> T:
+        """One operation (``request`` says which, for messages): retried, its failures mapped."""
         with mapped(self.endpoint, what), self._outage.guard(what):
-            return retry_call(self._policy, what, attempt)
+            result = retry_call(self._policy, what, attempt, request, self._activity)
+        self._activity.moved()
+        return result
 
     def _send(
         self,
@@ -171,7 +186,7 @@ class RegistryClient:
                 data = _read_manifest(response, what)
             return data, response.headers.get("content-type", ""), response.headers.get("docker-content-digest", "")
 
-        data, declared, served = self._run(what, attempt)
+        data, declared, served = self._run(what, "GET manifest", attempt)
         return _raw_manifest(data, declared, _digest_or_none(reference) or _digest_or_none(served), what)
 
     def manifest_head(self, repository: str, reference: str) -> Descriptor | None:
@@ -190,7 +205,7 @@ class RegistryClient:
             response.close()
             return response
 
-        response = self._run(what, attempt)
+        response = self._run(what, "HEAD manifest", attempt)
         if response.status_code == 404:
             return None
         served = response.headers.get("docker-content-digest", "")
@@ -218,7 +233,7 @@ class RegistryClient:
             response.close()
             return response.headers.get("docker-content-digest", "")
 
-        served = self._run(what, attempt)
+        served = self._run(what, "PUT manifest", attempt)
         if served and served != manifest.digest:
             raise RegistryContentError(f"{what}: the registry computed digest {served}, ours is {manifest.digest}")
 
@@ -235,7 +250,7 @@ class RegistryClient:
             response.close()
             return response.status_code
 
-        return self._run(what, attempt) != 404
+        return self._run(what, "HEAD blob", attempt) != 404
 
     def blob_chunks(self, repository: str, digest: Digest, size: int) -> Iterator[bytes]:
         """The blob in ~1 MiB chunks, verified against ``digest`` and ``size`` as it streams.
@@ -245,12 +260,13 @@ class RegistryClient:
         """
         what = self._what(repository, digest)
         verifier = DigestVerifier(digest, size, what="blob")
-        budget = self._policy.start(what)
+        budget = self._policy.start(what, "GET blob", self._activity)
         with mapped(self.endpoint, what), self._outage.guard(what):
             while True:
                 try:
                     for chunk in self._blob_body(repository, digest, verifier.received, what):
                         verifier.update(chunk)
+                        self._activity.moved()
                         yield chunk
                     break
                 except RETRYABLE as failure:
@@ -330,13 +346,13 @@ class RegistryClient:
             self._upload(session, repository, digest, size, chunks(), what)
             return Placement.UPLOADED
 
-        return self._run(what, attempt)
+        return self._run(what, "blob upload", attempt)
 
     def blob_mount(self, repository: str, digest: Digest, source: str) -> bool:
         """Mount the blob from ``source``; False when the registry refused (an upload session it opened
         instead is left to expire, as the registry's own upload purging does)."""
         what = self._what(repository, digest)
-        return self._run(what, lambda: self._mount(repository, digest, source, what)[0])
+        return self._run(what, "blob mount", lambda: self._mount(repository, digest, source, what)[0])
 
     def _mount(self, repository: str, digest: Digest, source: str, what: str) -> tuple[bool, httpx.URL | None]:
         """(True, None) when mounted; (False, session) on 202; (False, None) when refused: upload instead."""
@@ -414,6 +430,7 @@ class RegistryClient:
             response.close()
             session.location = _location(response, session.location, what, default=session.location)
             session.offset = end + 1
+            self._activity.moved()
 
     # ----------------------------------------------------------------------------------------------
     # Listings
@@ -459,7 +476,7 @@ class RegistryClient:
         """Every page's body, following ``Link: <…>; rel="next"``; none when the answer is not 200."""
         url: httpx.URL | None = None
         while True:
-            response = self._run(what, partial(self._get_page, url, first, what, scopes, ok))
+            response = self._run(what, "GET list", partial(self._get_page, url, first, what, scopes, ok))
             if response.status_code != 200:
                 return
             yield response.content
@@ -477,7 +494,7 @@ class RegistryClient:
     def ping(self) -> None:
         """``GET /v2/``: fails early and clearly when the host is unreachable, untrusted or refuses us."""
         what = self.host
-        self._run(what, lambda: self._send("GET", self._url(urls.ping), what=what, scopes=[]).close())
+        self._run(what, "GET /v2/", lambda: self._send("GET", self._url(urls.ping), what=what, scopes=[]).close())
 
 
 class _Session:
@@ -490,17 +507,18 @@ class _Session:
 
 
 class _Outage:
-    """Remembers that this host used up a whole retry budget without an answer: down, busy or shutting us out.
+    """Remembers that a request to this host gave up on a failure that speaks for the whole host (no
+    connection, no answer, an outage status) after the host had moved nothing for the retry timeout.
 
-    Later operations then fail at once with the same kind of error instead of each spending its own
-    budget, so a run against a registry that is down for good ends in about one budget, not one per
-    image. An operation that succeeds meanwhile (one already under way) clears it.
+    Later operations then fail at once with the same kind of error instead of each waiting out its own
+    retries, so a run against a registry that is down for good ends in about one retry timeout, not
+    one per image. An operation that succeeds meanwhile (one already under way) clears it.
     """
 
     def __init__(self, host: str) -> None:
         self.host = host
         self.error: ImgbundleError | None = None
-        """The error that ended the budget, its message without the reference."""
+        """The error that ended the retries, its message without the reference."""
 
     @contextmanager
     def guard(self, what: str) -> Iterator[None]:
@@ -510,9 +528,10 @@ class _Outage:
             raise first.reworded(f"{what}: not tried, an earlier request gave up: {first}")
         try:
             yield
-        except RETRYABLE as failure:
+        except (GaveUp, *RETRYABLE) as ended:
+            failure = ended.failure if isinstance(ended, GaveUp) else ended
             if is_outage(failure):
-                error = failure.final if isinstance(failure, Transient) else map_httpx_error(failure, self.host, what)
+                error = map_failure(failure, self.host, what)
                 self.error = error.reworded(str(error).removeprefix(f"{what}: "))
             raise
         self.error = None

@@ -5,6 +5,7 @@
     other httpx errors                    -> RegistryError / ImgbundleError (a bug)
     ContentMismatchError                  -> RegistryContentError   reference named
     Transient (after retries)             -> the status error it carries
+    GaveUp (retries over)                 -> its last failure's error, worded with the mix of all tries
     HTTP status + OCI error body          -> ``map_status``: 401 Auth, 403 Auth/PushRefused, 404 NotFound,
                                              412/413 PushRefused, DIGEST_INVALID/SIZE_INVALID Content
 
@@ -36,11 +37,20 @@ from bundler.errors import (
     Remedy,
     UnreachableError,
 )
-from bundler.registry.retry import RETRYABLE_STATUSES, Transient, find_cause, is_unknown_host, parse_retry_after
+from bundler.registry.retry import (
+    RETRYABLE_STATUSES,
+    GaveUp,
+    Transient,
+    find_cause,
+    is_unknown_host,
+    parse_retry_after,
+)
+from bundler.registry.wire import BodyCutShort
 
 __all__ = [
     "OciError",
     "install_log_redaction",
+    "map_failure",
     "map_httpx_error",
     "map_status",
     "mapped",
@@ -262,6 +272,7 @@ _TRANSPORT_REASONS: dict[type, str] = {
     httpx.ReadError: "connection to {host} dropped while reading",
     httpx.WriteError: "connection to {host} dropped while sending",
     httpx.CloseError: "closing the connection to {host} failed",
+    BodyCutShort: "{host} cut the answer short",
     httpx.RemoteProtocolError: "{host} broke the HTTP protocol or closed the connection",
     httpx.LocalProtocolError: "invalid request to {host}",
     httpx.ProxyError: "the proxy refused the connection to {host}",
@@ -282,9 +293,32 @@ def mapped(host: str, what: str) -> Iterator[None]:
     """Translate everything below into ``bundler.errors`` for an operation on ``what``."""
     try:
         yield
+    except GaveUp as gave_up:
+        raise map_gave_up(gave_up, host, what) from gave_up.failure
     except Transient as transient:
         raise transient.final from None
     except ContentMismatchError as exc:
         raise RegistryContentError(_one_line(f"{what}: {exc}")) from None
     except _HTTPX_ERRORS as exc:
         raise map_httpx_error(exc, host, what) from exc
+
+
+def map_failure(failure: BaseException, host: str, what: str) -> ImgbundleError:
+    """The error for a retryable failure (an answer or a dropped connection) that ended the retries."""
+    if isinstance(failure, Transient):
+        return failure.final
+    if isinstance(failure, Exception):
+        return map_httpx_error(failure, host, what)
+    return ImgbundleError(f"{what}: {failure!r}")
+
+
+def map_gave_up(gave_up: GaveUp, host: str, what: str) -> ImgbundleError:
+    """The last failure's kind of error, saying what was asked of whom and how every try failed.
+
+    The last failure's remedy holds only when every try failed alike (a rate limit, say)."""
+    last = map_failure(gave_up.failure, host, what)
+    reason = str(last).removeprefix(f"{what}: ")
+    error = last.reworded(_one_line(f"{what}: {gave_up.request} on {host} failed {gave_up.mix}; last: {reason}"))
+    if len(gave_up.tries) > 1:
+        error.remedy = None
+    return error

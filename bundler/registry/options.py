@@ -48,6 +48,8 @@ class RegistryOptions:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     retries: int = 5
+    retry_timeout: float = 300.0
+    """Retries go on past ``retries`` while the host moves bytes; this many seconds without it end them."""
     backoff: Backoff = Backoff()
     retry_after_max: float = 60.0
     jobs: int = 4
@@ -63,8 +65,9 @@ class RegistryOptions:
     def __post_init__(self) -> None:
         if self.chunk_size is not None and self.chunk_size <= 0:
             raise InputError(f"chunk size must be positive, not {self.chunk_size}")
-        if self.retries < 0 or self.jobs < 1:
-            raise InputError(f"retries must be >= 0 and jobs >= 1 (got {self.retries}, {self.jobs})")
+        if self.retries < 0 or self.jobs < 1 or self.retry_timeout < 0:
+            raise InputError(f"retries and retry timeout must be >= 0 and jobs >= 1 "
+                             f"(got {self.retries}, {self.retry_timeout}, {self.jobs})")
         if min(self.connect_timeout, self.read_timeout) <= 0:
             raise InputError("timeouts must be positive")
 

@@ -19,12 +19,13 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
 
-__all__ = ["BODY_CHUNK", "WireTransport"]
+__all__ = ["BODY_CHUNK", "BodyCutShort", "WireTransport"]
 
 log = logging.getLogger(__name__)
 """Traces each answer's headers at DEBUG; ``install_log_redaction`` masks the secrets among them."""
@@ -33,6 +34,10 @@ BODY_CHUNK = 1024 * 1024
 """Bytes a response body is read in (the last piece is shorter)."""
 
 _Origin = tuple[str, str, int]
+
+
+class BodyCutShort(httpx.RemoteProtocolError):
+    """The connection ended before the body its ``Content-Length`` promised."""
 
 
 class WireTransport(httpx.BaseTransport):
@@ -61,7 +66,7 @@ class WireTransport(httpx.BaseTransport):
         return httpx.Response(
             answer.status,
             headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers],
-            stream=_Body(connection, answer, lambda: self._release(origin, connection)),
+            stream=_Body(connection, answer, lambda: self._release(origin, connection), timeouts.get("read")),
             extensions={"http_version": b"HTTP/1.1" if answer.version == 11 else b"HTTP/1.0",
                         "reason_phrase": answer.reason.encode("latin-1", "replace")},
         )
@@ -186,14 +191,19 @@ def _as_httpx(
 
 
 class _Body(httpx.SyncByteStream):
-    """A response body in ``BODY_CHUNK`` pieces; its connection goes back to the pool once read to the end."""
+    """A response body in ``BODY_CHUNK`` pieces; its connection goes back to the pool once read to the end.
 
-    def __init__(
-        self, connection: http.client.HTTPConnection, answer: http.client.HTTPResponse, release: Callable[[], None]
-    ) -> None:
+    Each piece must arrive within the read timeout, not merely each ``recv``: a server that trickles a
+    few bytes now and then is as stuck as a silent one, and the caller resumes elsewhere (``Range``).
+    A slow but steady body takes as long as it needs.
+    """
+
+    def __init__(self, connection: http.client.HTTPConnection, answer: http.client.HTTPResponse,
+                 release: Callable[[], None], timeout: float | None) -> None:
         self._connection: http.client.HTTPConnection | None = connection
         self._answer = answer
         self._release = release
+        self._timeout = timeout
         self._complete = False
 
     def __iter__(self) -> Iterator[bytes]:
@@ -203,14 +213,29 @@ class _Body(httpx.SyncByteStream):
                 break
             yield chunk
         if self._answer.length:  # http.client ends a short body quietly
-            raise httpx.RemoteProtocolError(
+            raise BodyCutShort(
                 f"peer closed connection without sending complete message body ({self._answer.length} bytes missing)"
             )
         self._complete = True
 
     def _read(self) -> bytes:
+        """The next piece (short only at the end of the body), within one read timeout."""
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        pieces: list[bytes] = []
+        size = 0
         with _as_httpx(httpx.ReadTimeout, httpx.ReadError):
-            return self._answer.read(BODY_CHUNK)
+            while size < BODY_CHUNK:
+                if deadline is not None and self._connection is not None and self._connection.sock is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(f"less than {BODY_CHUNK} bytes arrived in {self._timeout} s")
+                    self._connection.sock.settimeout(left)
+                piece = self._answer.read1(BODY_CHUNK - size)
+                if not piece:
+                    break
+                pieces.append(piece)
+                size += len(piece)
+        return b"".join(pieces)
 
     def close(self) -> None:
         connection, self._connection = self._connection, None

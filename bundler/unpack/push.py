@@ -18,9 +18,11 @@ themselves are ``bundler.unpack.steps``:
 Why HEADs only where they can save an upload: on an empty target every request that only
 confirms an absence is wasted, and requests, not bytes, are what costs a registry its CPU.
 
-Fatal for the whole run: ``UnreachableError`` and interruption (Ctrl-C, or an exception from the
-progress callback); running uploads stop at their next chunk. Everything else fails the items
-that depend on it and is reported per image. The plan is idempotent: a re-run after any
+Fatal for the whole run: an unreachable target while checking, and interruption (Ctrl-C, or an
+exception from the progress callback); running uploads stop at their next chunk. Everything else,
+a push that finally fails for want of a connection included, fails the items that depend on it and
+is reported per image: a request gives up only after its host moved nothing for the retry timeout,
+and the client then fails the requests after it at once (``bundler.registry.client``). The plan is idempotent: a re-run after any
 interruption finds what is there and pushes only the rest.
 """
 

@@ -1,8 +1,10 @@
 """The steps of a push that write to the target, run by the job runner's workers.
 
 Each step returns what it settled (an ``Outcome`` or the ``ImgbundleError`` that stopped it) and
-counts itself in the ``UnpackResult`` and the progress. ``UnreachableError`` is not a result: it
-stops the whole run. Which step runs when is ``bundler.unpack.push``'s business.
+counts itself in the ``UnpackResult`` and the progress. An unreachable target is a result too: the
+registry client gives up on a host only after it moved nothing for the whole retry timeout, and then
+fails every later request at once, so the steps after it end quickly and each image is reported.
+Which step runs when is ``bundler.unpack.push``'s business.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping
 
-from bundler.errors import CorruptBundleError, ImgbundleError, UnreachableError
+from bundler.errors import CorruptBundleError, ImgbundleError
 from bundler.oci import RawManifest
 from bundler.progress import Progress
 from bundler.stores import Placement, WriteStore
@@ -52,8 +54,6 @@ class PushSteps:
                 how = self.client.blob_upload(repository, blob.digest, blob.size or 0, chunks, mount_from=source)
             except CorruptBundleError as error:  # the bundle's bytes are bad: every repository would get them
                 return {**results, **{BlobFact(r, blob.digest): error for r in repositories[position:]}}
-            except UnreachableError:
-                raise
             except ImgbundleError as error:
                 results[fact] = error
                 continue
@@ -119,8 +119,6 @@ class PushSteps:
         """PUT ``raw`` under ``reference`` (a digest or a tag); settles every fact of ``produces``."""
         try:
             self.client.manifest_put(repository, reference, raw)
-        except UnreachableError:
-            raise
         except ImgbundleError as error:
             return dict.fromkeys(produces, error)
         with self.lock:

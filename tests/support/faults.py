@@ -10,6 +10,8 @@ registry and, on a seeded schedule or by scripted ``Rule``, answers instead:
     truncate          ``Content-Length`` promises the whole body, part is sent, then the connection closes
     stall             part of the answer, then silence for ``stall`` seconds (longer than the client's read
                       timeout), then a reset
+    trickle           (by ``Rule`` only) part of the answer at once, the rest at ``trickle`` bytes per second:
+                      a stuck server at 1 KiB/s, a healthy slow one at a few MiB/s
 
 ``rate`` is exact, not a probability: a credit grows by ``rate`` per request and a fault fires each time it
 reaches 1, so 5 % means one request in twenty. The seed picks the phase and which kind; kinds that have not
@@ -24,6 +26,7 @@ A ``Rule`` scripts one request kind: "the 3rd GET of blob X is cut after 1000 by
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import http.server
 import json
@@ -31,6 +34,7 @@ import random
 import re
 import socket
 import struct
+import termios
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -112,12 +116,13 @@ class FaultProxy:
     """A threaded reverse proxy on 127.0.0.1 in front of ``backend`` (``host:port``); see the module docstring."""
 
     def __init__(self, backend: str, *, seed: int = 0, rate: float = 0.0, kinds: tuple[str, ...] = KINDS,
-                 stall: float = 2.0, retry_after: str = "1") -> None:
+                 stall: float = 2.0, retry_after: str = "1", trickle: float = 1024.0) -> None:
         unknown = set(kinds) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}")
         self.backend = backend
         self.seed, self.rate, self.kinds, self.stall, self.retry_after = seed, rate, kinds, stall, retry_after
+        self.trickle = trickle
         self.rules: list[Rule] = []
         self.fired: Counter[str] = Counter()
         self._chosen: Counter[str] = Counter()
@@ -238,7 +243,11 @@ class FaultProxy:
                     self._send(answer)
                     return
                 proxy._record(seen, kind)
-                self._fail(answer, kind, rule.cut_after if rule is not None else None)
+                cut_after = rule.cut_after if rule is not None else None
+                if kind == "trickle":
+                    self._trickle(answer, cut_after or 0)
+                else:
+                    self._fail(answer, kind, cut_after)
 
             do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _serve  # noqa: N815
 
@@ -270,14 +279,38 @@ class FaultProxy:
                 if kind == "truncate":
                     self.connection.shutdown(socket.SHUT_WR)  # a clean FIN: the body just ends early
                     return
-                proxy._stopping.wait(0.02)  # let the bytes sent reach the client before the reset
+                _wait_until_delivered(self.connection, proxy._stopping)  # a reset drops what is still queued
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 self.connection.close()
+
+            def _trickle(self, answer: Answer, cut_after: int) -> None:
+                """The head and ``cut_after`` bytes at once, the rest at ``proxy.trickle`` bytes per second."""
+                self.wfile.write(self._head(answer, len(answer.body)) + answer.body[:cut_after])
+                piece = max(1, int(proxy.trickle / 20))
+                self.close_connection = True
+                try:
+                    for start in range(cut_after, len(answer.body), piece):
+                        if proxy._stopping.wait(piece / proxy.trickle):
+                            return
+                        self.wfile.write(answer.body[start:start + piece])
+                except OSError:  # the client gave up on us: that is what a trickle is for
+                    return
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass
 
         return Handler
+
+
+def _wait_until_delivered(sock: socket.socket, stopping: threading.Event, limit: float = 5.0) -> None:
+    """Until the client's kernel has acknowledged every byte written (Linux ``SIOCOUTQ``), at most ``limit`` s.
+
+    A reset discards what the send queue still holds: on a loaded machine a slow reader then got fewer
+    bytes than the fault promised (a "cut after 1 MiB + 1000 bytes" arrived as less than 1 MiB)."""
+    for _ in range(int(limit / 0.005)):
+        unsent = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0)))[0]
+        if unsent == 0 or stopping.wait(0.005):
+            return
 
 
 class _Server(http.server.ThreadingHTTPServer):

@@ -16,8 +16,11 @@ FAST = Backoff(initial=0.001, factor=2, maximum=0.005)
 
 
 def offline_options(**settings: Any) -> RegistryOptions:
-    """Options with the ``FAST`` backoff that read no credentials of this machine; ``settings`` override."""
-    defaults: dict[str, Any] = {"backoff": FAST, "docker_config_dir": NOWHERE, "auth_file": NOWHERE / "auth.json"}
+    """Options with the ``FAST`` backoff that read no credentials of this machine; ``settings`` override.
+
+    Retries stop after ``retries`` whatever the progress (``retry_timeout`` 0): tests that need patience ask."""
+    defaults: dict[str, Any] = {"backoff": FAST, "docker_config_dir": NOWHERE, "auth_file": NOWHERE / "auth.json",
+                                "retry_timeout": 0.0}
     return RegistryOptions(**{**defaults, **settings})
 
 
