@@ -3,13 +3,16 @@ before the first request. (Issue #19; the tests that need a registry live beside
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
-from bundler.bundle import ImageEntry
+from bundler.bundle import BundleIndex, ImageEntry, SkippedEntry, Totals
 from bundler.cli import main
+from bundler.cli.tables import image_table, skipped_lines
 from bundler.cli.unpack_view import render_unpack
 from bundler.errors import InputError, NotABundleError
 from bundler.platforms import PlatformFilter
@@ -76,3 +79,47 @@ def test_debug_is_taken_before_or_after_the_command(where: str, tmp_path: Path) 
     finally:
         root.setLevel(saved[0])
         httpx_logger.setLevel(saved[1])
+
+
+PLATFORMS = ["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/ppc64le", "linux/s390x"]
+
+
+def listed_index() -> BundleIndex:
+    rewritten = "sha256:" + "ab" * 32
+    images = [
+        ImageEntry(source="a", reference="registry.example.lan:5000/k8s/sig-storage/local-volume-provisioner:v2.5.0",
+                   digest=DIGEST, media_type="x", platforms=PLATFORMS, size=123 << 20),
+        ImageEntry(source="b", reference=f"registry.k8s.io/pause@{DIGEST}", digest=DIGEST, media_type="x",
+                   platforms=["linux/amd64"], size=300 << 10, original_digest=rewritten),
+    ]
+    return BundleIndex(format="imgbundle", version="1.0", created="2026-12-07T00:00:00Z", tool="imgbundle",
+                       images=images, skipped=[SkippedEntry("quay.io/gone:1", "quay.io/gone:1: not found")],
+                       manifests=[], blobs=[], totals=Totals(2, 3, 4, 5, 6))
+
+
+def rendered(table: object, width: int) -> list[str]:
+    console = Console(file=io.StringIO(), width=width, highlight=False)
+    console.print(table)
+    return console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+
+
+def test_list_fits_80_columns_with_short_digests_and_counted_platforms() -> None:
+    lines = rendered(image_table(listed_index(), 80), 80)
+    assert max(map(len, lines)) <= 80
+    text = "\n".join(lines)
+    assert DIGEST not in text and "83" * 6 in text  # 12 hex characters, as docker images shows them
+    assert "was " + "ab" * 6 in text  # a rewritten index still says what it was
+    assert "linux/amd64 +4" in text and "123.0 MiB" in text
+    folded = "".join(line.split("  ")[0].strip() for line in lines[2:5])
+    assert folded == "registry.example.lan:5000/k8s/sig-storage/local-volume-provisioner:v2.5.0"
+
+
+def test_list_on_a_wide_terminal_lists_every_platform() -> None:
+    text = "\n".join(rendered(image_table(listed_index(), 160), 160))
+    assert ", ".join(PLATFORMS) in text and DIGEST not in text
+
+
+def test_list_without_truncation_is_complete() -> None:
+    text = "\n".join(rendered(image_table(listed_index()), 400))
+    assert DIGEST in text and ", ".join(PLATFORMS) in text and f"registry.k8s.io/pause@{DIGEST}" in text
+    assert skipped_lines(listed_index()) == ["skipped quay.io/gone:1: quay.io/gone:1: not found"]

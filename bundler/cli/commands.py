@@ -16,7 +16,7 @@ from bundler.bundle.index import bundle_id
 from bundler.bundle.volumes import BundleFiles, bundle_from_paths
 from bundler.cli.errors import parsed
 from bundler.cli.output import format_bytes, make_progress, out, parse_size, print_json
-from bundler.cli.tables import image_table, verify_lines
+from bundler.cli.tables import image_table, skipped_lines, verify_lines
 from bundler.errors import BundleError, CorruptBundleError, InputError
 
 if TYPE_CHECKING:
@@ -289,8 +289,13 @@ def _stdin_if_dash(bundle: Path | BundleFiles) -> tuple[Path | BundleFiles, Bina
 @click.command("list")
 @_bundle_argument(allow_dash=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle index as JSON.")
-def list_command(bundle: tuple[Path, ...], as_json: bool) -> None:
-    """Show the images in a bundle (reads only its index and seek table, instant on any size; '-' = stdin)."""
+@click.option("--no-trunc", is_flag=True, help="On a terminal too: full digests and every platform.")
+def list_command(bundle: tuple[Path, ...], as_json: bool, no_trunc: bool) -> None:
+    """Show the images in a bundle (reads only its index and seek table, instant on any size; '-' = stdin).
+
+    On a terminal the table fits its width: digests shortened to 12 hex characters, platforms counted
+    when their list does not fit. Piped, or with --no-trunc, everything is in full.
+    """
     from bundler.bundle import BundleReader, read_index
 
     source, stream = _stdin_if_dash(_bundle_files(bundle))
@@ -303,7 +308,9 @@ def list_command(bundle: tuple[Path, ...], as_json: bool) -> None:
     if as_json:
         print_json(index)
         return
-    out.print(image_table(index))
+    out.print(image_table(index, None if no_trunc or not out.is_terminal else out.width))
+    for line in skipped_lines(index):
+        out.print(line, markup=False)
     out.print(f"bundle id {bundle_id(index)}", markup=False)
     if index.base:
         expected = sum(entry.size for entry in index.external)

@@ -16,8 +16,10 @@ from bundler.errors import InputError
 
 __all__ = ["err", "format_bytes", "make_progress", "out", "parse_size", "print_json"]
 
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 400)
+out = Console(highlight=False, soft_wrap=True)
 """Results on stdout; when piped, wide enough that tables never wrap a reference or digest."""
+if not out.is_terminal:
+    out.width = 400
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
