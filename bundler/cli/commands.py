@@ -22,6 +22,7 @@ from bundler.errors import BundleError, CorruptBundleError, InputError
 if TYPE_CHECKING:
     from bundler.bundle import WriteResult
     from bundler.bundle.delta import DeltaBase
+    from bundler.bundle.index import ExternalEntry
     from bundler.pack import ImageRequest
     from bundler.reference import Reference
     from bundler.registry import RegistryOptions
@@ -252,13 +253,25 @@ def _volumes_and_delta_lines(write: WriteResult) -> list[str]:
     return lines
 
 
-def _expected_lines(report: VerifyReport) -> list[str]:
-    """A delta's verify lists what it does not carry: the target registry must hold these blobs."""
+def _expected_lines(report: VerifyReport, *, verbose: bool) -> list[str]:
+    """A delta's verify says what it does not carry, which the target registry must hold: a count and
+    bytes, and with ``verbose`` every blob (``--json`` lists them too)."""
     if not report.base:
         return []
-    lines = [f"delta of base {report.base}: expects {len(report.expected)} blob(s) on the target"]
-    lines += [f"expects {entry.digest} ({format_bytes(entry.size)})" for entry in report.expected]
+    lines = [_expects_line(report.base, report.expected) + ("" if verbose or not report.expected else
+                                                             " (-v lists them)")]
+    if verbose:
+        lines += [f"expects {entry.digest} ({format_bytes(entry.size)})" for entry in report.expected]
     return lines
+
+
+def _expects_line(base: str, expected: list[ExternalEntry]) -> str:
+    size = sum(entry.size for entry in expected)
+    return f"delta of base {base}: expects {_plural(len(expected), 'blob')} ({format_bytes(size)}) on the target"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _bundle_argument(*, allow_dash: bool) -> Callable:
@@ -313,15 +326,14 @@ def list_command(bundle: tuple[Path, ...], as_json: bool, no_trunc: bool) -> Non
         out.print(line, markup=False)
     out.print(f"bundle id {bundle_id(index)}", markup=False)
     if index.base:
-        expected = sum(entry.size for entry in index.external)
-        out.print(f"delta of base {index.base}: expects {len(index.external)} blobs ({format_bytes(expected)}) "
-                  "on the target", markup=False)
+        out.print(_expects_line(index.base, index.external), markup=False)
 
 
 @click.command("verify")
 @_bundle_argument(allow_dash=True)
+@click.option("-v", "--verbose", is_flag=True, help="List every blob a delta expects on the target.")
 @_output_flags
-def verify_command(bundle: tuple[Path, ...], quiet: bool, as_json: bool) -> None:
+def verify_command(bundle: tuple[Path, ...], verbose: bool, quiet: bool, as_json: bool) -> None:
     """Prove a bundle whole: its checksum, every blob's digest, every reference ('-' = stdin)."""
     from bundler.verify import verify_bundle
 
@@ -331,7 +343,7 @@ def verify_command(bundle: tuple[Path, ...], quiet: bool, as_json: bool) -> None
     if as_json:
         print_json(report.as_dict())
     else:
-        for line in verify_lines(report) + _expected_lines(report):
+        for line in verify_lines(report) + _expected_lines(report, verbose=verbose):
             out.print(line, markup=False)
     if not report.ok:
         raise CorruptBundleError(f"{source}: {len(report.problems)} problem(s); {report.broken_summary()}")
