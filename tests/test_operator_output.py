@@ -12,7 +12,7 @@ from rich.console import Console
 
 from bundler.bundle import BundleIndex, ImageEntry, SkippedEntry, Totals
 from bundler.cli import main
-from bundler.cli.tables import image_table, skipped_lines
+from bundler.cli.tables import image_table, skipped_lines, volumes_line
 from bundler.cli.unpack_view import render_unpack
 from bundler.errors import InputError, NotABundleError
 from bundler.platforms import PlatformFilter
@@ -21,6 +21,8 @@ from bundler.unpack import UnpackResult
 from bundler.unpack.mapping import plan_targets
 from bundler.unpack.plan import ImagePlan, PushPlan
 from bundler.unpack.result import ImageOutcome
+from bundler.verify.report import SidecarCheck, SidecarState
+from bundler.words import counted
 from support.cli import run_cli
 
 DIGEST = "sha256:" + "83" * 32
@@ -123,3 +125,18 @@ def test_list_without_truncation_is_complete() -> None:
     text = "\n".join(rendered(image_table(listed_index()), 400))
     assert DIGEST in text and ", ".join(PLATFORMS) in text and f"registry.k8s.io/pause@{DIGEST}" in text
     assert skipped_lines(listed_index()) == ["skipped quay.io/gone:1: quay.io/gone:1: not found"]
+
+
+@pytest.mark.parametrize(("names", "line"), [
+    (["b.000"], "1 volume: b.000"),
+    (["b.000", "b.001"], "2 volumes: b.000, b.001"),
+    (["b.000", "b.001", "b.002"], "3 volumes: b.000 … b.002"),
+])
+def test_volume_lines_count_and_name_each_volume_once(names: list[str], line: str) -> None:
+    assert volumes_line(names) == line
+
+
+def test_counted_nouns_are_singular_for_one() -> None:
+    assert [counted(1, "blob"), counted(0, "blob"), counted(2, "repository", "repositories")] == [
+        "1 blob", "0 blobs", "2 repositories"]
+    assert str(SidecarCheck(SidecarState.OK, volumes=1)) == "ok (sha256 of the one volume matches sidecar)"

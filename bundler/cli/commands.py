@@ -16,8 +16,9 @@ from bundler.bundle.index import bundle_id
 from bundler.bundle.volumes import BundleFiles, bundle_from_paths
 from bundler.cli.errors import parsed
 from bundler.cli.output import format_bytes, make_progress, out, parse_size, print_json
-from bundler.cli.tables import image_table, skipped_lines, verify_lines
+from bundler.cli.tables import image_table, skipped_lines, verify_lines, volumes_line
 from bundler.errors import BundleError, CorruptBundleError, InputError
+from bundler.words import counted
 
 if TYPE_CHECKING:
     from bundler.bundle import WriteResult
@@ -214,8 +215,8 @@ def pack_command(refs, list_file, output, platforms, skip_missing, level, create
         return
     totals = write.index.totals
     out.print(
-        f"packed {len(result.images)} images ({len(result.skipped)} skipped), {totals.manifests} manifests and "
-        f"{totals.blobs} blobs ({format_bytes(totals.blob_bytes)}) into {write.path} "
+        f"packed {counted(len(result.images), 'image')} ({len(result.skipped)} skipped), "
+        f"{counted(totals.manifests, 'manifest')} and {counted(totals.blobs, 'blob')} ({format_bytes(totals.blob_bytes)}) into {write.path} "
         f"({format_bytes(write.compressed_size)}) in {result.seconds:.1f}s"
         + (f", {format_bytes(result.cached_bytes)} of blobs from the cache" if result.cached_bytes else ""),
         markup=False,
@@ -245,11 +246,13 @@ def _volumes_and_delta_json(write: WriteResult) -> dict:
 def _volumes_and_delta_lines(write: WriteResult) -> list[str]:
     lines = []
     if write.volumes:
-        lines.append(f"{len(write.volumes)} volumes: {write.volumes[0].name} … {write.volumes[-1].name}")
+        lines.append(volumes_line([path.name for path in write.volumes]))
     index = write.index
     if index.base:
         left = sum(entry.size for entry in index.external)
-        lines.append(f"delta of base {index.base}: {len(index.external)} blobs ({format_bytes(left)}) left to the base")
+        lines.append(
+            f"delta of base {index.base}: {counted(len(index.external), 'blob')} ({format_bytes(left)}) left to the base"
+        )
     return lines
 
 
@@ -267,11 +270,7 @@ def _expected_lines(report: VerifyReport, *, verbose: bool) -> list[str]:
 
 def _expects_line(base: str, expected: list[ExternalEntry]) -> str:
     size = sum(entry.size for entry in expected)
-    return f"delta of base {base}: expects {_plural(len(expected), 'blob')} ({format_bytes(size)}) on the target"
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+    return f"delta of base {base}: expects {counted(len(expected), 'blob')} ({format_bytes(size)}) on the target"
 
 
 def _bundle_argument(*, allow_dash: bool) -> Callable:
@@ -346,7 +345,7 @@ def verify_command(bundle: tuple[Path, ...], verbose: bool, quiet: bool, as_json
         for line in verify_lines(report) + _expected_lines(report, verbose=verbose):
             out.print(line, markup=False)
     if not report.ok:
-        raise CorruptBundleError(f"{source}: {len(report.problems)} problem(s); {report.broken_summary()}")
+        raise CorruptBundleError(f"{source}: {counted(len(report.problems), 'problem')}; {report.broken_summary()}")
 
 
 @click.command("unpack")

@@ -9,8 +9,9 @@ from rich.table import Table
 from bundler.bundle import BundleIndex, ImageEntry
 from bundler.cli.output import format_bytes
 from bundler.verify import VerifyReport
+from bundler.words import counted
 
-__all__ = ["SHORT_DIGEST", "image_table", "skipped_lines", "verify_lines"]
+__all__ = ["SHORT_DIGEST", "image_table", "skipped_lines", "verify_lines", "volumes_line"]
 
 
 SHORT_DIGEST = 12
@@ -27,7 +28,8 @@ def image_table(index: BundleIndex, width: int | None = None) -> Table:
     table = Table(
         title=f"{index.format} {index.version} created {index.created} by {index.tool}",
         caption=(
-            f"{totals.images} images, {totals.manifests} manifests, {totals.blobs} blobs, "
+            f"{counted(totals.images, 'image')}, {counted(totals.manifests, 'manifest')}, "
+            f"{counted(totals.blobs, 'blob')}, "
             f"{format_bytes(totals.blob_bytes + totals.manifest_bytes)}"
         ),
         box=None,
@@ -99,6 +101,12 @@ def _platform_cells(images: list[ImageEntry], width: int | None) -> list[str]:
             if image.platforms else "-" for image in images]
 
 
+def volumes_line(names: list[str]) -> str:
+    """``1 volume: A``, ``2 volumes: A, B``, ``5 volumes: A … E``."""
+    shown = ", ".join(names) if len(names) <= 2 else f"{names[0]} … {names[-1]}"
+    return f"{counted(len(names), 'volume')}: {shown}"
+
+
 def verify_lines(report: VerifyReport) -> list[str]:
     lines = [f"checksum: {report.sidecar}"]
     for problem in report.problems:
@@ -106,7 +114,8 @@ def verify_lines(report: VerifyReport) -> list[str]:
         lines.append(f"BAD {problem.member}: {problem.message}{broken}")
     if report.ok:
         lines.append(
-            f"OK {report.images} images, {report.manifests} manifests, {report.blobs} blobs, "
+            f"OK {counted(report.images, 'image')}, {counted(report.manifests, 'manifest')}, "
+            f"{counted(report.blobs, 'blob')}, "
             f"{format_bytes(report.bytes_checked)} checked in {report.seconds:.1f}s"
         )
     return lines

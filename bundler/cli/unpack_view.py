@@ -6,6 +6,7 @@ from pathlib import Path
 
 from bundler.cli.output import format_bytes, out, print_json
 from bundler.unpack import UnpackResult, write_report
+from bundler.words import counted
 
 __all__ = ["render_unpack"]
 
@@ -26,7 +27,7 @@ def _print_plan(result: UnpackResult) -> None:
         target = outcome.target
         out.print(f"{target.source_ref} -> {target.exact}", markup=False)
     out.print(
-        f"dry run: {len(result.images)} images, {len(result.plan.blobs())} blobs "
+        f"dry run: {counted(len(result.images), 'image')}, {counted(len(result.plan.blobs()), 'blob')} "
         f"({format_bytes(result.plan.total_blob_bytes)}) would be pushed to {result.registry} if missing",
         markup=False,
     )

@@ -25,6 +25,7 @@ from bundler.registry import RegistryOptions
 from bundler.stores import StorePool
 from bundler.stores.cache import BlobCache, CachedPool
 from bundler.stores.registry import RegistryPool
+from bundler.words import counted
 
 __all__ = ["ImageRequest", "PackResult", "ResolvedImage", "created_now", "pack", "read_requests", "resolve_images"]
 
@@ -77,7 +78,7 @@ def pack(
         for image in images:
             if image.original_digest:
                 progress.warn(
-                    f"{image.request.line}: index rewritten to {len(image.platforms)} platform(s); "
+                    f"{image.request.line}: index rewritten to {counted(len(image.platforms), 'platform')}; "
                     f"digest {image.original_digest} becomes {image.top.digest}"
                 )
         result = write_images(images, skipped, output, pool, progress=progress, jobs=jobs, level=level,

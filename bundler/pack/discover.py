@@ -15,6 +15,7 @@ from bundler.registry import RegistryOptions
 from bundler.registry.harbor import HarborProjects, project_of
 from bundler.stores import ReadStore
 from bundler.stores.registry import RegistryPool
+from bundler.words import counted
 
 __all__ = ["discover", "discover_registry", "registry_target", "repository_matches"]
 
@@ -59,7 +60,7 @@ def discover(
         raise InputError(f"{where}: no repository matches" + (f" {', '.join(patterns)}" if patterns else ""))
     references = [Reference(host, repo, tag) for repo in chosen for tag in sorted(_tags(store, repo))]
     if not references:
-        raise InputError(f"{where}: {len(chosen)} repositories, but not one tag in them")
+        raise InputError(f"{where}: {counted(len(chosen), 'repository', 'repositories')}, but not one tag in them")
     return references
 
 
