@@ -83,13 +83,24 @@ class Remedy(enum.Enum):
 
 class ImgbundleError(Exception):
     """Base of every error the tool reports; ``str(err)`` is the one line shown to the user, to which
-    the CLI adds how to apply ``remedy`` when there is one."""
+    the CLI adds how to apply ``remedy`` when there is one.
+
+    An error about one thing (a reference, a host) names it as ``subject``: the line is then
+    ``"{subject}: {message}"``, and a caller whose own line names that subject shows only ``detail``.
+    """
 
     exit_code = 1
 
-    def __init__(self, message: str = "", *, remedy: Remedy | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str = "", *, remedy: Remedy | None = None, subject: str = "") -> None:
+        super().__init__(f"{subject}: {message}" if subject else message)
         self.remedy = remedy
+        self.subject = subject
+        self.detail = message
+        """The message without its subject."""
+
+    def about(self, subject: str) -> str:
+        """The message for a line that already names ``subject``: without it when the error is about it too."""
+        return self.detail if subject and subject == self.subject else str(self)
 
     def reworded(self, message: str, remedy: Remedy | None = None) -> Self:
         """The same kind of error (its class, and its remedy unless another is given) with another message."""

@@ -7,6 +7,7 @@ import io
 import logging
 from pathlib import Path
 
+import httpx
 import pytest
 from rich.console import Console
 
@@ -14,9 +15,11 @@ from bundler.bundle import BundleIndex, ImageEntry, SkippedEntry, Totals
 from bundler.cli import main
 from bundler.cli.tables import image_table, skipped_lines, volumes_line
 from bundler.cli.unpack_view import render_unpack
-from bundler.errors import InputError, NotABundleError
+from bundler.errors import InputError, NotABundleError, NotFoundError
+from bundler.pack import ImageRequest
 from bundler.platforms import PlatformFilter
 from bundler.reference import parse_reference
+from bundler.registry.errors import map_status
 from bundler.unpack import UnpackResult
 from bundler.unpack.mapping import plan_targets
 from bundler.unpack.plan import ImagePlan, PushPlan
@@ -95,7 +98,7 @@ def listed_index() -> BundleIndex:
                    platforms=["linux/amd64"], size=300 << 10, original_digest=rewritten),
     ]
     return BundleIndex(format="imgbundle", version="1.0", created="2026-12-07T00:00:00Z", tool="imgbundle",
-                       images=images, skipped=[SkippedEntry("quay.io/gone:1", "quay.io/gone:1: not found")],
+                       images=images, skipped=[SkippedEntry("quay.io/gone:1", "not found on quay.io")],
                        manifests=[], blobs=[], totals=Totals(2, 3, 4, 5, 6))
 
 
@@ -124,7 +127,7 @@ def test_list_on_a_wide_terminal_lists_every_platform() -> None:
 def test_list_without_truncation_is_complete() -> None:
     text = "\n".join(rendered(image_table(listed_index()), 400))
     assert DIGEST in text and ", ".join(PLATFORMS) in text and f"registry.k8s.io/pause@{DIGEST}" in text
-    assert skipped_lines(listed_index()) == ["skipped quay.io/gone:1: quay.io/gone:1: not found"]
+    assert skipped_lines(listed_index()) == ["skipped quay.io/gone:1: not found on quay.io"]
 
 
 @pytest.mark.parametrize(("names", "line"), [
@@ -140,3 +143,25 @@ def test_counted_nouns_are_singular_for_one() -> None:
     assert [counted(1, "blob"), counted(0, "blob"), counted(2, "repository", "repositories")] == [
         "1 blob", "0 blobs", "2 repositories"]
     assert str(SidecarCheck(SidecarState.OK, volumes=1)) == "ok (sha256 of the one volume matches sidecar)"
+
+
+def not_found(what: str) -> NotFoundError:
+    request = httpx.Request("GET", "http://127.0.0.1:5000/v2/lib/app/manifests/1")
+    body = b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}'
+    error = map_status(httpx.Response(404, request=request, content=body), what)
+    assert isinstance(error, NotFoundError)
+    return error
+
+
+def test_a_skipped_or_failed_image_is_named_once() -> None:
+    request = ImageRequest("127.0.0.1:5000/lib/app:1", parse_reference("127.0.0.1:5000/lib/app:1"))
+    error = not_found("127.0.0.1:5000/lib/app:1")
+    assert str(error) == "127.0.0.1:5000/lib/app:1: not found on 127.0.0.1:5000 (MANIFEST_UNKNOWN: manifest unknown)"
+    assert f"{request.line}: {request.reason(error)}" == str(error)
+    child = not_found(f"127.0.0.1:5000/lib/app@{DIGEST}")  # a part of the image keeps its own name
+    assert request.reason(child) == str(child)
+    target = plan_targets([entry("127.0.0.1:5000/lib/app:1")], "harbor.lan")[0]
+    outcome = ImageOutcome(target, False, not_found(target.display))
+    assert outcome.reason == "not found on 127.0.0.1:5000 (MANIFEST_UNKNOWN: manifest unknown)"
+    result = UnpackResult("harbor.lan", False, PushPlan([ImagePlan(target)], {}, {}), [outcome])
+    assert result.failure_summary().count(target.display) == 1

@@ -20,7 +20,7 @@ import re
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import httpx
 import msgspec
@@ -49,6 +49,8 @@ __all__ = [
     "redact",
     "redact_url",
 ]
+
+E = TypeVar("E", bound=ImgbundleError)
 
 _MAX_MESSAGE = 400
 _SECRET_PARAM = re.compile(
@@ -160,26 +162,30 @@ def map_status(
     codes = {error.code for error in errors}
     error: RegistryError
     if status == 401:
-        error = AuthError(_unauthorized(what, host, errors, said, auth_hint, write))
+        error = AuthError(_unauthorized(host, errors, said, auth_hint, write))
     elif status == 403:
         cls = PushRefusedError if write else AuthError
-        error = cls(f"{what}: {'push refused' if write else 'access denied'} by {host} ({said})")
+        error = cls(f"{'push refused' if write else 'access denied'} by {host} ({said})")
     elif status == 404:
-        error = NotFoundError(f"{what}: not found on {host} ({said})")
+        error = NotFoundError(f"not found on {host} ({said})")
     elif status == 412 and write:
-        error = PushRefusedError(f"{what}: {host} refused the write: an immutable tag or a policy ({said})")
+        error = PushRefusedError(f"{host} refused the write: an immutable tag or a policy ({said})")
     elif status == 413:
-        error = PushRefusedError(
-            f"{what}: request too large for {host} or a proxy in front of it", remedy=Remedy.SMALLER_CHUNKS
-        )
+        error = PushRefusedError(f"request too large for {host} or a proxy in front of it",
+                                 remedy=Remedy.SMALLER_CHUNKS)
     elif codes & _CONTENT_CODES:
-        error = RegistryContentError(f"{what}: {host} rejected the content ({said})")
+        error = RegistryContentError(f"{host} rejected the content ({said})")
     elif status == 429:
-        error = RegistryError(f"{what}: {host} keeps rate-limiting us ({said}); try again later",
+        error = RegistryError(f"{host} keeps rate-limiting us ({said}); try again later",
                               remedy=Remedy.FEWER_REQUESTS)
     else:
-        error = RegistryError(f"{what}: {host} answered {status} ({said})")
-    return error.reworded(_one_line(str(error)))
+        error = RegistryError(f"{host} answered {status} ({said})")
+    return _about(error, what)
+
+
+def _about(error: E, what: str) -> E:
+    """``error`` as one line without secrets, about ``what``."""
+    return type(error)(_one_line(error.detail), remedy=error.remedy, subject=_one_line(what))
 
 
 def raise_for_answer(
@@ -197,18 +203,18 @@ def raise_for_answer(
     raise error
 
 
-def _unauthorized(what: str, host: str, errors: list[OciError], said: str, auth_hint: str, write: bool) -> str:
+def _unauthorized(host: str, errors: list[OciError], said: str, auth_hint: str, write: bool) -> str:
     for error in errors:
         missing = _HARBOR_MISSING_PROJECT.search(error.message)
         if missing:
             project = missing.group(1).strip("\"'")
             return (
-                f"{what}: project {project} does not exist on {host}; create it first "
+                f"project {project} does not exist on {host}; create it first "
                 f"(Harbor: Projects > New Project, or POST /api/v2.0/projects)"
             )
     need = ", push (write) rights needed" if write else ""
     hint = f"; {auth_hint}" if auth_hint else ""
-    return f"{what}: {host} refused access ({said}){need}{hint}"
+    return f"{host} refused access ({said}){need}{hint}"
 
 
 def map_httpx_error(exc: Exception, host: str, what: str) -> ImgbundleError:
@@ -218,14 +224,14 @@ def map_httpx_error(exc: Exception, host: str, what: str) -> ImgbundleError:
     host = _request_host(exc, host)
     if isinstance(exc, httpx.TransportError):
         reason, remedy = _transport_reason(exc, host)
-        return UnreachableError(_one_line(f"{what}: {reason}"), remedy=remedy)
+        return _about(UnreachableError(reason, remedy=remedy), what)
     if isinstance(exc, httpx.DecodingError):
-        return RegistryContentError(_one_line(f"{what}: the answer of {host} could not be decoded ({exc})"))
+        return _about(RegistryContentError(f"the answer of {host} could not be decoded ({exc})"), what)
     if isinstance(exc, httpx.TooManyRedirects):
-        return RegistryError(_one_line(f"{what}: {host} redirected too many times"))
+        return _about(RegistryError(f"{host} redirected too many times"), what)
     if isinstance(exc, httpx.InvalidURL):
-        return RegistryError(_one_line(f"{what}: {host} sent an unusable URL ({exc})"))
-    return ImgbundleError(_one_line(f"{what}: internal HTTP client error with {host}: {type(exc).__name__}: {exc}"))
+        return _about(RegistryError(f"{host} sent an unusable URL ({exc})"), what)
+    return _about(ImgbundleError(f"internal HTTP client error with {host}: {type(exc).__name__}: {exc}"), what)
 
 
 def _request_host(exc: Exception, fallback: str) -> str:
@@ -285,6 +291,6 @@ def mapped(host: str, what: str) -> Iterator[None]:
     except Transient as transient:
         raise transient.final from None
     except ContentMismatchError as exc:
-        raise RegistryContentError(_one_line(f"{what}: {exc}")) from None
+        raise _about(RegistryContentError(str(exc)), what) from None
     except _HTTPX_ERRORS as exc:
         raise map_httpx_error(exc, host, what) from exc

@@ -33,7 +33,8 @@ class ImageOutcome:
 
     @property
     def reason(self) -> str:
-        return str(self.error) if self.error is not None else ""
+        """Why the image failed, for a line that names its target: the target is not named twice."""
+        return self.error.about(self.target.display) if self.error is not None else ""
 
 
 @dataclass
