@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import logging
+import re
+import time
 from pathlib import Path
 
 import httpx
@@ -13,19 +15,22 @@ from rich.console import Console
 
 from bundler.bundle import BundleIndex, ImageEntry, SkippedEntry, Totals
 from bundler.cli import main
+from bundler.cli.output import _RichProgress
 from bundler.cli.tables import image_table, skipped_lines, volumes_line
 from bundler.cli.unpack_view import render_unpack
-from bundler.errors import InputError, NotABundleError, NotFoundError
+from bundler.errors import InputError, NotABundleError, NotFoundError, UnreachableError
 from bundler.pack import ImageRequest
 from bundler.platforms import PlatformFilter
 from bundler.reference import parse_reference
 from bundler.registry.errors import map_status
+from bundler.registry.options import RetryNotice
 from bundler.unpack import UnpackResult
 from bundler.unpack.mapping import plan_targets
 from bundler.unpack.plan import ImagePlan, PushPlan
 from bundler.unpack.result import ImageOutcome
 from bundler.verify.report import SidecarCheck, SidecarState
 from bundler.words import counted
+from support.bundles import make_image_set
 from support.cli import run_cli
 
 DIGEST = "sha256:" + "83" * 32
@@ -165,3 +170,34 @@ def test_a_skipped_or_failed_image_is_named_once() -> None:
     assert outcome.reason == "not found on 127.0.0.1:5000 (MANIFEST_UNKNOWN: manifest unknown)"
     result = UnpackResult("harbor.lan", False, PushPlan([ImagePlan(target)], {}, {}), [outcome])
     assert result.failure_summary().count(target.display) == 1
+
+
+def test_progress_counts_references_and_retries_and_speaks_binary_units() -> None:
+    console = Console(file=io.StringIO(), width=120, force_terminal=True, color_system=None)
+    with _RichProgress(console) as progress:
+        progress.phase("resolve", total_items=3)
+        for name in "abc":
+            progress.item_done(name)
+        progress.retried(RetryNotice("h:5000/a:1", "cannot connect to h:5000", 1, 5, 0.5))
+        progress.phase("download", total_bytes=4 << 20, total_items=2)
+        for _ in range(4):
+            progress.advance(1 << 20)
+            time.sleep(0.02)
+    screen = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", console.file.getvalue())  # type: ignore[attr-defined]
+    assert "h:5000/a:1: cannot connect to h:5000; retry 1 of 5 in 0.5s" in screen
+    assert "resolve   3/3 (1 retry)" in screen and "4.0 MiB of 4.0 MiB" in screen and "MiB/s" in screen
+    assert "?" not in screen and " bytes" not in screen and "MB/s" not in screen
+
+
+@pytest.mark.parametrize("command", [["pack", "127.0.0.1:1/lib/app:1", "-o", "{tmp}/x.tar.zst"],
+                                     ["unpack", "{bundle}", "--to", "127.0.0.1:1/site"]])
+def test_every_retry_is_a_line_on_stderr(command: list[str], tmp_path: Path) -> None:
+    """Port 1 refuses connections: each of the two retries says so before its wait, naming the registry."""
+    bundle = tmp_path / "b.tar.zst"
+    make_image_set().write(bundle)
+    args = [part.format(tmp=tmp_path, bundle=bundle) for part in command]
+    done = run_cli(*args, "--retries", "2", expect=UnreachableError.exit_code)
+    retries = [line for line in done.stderr_lines if "; retry " in line]
+    assert [line.split("; retry ")[1].split(" in ")[0] for line in retries] == ["1 of 2", "2 of 2"]
+    assert all("cannot connect to 127.0.0.1:1" in line for line in retries)
+    assert "api/v2.0" not in done.stderr  # unpack's first request is Harbor's API; the error names the registry

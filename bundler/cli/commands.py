@@ -15,7 +15,7 @@ import click
 from bundler.bundle.index import bundle_id
 from bundler.bundle.volumes import BundleFiles, bundle_from_paths
 from bundler.cli.errors import parsed
-from bundler.cli.output import format_bytes, make_progress, out, parse_size, print_json
+from bundler.cli.output import CliProgress, format_bytes, make_progress, out, parse_size, print_json
 from bundler.cli.tables import image_table, skipped_lines, verify_lines, volumes_line
 from bundler.errors import BundleError, CorruptBundleError, InputError
 from bundler.words import counted
@@ -57,7 +57,8 @@ def _registry_options(command: Callable) -> Callable:
     return command
 
 
-def _make_registry_options(kwargs: dict, hosts: set[str], *, chunk_size: int | None = None) -> RegistryOptions:
+def _make_registry_options(kwargs: dict, hosts: set[str], progress: CliProgress, *,
+                           chunk_size: int | None = None) -> RegistryOptions:
     """RegistryOptions from the shared flags; the password comes from stdin or IMGBUNDLE_PASSWORD, never argv.
 
     ``--username`` applies to ``hosts``, which must be one registry: credentials are never sent to a host
@@ -81,6 +82,7 @@ def _make_registry_options(kwargs: dict, hosts: set[str], *, chunk_size: int | N
         jobs=kwargs["jobs"],
         chunk_size=chunk_size,
         credentials=credentials,
+        on_retry=progress.retried,
     )
 
 
@@ -124,8 +126,8 @@ def _input_flags(command: Callable) -> Callable:
     return command
 
 
-def _choose_stores(stack: ExitStack, refs: tuple[str, ...], list_file, kwargs: dict, *, from_storage: Path | None,
-                   storage_host: str, all_from: str | None, repos: tuple[str, ...]
+def _choose_stores(stack: ExitStack, refs: tuple[str, ...], list_file, kwargs: dict, progress: CliProgress, *,
+                   from_storage: Path | None, storage_host: str, all_from: str | None, repos: tuple[str, ...]
                    ) -> tuple[list[ImageRequest], RegistryOptions, StorePool | None]:
     """The requests, registry options and store pool (None: registries by reference) of one pack."""
     from bundler.pack import read_requests
@@ -141,15 +143,15 @@ def _choose_stores(stack: ExitStack, refs: tuple[str, ...], list_file, kwargs: d
     if from_storage is not None:
         host, _ = parsed("--storage-host", storage_host, registry_target)
         tree = StorageTree(from_storage)
-        options = _make_registry_options(kwargs, set())
+        options = _make_registry_options(kwargs, set(), progress)
         return _whole(discover(tree, host, patterns=repos)), options, stack.enter_context(SinglePool(host, tree))
     if all_from is not None:
-        options = _make_registry_options(kwargs, {parsed("--all-from", all_from, registry_target)[0]})
+        options = _make_registry_options(kwargs, {parsed("--all-from", all_from, registry_target)[0]}, progress)
         pool = stack.enter_context(RegistryPool(options))
         return _whole(discover_registry(pool, all_from, repos)), options, pool
     lines = list(list_file) if list_file else []
     requests = read_requests(lines, list_file.name if list_file else "args", refs)
-    return requests, _make_registry_options(kwargs, {r.reference.registry for r in requests}), None
+    return requests, _make_registry_options(kwargs, {r.reference.registry for r in requests}, progress), None
 
 
 def _whole(references: list[Reference]) -> list[ImageRequest]:
@@ -193,15 +195,15 @@ def pack_command(refs, list_file, output, platforms, skip_missing, level, create
     filters = parsed("--platform", platforms, PlatformFilter.parse_list)
     split, since = _split_and_since(kwargs)
     with ExitStack() as stack:
-        requests, options, stores = _choose_stores(stack, refs, list_file, kwargs, from_storage=from_storage,
+        progress = stack.enter_context(make_progress(quiet or as_json))
+        requests, options, stores = _choose_stores(stack, refs, list_file, kwargs, progress, from_storage=from_storage,
                                                    storage_host=storage_host, all_from=all_from, repos=repos)
         cache = None if no_cache or from_storage is not None else BlobCache()
-        with make_progress(quiet or as_json) as progress:
-            result = pack(
-                requests, output, options, stores=stores, cache=cache, filters=filters, skip_missing=skip_missing,
-                jobs=options.jobs, level=level, created=created, overwrite=force, progress=progress,
-                since=since, split=split,
-            )
+        result = pack(
+            requests, output, options, stores=stores, cache=cache, filters=filters, skip_missing=skip_missing,
+            jobs=options.jobs, level=level, created=created, overwrite=force, progress=progress,
+            since=since, split=split,
+        )
     write = result.write
     if as_json:
         print_json({
@@ -379,12 +381,13 @@ def unpack_command(bundle, target, keep_host, flatten, maps, dry_run, report, cr
     bundle = _bundle_files(bundle)
     parsed_maps = [_parse_map(m) for m in maps]
     host = parsed("--to", target, parse_to).host
-    options = _make_registry_options(kwargs, {host}, chunk_size=parse_size(chunk_size) if chunk_size else None)
-    settings = UnpackOptions(
-        to=target, keep_host=keep_host, flatten=flatten, maps=parsed_maps, dry_run=dry_run,
-        create_projects=create_projects, public=public, jobs=options.jobs,
-    )
     with make_progress(quiet or as_json or dry_run) as progress, _naming(bundle):
+        options = _make_registry_options(kwargs, {host}, progress,
+                                         chunk_size=parse_size(chunk_size) if chunk_size else None)
+        settings = UnpackOptions(
+            to=target, keep_host=keep_host, flatten=flatten, maps=parsed_maps, dry_run=dry_run,
+            create_projects=create_projects, public=public, jobs=options.jobs,
+        )
         result = unpack(bundle, settings, options, progress=progress)
     render_unpack(result, as_json=as_json, report=report)
     failure = result.failure_error()

@@ -39,7 +39,7 @@ from bundler.oci import (
 from bundler.reference import registry_endpoint
 from bundler.registry import urls
 from bundler.registry.auth import SCOPES_EXTENSION, RegistryAuth, find_credentials, pull_scope, push_scope
-from bundler.registry.errors import map_httpx_error, mapped, raise_for_answer, redact_url
+from bundler.registry.errors import map_httpx_error, mapped, raise_for_answer, redact_url, retry_notifier
 from bundler.registry.options import MiB, RegistryOptions
 from bundler.registry.retry import RETRYABLE, RETRYABLE_STATUSES, RetryPolicy, Transient, is_outage, retry_call
 from bundler.registry.transport import SchemeChooser, make_http_client, read_limited
@@ -90,7 +90,7 @@ class RegistryClient:
         self._auth = RegistryAuth(self.endpoint, lambda: find_credentials(host, self.options))
         self._http = make_http_client(self.endpoint, self.options, self._auth)
         self._schemes = SchemeChooser(self.endpoint, self.options)
-        self._policy = RetryPolicy.from_options(self.options)
+        self._policy = RetryPolicy.from_options(self.options, retry_notifier(self.endpoint, self.options))
         self._outage = _Outage(self.endpoint)
         self._storage: dict[str, httpx.Client] = {}
         self._storage_lock = threading.Lock()

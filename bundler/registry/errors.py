@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NoReturn, TypeVar
 
@@ -36,6 +36,7 @@ from bundler.errors import (
     Remedy,
     UnreachableError,
 )
+from bundler.registry.options import RegistryOptions, RetryNotice
 from bundler.registry.retry import RETRYABLE_STATUSES, Transient, find_cause, is_unknown_host, parse_retry_after
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "raise_for_answer",
     "redact",
     "redact_url",
+    "retry_notifier",
 ]
 
 E = TypeVar("E", bound=ImgbundleError)
@@ -224,7 +226,7 @@ def map_httpx_error(exc: Exception, host: str, what: str) -> ImgbundleError:
     host = _request_host(exc, host)
     if isinstance(exc, httpx.TransportError):
         reason, remedy = _transport_reason(exc, host)
-        return _about(UnreachableError(reason, remedy=remedy), what)
+        return _about(UnreachableError(reason, remedy=remedy), what if what != host else "")
     if isinstance(exc, httpx.DecodingError):
         return _about(RegistryContentError(f"the answer of {host} could not be decoded ({exc})"), what)
     if isinstance(exc, httpx.TooManyRedirects):
@@ -278,6 +280,25 @@ _TRANSPORT_REASONS: dict[type, str] = {
 def _detail(exc: BaseException) -> str:
     text = str(exc).strip()
     return f" ({text})" if text else ""
+
+
+def retry_notifier(host: str, options: RegistryOptions) -> Callable[[str, BaseException, int, float], None] | None:
+    """The ``RetryPolicy.notify`` that tells ``options.on_retry`` of a retry, the failure worded as the error
+    it would end as; ``None`` when nobody listens."""
+    listener = options.on_retry
+    if listener is None:
+        return None
+
+    def notify(what: str, failure: BaseException, attempt: int, delay: float) -> None:
+        if isinstance(failure, Transient):
+            error: ImgbundleError = failure.final
+        elif isinstance(failure, Exception):
+            error = map_httpx_error(failure, host, what)
+        else:
+            return
+        listener(RetryNotice(what, error.about(what), attempt, options.retries, delay))
+
+    return notify
 
 
 _HTTPX_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.CookieConflict, httpx.StreamError)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bundler.errors import InputError
 
-__all__ = ["Backoff", "MiB", "RegistryOptions"]
+__all__ = ["Backoff", "MiB", "RegistryOptions", "RetryNotice"]
 
 MiB = 1024 * 1024
 
@@ -32,6 +32,20 @@ class Backoff:
         """Seconds to sleep before retry number ``attempt`` (0-based)."""
         base = min(self.maximum, self.initial * self.factor**attempt)
         return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
+
+
+@dataclass(frozen=True)
+class RetryNotice:
+    """A request failed and is about to be tried again: what the user sees instead of a silent wait."""
+
+    what: str
+    reason: str
+    attempt: int
+    budget: int
+    delay: float
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.reason}; retry {self.attempt} of {self.budget} in {self.delay:.1f}s"
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,8 @@ class RegistryOptions:
     certs_dir: Path = Path("/etc/docker/certs.d")
     credential_helper_timeout: float = 30.0
     credentials: Mapping[str, tuple[str, str]] = field(default_factory=dict, hash=False, repr=False)
+    on_retry: Callable[[RetryNotice], None] | None = field(default=None, compare=False, repr=False)
+    """Told of every retry before its wait (from worker threads)."""
 
     def __post_init__(self) -> None:
         if self.chunk_size is not None and self.chunk_size <= 0:

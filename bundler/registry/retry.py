@@ -116,10 +116,13 @@ class RetryPolicy:
     budget: int = 5
     backoff: Backoff = field(default_factory=Backoff)
     retry_after_max: float = 60.0
+    notify: Callable[[str, BaseException, int, float], None] | None = field(default=None, compare=False)
+    """Called with (what, failure, retry number, delay) before each retry's wait."""
 
     @classmethod
-    def from_options(cls, options: RegistryOptions) -> RetryPolicy:
-        return cls(options.retries, options.backoff, options.retry_after_max)
+    def from_options(cls, options: RegistryOptions,
+                     notify: Callable[[str, BaseException, int, float], None] | None = None) -> RetryPolicy:
+        return cls(options.retries, options.backoff, options.retry_after_max, notify)
 
     def delay(self, attempt: int, failure: BaseException) -> float:
         """The server's ``Retry-After`` when it gave one (capped), else our backoff."""
@@ -146,6 +149,8 @@ class Budget:
         delay = self.policy.delay(self.used, failure)
         self.used += 1
         log.debug("%s: %s; retry %d/%d in %.2fs", self.what, _describe(failure), self.used, self.policy.budget, delay)
+        if self.policy.notify is not None:
+            self.policy.notify(self.what, failure, self.used, delay)
         _sleep(delay)
 
 
