@@ -10,6 +10,7 @@ from pathlib import Path
 from bundler.bundle import BlobSpec, SkippedEntry, WriteResult, write_bundle
 from bundler.bundle.delta import DeltaBase, split_blobs
 from bundler.digest import Digest
+from bundler.errors import NotFoundError, RegistryContentError
 from bundler.oci import RawManifest
 from bundler.pack.resolve import ResolvedImage
 from bundler.progress import Progress
@@ -40,6 +41,16 @@ def unique_blobs(images: list[ResolvedImage]) -> tuple[list[RawManifest], list[B
     return list(manifests.values()), list(blobs.values()), origin
 
 
+_USERS_SHOWN = 10
+
+
+def _users(images: list[ResolvedImage], digest: Digest) -> str:
+    """The images that need blob ``digest``, as the user listed them: what a bad copy of it breaks."""
+    users = [image.request.line for image in images if digest in image.blobs]
+    more = f" and {len(users) - _USERS_SHOWN} more" if len(users) > _USERS_SHOWN else ""
+    return ", ".join(users[:_USERS_SHOWN]) + more
+
+
 def write_images(
     images: list[ResolvedImage],
     skipped: list[SkippedEntry],
@@ -61,9 +72,12 @@ def write_images(
 
     def open_blob(spec: BlobSpec) -> Iterator[bytes]:
         reference = origin[spec.digest]
-        for chunk in pool.get(reference.registry).blob_chunks(reference.repository, spec.digest, spec.size):
-            progress.advance(len(chunk))
-            yield chunk
+        try:
+            for chunk in pool.get(reference.registry).blob_chunks(reference.repository, spec.digest, spec.size):
+                progress.advance(len(chunk))
+                yield chunk
+        except (RegistryContentError, NotFoundError) as error:
+            raise error.reworded(f"{error} (breaks: {_users(images, spec.digest)})") from None
         progress.item_done(spec.digest)
 
     return write_bundle(
