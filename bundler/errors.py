@@ -79,6 +79,8 @@ class Remedy(enum.Enum):
     """Two images would land on one target reference."""
     NAME_BASE = "name a bundle or its index"
     """What was given as a delta's base is neither a bundle nor the JSON of its index."""
+    ALLOW_PLAIN_HTTP = "allow plain HTTP"
+    """A registry answers plain HTTP where HTTPS was expected; ``remedy_target`` is its host."""
 
 
 class ImgbundleError(Exception):
@@ -91,9 +93,12 @@ class ImgbundleError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str = "", *, remedy: Remedy | None = None, subject: str = "") -> None:
+    def __init__(self, message: str = "", *, remedy: Remedy | None = None, subject: str = "",
+                 remedy_target: str = "") -> None:
         super().__init__(f"{subject}: {message}" if subject else message)
         self.remedy = remedy
+        self.remedy_target = remedy_target
+        """What the remedy applies to, when it names something (a registry host)."""
         self.subject = subject
         self.detail = message
         """The message without its subject."""
@@ -106,6 +111,7 @@ class ImgbundleError(Exception):
         """The same kind of error (its class, and its remedy unless another is given) with another message."""
         error = type(self)(message)
         error.remedy = remedy or self.remedy
+        error.remedy_target = self.remedy_target if error.remedy is self.remedy else ""
         return error
 
 

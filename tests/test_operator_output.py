@@ -23,7 +23,7 @@ from bundler.pack import ImageRequest
 from bundler.platforms import PlatformFilter
 from bundler.reference import parse_reference
 from bundler.registry.errors import map_status
-from bundler.registry.options import RetryNotice
+from bundler.registry.options import RegistryOptions, RetryNotice
 from bundler.unpack import UnpackResult
 from bundler.unpack.mapping import plan_targets
 from bundler.unpack.plan import ImagePlan, PushPlan
@@ -32,6 +32,7 @@ from bundler.verify.report import SidecarCheck, SidecarState
 from bundler.words import counted
 from support.bundles import make_image_set
 from support.cli import run_cli
+from support.registry import RunningRegistry
 
 DIGEST = "sha256:" + "83" * 32
 
@@ -201,3 +202,30 @@ def test_every_retry_is_a_line_on_stderr(command: list[str], tmp_path: Path) -> 
     assert [line.split("; retry ")[1].split(" in ")[0] for line in retries] == ["1 of 2", "2 of 2"]
     assert all("cannot connect to 127.0.0.1:1" in line for line in retries)
     assert "api/v2.0" not in done.stderr  # unpack's first request is Harbor's API; the error names the registry
+
+
+@pytest.mark.parametrize(("value", "host", "matches"), [
+    ("vm:15000", "vm:15000", True), ("VM:15000", "vm:15000", True), ("vm", "vm:15000", False),
+    ("vm", "vm", True), ("vm:443", "vm", True), ("vm", "vm:443", True), ("[::1]", "[::1]:5000", False),
+    ("[::1]:5000", "[::1]:5000", True),
+])
+def test_insecure_registry_names_host_and_port_as_docker_does(value: str, host: str, matches: bool) -> None:
+    assert RegistryOptions(insecure=frozenset({value})).allows_insecure(host) is matches
+
+
+@pytest.mark.registry
+def test_a_plain_http_registry_under_another_name_says_how_to_allow_it(registry: RunningRegistry,
+                                                                      tmp_path: Path) -> None:
+    """127.1 reaches the loopback registry under a name that is not loopback's, as vm:15000 would a VM's."""
+    host = "127.1:" + registry.host.rpartition(":")[2]
+    done = run_cli("pack", f"{host}/lib/app:1", "-o", str(tmp_path / "x.tar.zst"), "--retries", "0",
+                   "--insecure-registry", "127.1", expect=UnreachableError.exit_code)
+    assert done.error_lines == [
+        f"imgbundle: error: 1 of 1 references failed: {host}/lib/app:1: {host} answers plain HTTP, not HTTPS; "
+        f"if that is meant, pass --insecure-registry {host}"
+    ]
+    assert (f"warning: --insecure-registry 127.1 names no registry this command uses ({host}); "
+            f"give HOST:PORT, e.g. --insecure-registry {host}") in done.stderr_lines
+    allowed = run_cli("pack", f"{host}/lib/app:1", "-o", str(tmp_path / "x.tar.zst"), "--retries", "0",
+                      "--insecure-registry", host, expect=NotFoundError.exit_code)  # it got as far as asking
+    assert "not found on" in allowed.error_lines[0] and "warning" not in allowed.stderr

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bundler.cli.errors import describe
 from bundler.digest import Digest
 from bundler.errors import LocalIOError, Remedy, UnreachableError
 from bundler.registry import Backoff, RegistryClient, RegistryOptions
@@ -44,6 +45,17 @@ def test_untrusted_certificate_is_unreachable_without_retries_or_downgrade(tls_r
     assert caught.value.exit_code == 13
     assert "certificate" in message and tls_registry.host in message and caught.value.remedy is Remedy.TRUST_CA
     assert time.monotonic() - started < 1.0  # TLS trouble is not retried (the backoff would sleep 1 s)
+
+
+@pytest.mark.registry
+def test_a_certificate_for_other_names_is_named_so_not_untrusted(tls_registry: RunningRegistry) -> None:
+    """127.1 reaches 127.0.0.1, which the certificate lists, under a name it does not: no CA would help."""
+    other_name = "127.1:" + tls_registry.host.rpartition(":")[2]
+    with RegistryClient(other_name, options(ca_file=tls_registry.ca_file)) as client:
+        with pytest.raises(UnreachableError) as caught:
+            client.ping()
+    assert "not issued for that name" in str(caught.value) and caught.value.remedy is None
+    assert "--ca-file" not in describe(caught.value)
 
 
 def test_docker_certs_d_directory(tls_registry: RunningRegistry, tmp_path: Path) -> None:

@@ -41,8 +41,9 @@ def _registry_options(command: Callable) -> Callable:
     options = [
         click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="Extra CA certificate (PEM) to trust, e.g. a self-signed Harbor's."),
-        click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST",
-                     help="Allow plain HTTP or an unverified certificate for HOST (repeatable)."),
+        click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
+                     help="Allow plain HTTP or an unverified certificate for this registry (repeatable); as for "
+                          "docker, HOST alone means port 443."),
         click.option("--username", envvar="IMGBUNDLE_USERNAME", help="Registry user (else docker/podman config)."),
         click.option("--password-stdin", is_flag=True, help="Read the password from standard input."),
         click.option("--retries", type=click.IntRange(0, 50), default=5, show_default=True,
@@ -74,7 +75,7 @@ def _make_registry_options(kwargs: dict, hosts: set[str], progress: CliProgress,
             raise InputError("--username is ambiguous with several registries; use docker login (config.json) instead")
         password = sys.stdin.readline().rstrip("\n") if password_stdin else _env_password()
         credentials = {next(iter(hosts)): (username, password)}
-    return RegistryOptions(
+    options = RegistryOptions(
         ca_file=kwargs.pop("ca_file"),
         insecure=frozenset(kwargs.pop("insecure")),
         retries=kwargs.pop("retries"),
@@ -84,6 +85,21 @@ def _make_registry_options(kwargs: dict, hosts: set[str], progress: CliProgress,
         credentials=credentials,
         on_retry=progress.retried,
     )
+    _warn_unmatched_insecure(options, hosts, progress)
+    return options
+
+
+def _warn_unmatched_insecure(options: RegistryOptions, hosts: set[str], progress: CliProgress) -> None:
+    """A ``--insecure-registry`` value that names no registry the command uses would silently do nothing."""
+    from bundler.reference import registry_endpoint
+
+    used = sorted(hosts)
+    for value in options.unmatched_insecure(hosts | {registry_endpoint(host) for host in hosts}):
+        name = value.partition(":")[0].lower()
+        near = [host for host in used if host.lower().partition(":")[0] == name]
+        hint = f"; give HOST:PORT, e.g. --insecure-registry {near[0]}" if near else ""
+        progress.warn(f"--insecure-registry {value} names no registry this command uses "
+                      f"({', '.join(used) or 'none'}){hint}")
 
 
 def _env_password() -> str:

@@ -25,13 +25,17 @@ REMEDIES: dict[Remedy, str] = {
     Remedy.OVERWRITE: "; use --force to overwrite it",
     Remedy.TELL_APART: " (use --keep-host or --map to tell them apart)",
     Remedy.NAME_BASE: "; give a bundle, or what 'imgbundle list --json' printed for it",
+    Remedy.ALLOW_PLAIN_HTTP: "; if that is meant, pass --insecure-registry {target}",
 }
-"""Each is appended to the message as is, so it starts with its own separator."""
+"""Each is appended to the message, so it starts with its own separator; ``{target}`` is the error's
+``remedy_target``."""
 
 
 def describe(error: ImgbundleError) -> str:
     """The error's one line, with its remedy in terms of our options."""
-    return f"{error}{REMEDIES[error.remedy]}" if error.remedy is not None else str(error)
+    if error.remedy is None:
+        return str(error)
+    return f"{error}{REMEDIES[error.remedy].format(target=error.remedy_target)}"
 
 
 def parsed(option: str, value: V, parse: Callable[[V], T]) -> T:

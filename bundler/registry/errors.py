@@ -249,6 +249,8 @@ def _transport_reason(exc: httpx.TransportError, host: str) -> tuple[str, Remedy
     verify = find_cause(exc, ssl.SSLCertVerificationError)
     if verify is not None:
         reason = getattr(verify, "verify_message", "") or str(verify)
+        if getattr(verify, "verify_code", None) in _NAME_MISMATCH:  # trusted or not, another CA would not help
+            return f"the TLS certificate of {host} is not issued for that name ({reason}); use a name it lists", None
         return (
             f"TLS certificate of {host} is not trusted ({reason}); put the CA in /etc/docker/certs.d/{host}/ca.crt",
             Remedy.TRUST_CA,
@@ -260,6 +262,9 @@ def _transport_reason(exc: httpx.TransportError, host: str) -> tuple[str, Remedy
         return f"cannot connect to {host}: the name does not resolve" + _detail(exc), None
     return _TRANSPORT_REASONS.get(type(exc), "connection to {host} failed").format(host=host) + _detail(exc), None
 
+
+_NAME_MISMATCH = frozenset({62, 64})
+"""OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH."""
 
 _TRANSPORT_REASONS: dict[type, str] = {
     httpx.ConnectTimeout: "connecting to {host} timed out",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +53,7 @@ class RegistryOptions:
     """How to reach registries: TLS trust, timeouts, retries, upload sizes and where credentials live.
 
     ``insecure`` hosts may use plain HTTP or TLS without verification (docker's
-    ``insecure-registries``). ``credentials`` maps a registry host to ``(user, password)`` and wins
+    ``insecure-registries``, matched as ``allows_insecure`` says). ``credentials`` maps a registry host to ``(user, password)`` and wins
     over every credentials file. ``None`` for a path means "the usual place, from the environment".
     """
 
@@ -84,8 +84,26 @@ class RegistryOptions:
         if min(self.connect_timeout, self.read_timeout) <= 0:
             raise InputError("timeouts must be positive")
 
+    def allows_insecure(self, host: str) -> bool:
+        """Whether ``host`` (``name[:port]``) is one of ``insecure``, by docker's and containerd's rule: a value
+        names one registry, host and port; one without a port names the host on the HTTPS port (443), never
+        ``name:5000``. Names compare without case."""
+        return _host_port(host) in {_host_port(value) for value in self.insecure}
+
+    def unmatched_insecure(self, hosts: Iterable[str]) -> list[str]:
+        """The ``insecure`` values that name none of ``hosts`` (the registries a command uses)."""
+        used = {_host_port(host) for host in hosts}
+        return sorted(value for value in self.insecure if _host_port(value) not in used)
+
     def upload_chunk_size(self, size: int) -> int | None:
         """The PATCH chunk size for a blob of ``size`` bytes, or ``None`` for one monolithic PUT."""
         if self.chunk_size is not None:
             return None if size <= self.chunk_size else self.chunk_size
         return None if size <= self.monolithic_limit else self.default_chunk_size
+
+
+def _host_port(host: str) -> str:
+    """``name:port`` in lower case; a bare name (or ``[v6]``) gets the HTTPS port."""
+    host = host.strip().lower()
+    bare = host.rfind(":") <= host.rfind("]") if host.startswith("[") else ":" not in host
+    return f"{host}:443" if bare else host

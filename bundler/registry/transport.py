@@ -3,7 +3,8 @@
 TLS trusts the system store (``ssl.create_default_context``), ``--ca-file`` and docker's
 ``/etc/docker/certs.d/HOST/*.crt`` (plus a ``client.cert``/``client.key`` pair found there).
 A host in ``insecure`` or on loopback is tried with https first and falls back to plain http
-when the server does not speak TLS; for ``insecure`` hosts https is not verified.
+when the server does not speak TLS; for ``insecure`` hosts https is not verified. Any other host
+that answers plain HTTP is refused, saying so.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from bundler.errors import LocalIOError
+from bundler.errors import LocalIOError, Remedy, UnreachableError
 from bundler.registry import urls
 from bundler.registry.errors import install_log_redaction
 from bundler.registry.options import RegistryOptions
@@ -56,7 +57,7 @@ def ssl_context(host: str, options: RegistryOptions) -> ssl.SSLContext:
         _load_docker_certs(context, options.certs_dir / host)
     except (OSError, ssl.SSLError) as exc:
         raise LocalIOError(f"cannot load TLS certificates for {host}: {exc}") from None
-    if host in options.insecure:
+    if options.allows_insecure(host):
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
@@ -124,8 +125,8 @@ class SchemeChooser:
 
     def __init__(self, host: str, options: RegistryOptions) -> None:
         self.host = host
-        self.may_fall_back = host in options.insecure or is_loopback(host)
-        self._scheme: str | None = None if self.may_fall_back else "https"
+        self.may_fall_back = options.allows_insecure(host) or is_loopback(host)
+        self._scheme: str | None = None
         self._lock = threading.Lock()
 
     def scheme(self, client: httpx.Client) -> str:
@@ -136,19 +137,38 @@ class SchemeChooser:
         return self._scheme
 
     def _probe(self, client: httpx.Client) -> str:
-        """Ask ``/v2/`` over https; on a TLS failure other than an untrusted certificate, try http."""
+        """Ask ``/v2/`` over https; on a TLS failure other than an untrusted certificate, try http, which
+        only hosts that may fall back use: the others are refused, saying that they answer plain HTTP."""
         try:
             client.get(urls.ping("https", self.host), auth=None).close()
             return "https"
         except httpx.ConnectError as error:
-            if _untrusted_certificate(error):
+            if _untrusted_certificate(error) or not (self.may_fall_back or _tls_failed(error)):
                 raise
             https_error = error
         # outside the ``except``: a fault on the plain probe must not carry the TLS error as its context
+        if not self.may_fall_back:
+            raise self._refusal(client, https_error)
         if not _speaks_plain_http(client, self.host):
             raise https_error
         log.debug("%s does not speak TLS; using plain http", self.host)
         return "http"
+
+    def _refusal(self, client: httpx.Client, https_error: httpx.ConnectError) -> Exception:
+        """Why the TLS handshake failed: a plain-HTTP registry (the user may allow it), or ``https_error``."""
+        try:
+            plain = _speaks_plain_http(client, self.host)
+        except httpx.TransportError:
+            plain = False
+        if not plain:
+            return https_error
+        return UnreachableError(f"{self.host} answers plain HTTP, not HTTPS", remedy=Remedy.ALLOW_PLAIN_HTTP,
+                                remedy_target=self.host)
+
+
+def _tls_failed(exc: BaseException) -> bool:
+    """True when the connection was made and the TLS handshake on it failed."""
+    return find_cause(exc, ssl.SSLError) is not None
 
 
 def _untrusted_certificate(exc: BaseException) -> bool:
