@@ -18,7 +18,7 @@ from bundler.cli import main
 from bundler.cli.output import _RichProgress
 from bundler.cli.tables import image_table, skipped_lines, volumes_line
 from bundler.cli.unpack_view import render_unpack
-from bundler.errors import InputError, NotABundleError, NotFoundError, UnreachableError
+from bundler.errors import InputError, LocalIOError, NotABundleError, NotFoundError, UnreachableError
 from bundler.pack import ImageRequest
 from bundler.platforms import PlatformFilter
 from bundler.reference import parse_reference
@@ -229,3 +229,24 @@ def test_a_plain_http_registry_under_another_name_says_how_to_allow_it(registry:
     allowed = run_cli("pack", f"{host}/lib/app:1", "-o", str(tmp_path / "x.tar.zst"), "--retries", "0",
                       "--insecure-registry", host, expect=NotFoundError.exit_code)  # it got as far as asking
     assert "not found on" in allowed.error_lines[0] and "warning" not in allowed.stderr
+
+
+@pytest.mark.parametrize(("extra", "code", "says"), [
+    (["-o", "/nonexistent/x.tar.zst"], LocalIOError.exit_code, "/nonexistent/x.tar.zst: no such directory /nonexistent"),
+    (["-o", "{tmp}/x.tar.zst", "--since", "{tmp}/nosuch.json"], 2, "'--since': File"),
+    (["-o", "{tmp}/x.tar.zst", "--created", "yesterday"], InputError.exit_code, "--created 'yesterday' is not"),
+])
+def test_local_paths_and_values_are_checked_before_the_first_request(extra: list[str], code: int, says: str,
+                                                                     tmp_path: Path) -> None:
+    """Port 1 refuses connections: a check made only after contacting it would exit 13 after the retries."""
+    args = [part.format(tmp=tmp_path) for part in extra]
+    done = run_cli("pack", "127.0.0.1:1/lib/app:1", *args, expect=code)
+    assert says in done.stderr and "retry" not in done.stderr
+
+
+def test_unpack_checks_the_report_directory_before_the_first_request(tmp_path: Path) -> None:
+    bundle = tmp_path / "b.tar.zst"
+    make_image_set().write(bundle)
+    done = run_cli("unpack", str(bundle), "--to", "127.0.0.1:1/site", "--report", "/nonexistent/map.csv",
+                   expect=LocalIOError.exit_code)
+    assert done.error_lines == ["imgbundle: error: --report /nonexistent/map.csv: no such directory /nonexistent"]

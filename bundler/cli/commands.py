@@ -17,7 +17,7 @@ from bundler.bundle.volumes import BundleFiles, bundle_from_paths
 from bundler.cli.errors import parsed
 from bundler.cli.output import CliProgress, format_bytes, make_progress, out, parse_size, print_json
 from bundler.cli.tables import image_table, skipped_lines, verify_lines, volumes_line
-from bundler.errors import BundleError, CorruptBundleError, InputError
+from bundler.errors import BundleError, CorruptBundleError, InputError, LocalIOError
 from bundler.words import counted
 
 if TYPE_CHECKING:
@@ -192,7 +192,7 @@ def _whole(references: list[Reference]) -> list[ImageRequest]:
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--split", metavar="SIZE",
               help="Write volumes NAME.000, NAME.001 … each smaller than SIZE (e.g. 4G for FAT32, 3900M).")
-@click.option("--since", type=click.Path(dir_okay=False, path_type=Path), metavar="OLD",
+@click.option("--since", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="OLD",
               help="Delta bundle: leave out blobs that bundle OLD (or its 'list --json' output) brought.")
 @_input_flags
 @_registry_options
@@ -204,12 +204,16 @@ def pack_command(refs, list_file, output, platforms, skip_missing, level, create
     Images come from the references given, from a registry's storage directory (--from-storage,
     no registry running), or from every repository of a registry or Harbor project (--all-from).
     """
-    from bundler.pack import pack
+    from bundler.bundle.layout import check_created
+    from bundler.pack import check_output, pack
     from bundler.platforms import PlatformFilter
     from bundler.stores.cache import BlobCache
 
     filters = parsed("--platform", platforms, PlatformFilter.parse_list)
     split, since = _split_and_since(kwargs)
+    if created is not None:
+        parsed("--created", created, check_created)
+    check_output(output, overwrite=force)
     with ExitStack() as stack:
         progress = stack.enter_context(make_progress(quiet or as_json))
         requests, options, stores = _choose_stores(stack, refs, list_file, kwargs, progress, from_storage=from_storage,
@@ -394,6 +398,8 @@ def unpack_command(bundle, target, keep_host, flatten, maps, dry_run, report, cr
         raise InputError("--public only applies with --create-projects")
     if report is not None:
         parsed("--report", report, report_format)
+        if not report.parent.is_dir():
+            raise LocalIOError(f"--report {report}: no such directory {report.parent}")
     bundle = _bundle_files(bundle)
     parsed_maps = [_parse_map(m) for m in maps]
     host = parsed("--to", target, parse_to).host

@@ -27,7 +27,16 @@ from bundler.stores.cache import BlobCache, CachedPool
 from bundler.stores.registry import RegistryPool
 from bundler.words import counted
 
-__all__ = ["ImageRequest", "PackResult", "ResolvedImage", "created_now", "pack", "read_requests", "resolve_images"]
+__all__ = [
+    "ImageRequest",
+    "PackResult",
+    "ResolvedImage",
+    "check_output",
+    "created_now",
+    "pack",
+    "read_requests",
+    "resolve_images",
+]
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,14 @@ class PackResult:
     seconds: float
     cached_bytes: int = 0
     """Blob bytes served by the local blob cache instead of the source."""
+
+
+def check_output(output: Path, *, overwrite: bool) -> None:
+    """That the bundle can be written where asked: before the first request, not after resolving."""
+    if not output.parent.is_dir():
+        raise LocalIOError(f"{output}: no such directory {output.parent}")
+    if not overwrite and (existing := existing_outputs(output)):
+        raise LocalIOError(f"{existing[0]} exists", remedy=Remedy.OVERWRITE)
 
 
 def pack(
@@ -67,8 +84,7 @@ def pack(
     With ``split``, volumes each smaller than ``split`` bytes.
     """
     started = time.monotonic()
-    if not overwrite and (existing := existing_outputs(output)):
-        raise LocalIOError(f"{existing[0]} exists", remedy=Remedy.OVERWRITE)
+    check_output(output, overwrite=overwrite)
     with ExitStack() as stack:
         inner = stores if stores is not None else stack.enter_context(RegistryPool(options))
         pool = CachedPool(inner, cache, progress.warn)
