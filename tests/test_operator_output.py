@@ -4,8 +4,13 @@ before the first request. (Issue #19; the tests that need a registry live beside
 from __future__ import annotations
 
 import io
+import json
 import logging
+import os
+import pty
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +23,7 @@ from bundler.cli import main
 from bundler.cli.output import _RichProgress
 from bundler.cli.tables import image_table, skipped_lines, volumes_line
 from bundler.cli.unpack_view import render_unpack
-from bundler.errors import InputError, LocalIOError, NotABundleError, NotFoundError, UnreachableError
+from bundler.errors import AuthError, InputError, LocalIOError, NotABundleError, NotFoundError, UnreachableError
 from bundler.pack import ImageRequest
 from bundler.platforms import PlatformFilter
 from bundler.reference import parse_reference
@@ -31,7 +36,7 @@ from bundler.unpack.result import ImageOutcome
 from bundler.verify.report import SidecarCheck, SidecarState
 from bundler.words import counted
 from support.bundles import make_image_set
-from support.cli import run_cli
+from support.cli import cli_environment, run_cli
 from support.registry import RunningRegistry
 
 DIGEST = "sha256:" + "83" * 32
@@ -250,3 +255,54 @@ def test_unpack_checks_the_report_directory_before_the_first_request(tmp_path: P
     done = run_cli("unpack", str(bundle), "--to", "127.0.0.1:1/site", "--report", "/nonexistent/map.csv",
                    expect=LocalIOError.exit_code)
     assert done.error_lines == ["imgbundle: error: --report /nonexistent/map.csv: no such directory /nonexistent"]
+
+
+def test_help_names_every_place_credentials_come_from() -> None:
+    for command in ("pack", "unpack"):
+        text = " ".join(run_cli(command, "--help").stdout.split())
+        assert all(word in text for word in ("--authfile", "--creds", "REGISTRY_AUTH_FILE", "DOCKER_CONFIG"))
+
+
+@pytest.mark.registry
+@pytest.mark.parametrize("login", ["authfile", "creds", "creds-stdin", "none"])
+def test_credentials_as_skopeo_and_podman_take_them(login: str, basic_registry: RunningRegistry,
+                                                     tmp_path: Path) -> None:
+    """With working credentials the registry says "not found" (exit 12) for an image it does not have; without, 11."""
+    user, password = basic_registry.username or "", basic_registry.password or ""
+    auth_file = tmp_path / "auth.json"
+    auth_file.write_text(json.dumps({"auths": {basic_registry.host: {"username": user, "password": password}}}))
+    flags = {"authfile": ["--authfile", str(auth_file)], "creds": ["--creds", f"{user}:{password}"],
+             "creds-stdin": ["--creds", user, "--password-stdin"], "none": []}[login]
+    done = run_cli("pack", basic_registry.ref("lib/none:1"), "-o", str(tmp_path / "x.tar.zst"), *flags,
+                   stdin=password + "\n", expect=AuthError.exit_code if login == "none" else NotFoundError.exit_code)
+    assert password not in done.stderr + done.stdout
+
+
+def test_a_password_not_given_is_asked_for_on_a_terminal_without_echo(tmp_path: Path) -> None:
+    """Port 1 refuses connections: the prompt comes first, then the (failing) request; the secret shows nowhere."""
+    secret = "s3cret-typed"
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "bundler", "pack", "127.0.0.1:1/lib/app:1", "-o",
+                             str(tmp_path / "x.tar.zst"), "--creds", "ops", "--retries", "0"],
+                            stdin=terminal, stdout=subprocess.PIPE, stderr=terminal, env=cli_environment())
+    os.close(terminal)
+    screen = _read_until(controller, b"password for ops: ")
+    os.write(controller, secret.encode() + b"\n")
+    stdout, _ = proc.communicate(timeout=120)
+    screen += _read_until(controller, b"imgbundle: error:")
+    os.close(controller)
+    assert proc.returncode == UnreachableError.exit_code
+    assert secret.encode() not in screen + stdout
+
+
+def _read_until(fd: int, marker: bytes) -> bytes:
+    seen = b""
+    while marker not in seen:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the other side closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+    return seen

@@ -44,8 +44,15 @@ def _registry_options(command: Callable) -> Callable:
         click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
                      help="Allow plain HTTP or an unverified certificate for this registry (repeatable); as for "
                           "docker, HOST alone means port 443."),
-        click.option("--username", envvar="IMGBUNDLE_USERNAME", help="Registry user (else docker/podman config)."),
+        click.option("--username", envvar="IMGBUNDLE_USERNAME",
+                     help="Registry user; the password comes from --password-stdin, IMGBUNDLE_PASSWORD or a prompt. "
+                          "Without it: docker's config.json ($DOCKER_CONFIG, else ~/.docker) and its credential "
+                          "helpers, then podman's auth.json ($REGISTRY_AUTH_FILE, else the usual places)."),
+        click.option("--creds", metavar="USER[:PASSWORD]",
+                     help="User and password in one (as skopeo); without :PASSWORD it is asked for, not echoed."),
         click.option("--password-stdin", is_flag=True, help="Read the password from standard input."),
+        click.option("--authfile", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="PATH",
+                     help="Credentials file as podman and skopeo write it, read before any other."),
         click.option("--retries", type=click.IntRange(0, 50), default=5, show_default=True,
                      help="Retries per request on 5xx, 429 and dropped connections."),
         click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
@@ -58,25 +65,53 @@ def _registry_options(command: Callable) -> Callable:
     return command
 
 
+def _log_in(kwargs: dict) -> None:
+    """Read ``--username``/``--creds`` and the password into ``kwargs["login"]``, first thing: a prompt
+    must come before any progress bar."""
+    username, creds, password_stdin = kwargs.pop("username"), kwargs.pop("creds"), kwargs.pop("password_stdin")
+    password: str | None = None
+    if creds is not None:
+        if username:
+            raise InputError("--creds and --username both name a user; give one of them")
+        username, sep, given = creds.partition(":")
+        if not username:
+            raise InputError("--creds: expected USER[:PASSWORD]")
+        password = given if sep else None
+    if username and password is None:
+        password = _password(username, password_stdin)
+    kwargs["login"] = (username, password) if username else None
+
+
+def _password(username: str, from_stdin: bool) -> str:
+    """From standard input, IMGBUNDLE_PASSWORD or, on a terminal, a prompt that does not echo."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    password = os.environ.get("IMGBUNDLE_PASSWORD")
+    if password is not None:
+        return password
+    if sys.stdin.isatty():
+        return str(click.prompt(f"password for {username}", hide_input=True, err=True))
+    raise InputError(f"no password for {username}: use --password-stdin, IMGBUNDLE_PASSWORD or --creds USER:PASSWORD")
+
+
 def _make_registry_options(kwargs: dict, hosts: set[str], progress: CliProgress, *,
                            chunk_size: int | None = None) -> RegistryOptions:
-    """RegistryOptions from the shared flags; the password comes from stdin or IMGBUNDLE_PASSWORD, never argv.
+    """RegistryOptions from the shared flags (``_log_in`` has read the credentials).
 
     ``--username`` applies to ``hosts``, which must be one registry: credentials are never sent to a host
     they were not meant for (use docker login / config.json for several).
     """
     from bundler.registry import RegistryOptions
 
-    username = kwargs.pop("username")
-    password_stdin = kwargs.pop("password_stdin")
+    login = kwargs.pop("login")
     credentials = {}
-    if username:
+    if login is not None:
         if len(hosts) != 1:
             raise InputError("--username is ambiguous with several registries; use docker login (config.json) instead")
-        password = sys.stdin.readline().rstrip("\n") if password_stdin else _env_password()
-        credentials = {next(iter(hosts)): (username, password)}
+        credentials = {next(iter(hosts)): login}
     options = RegistryOptions(
         ca_file=kwargs.pop("ca_file"),
+        auth_file=kwargs.pop("authfile"),
         insecure=frozenset(kwargs.pop("insecure")),
         retries=kwargs.pop("retries"),
         read_timeout=kwargs.pop("timeout"),
@@ -100,13 +135,6 @@ def _warn_unmatched_insecure(options: RegistryOptions, hosts: set[str], progress
         hint = f"; give HOST:PORT, e.g. --insecure-registry {near[0]}" if near else ""
         progress.warn(f"--insecure-registry {value} names no registry this command uses "
                       f"({', '.join(used) or 'none'}){hint}")
-
-
-def _env_password() -> str:
-    password = os.environ.get("IMGBUNDLE_PASSWORD")
-    if password is None:
-        raise InputError("--username needs a password: use --password-stdin or set IMGBUNDLE_PASSWORD")
-    return password
 
 
 @contextmanager
@@ -211,6 +239,7 @@ def pack_command(refs, list_file, output, platforms, skip_missing, level, create
 
     filters = parsed("--platform", platforms, PlatformFilter.parse_list)
     split, since = _split_and_since(kwargs)
+    _log_in(kwargs)
     if created is not None:
         parsed("--created", created, check_created)
     check_output(output, overwrite=force)
@@ -403,6 +432,7 @@ def unpack_command(bundle, target, keep_host, flatten, maps, dry_run, report, cr
     bundle = _bundle_files(bundle)
     parsed_maps = [_parse_map(m) for m in maps]
     host = parsed("--to", target, parse_to).host
+    _log_in(kwargs)
     with make_progress(quiet or as_json or dry_run) as progress, _naming(bundle):
         options = _make_registry_options(kwargs, {host}, progress,
                                          chunk_size=parse_size(chunk_size) if chunk_size else None)
