@@ -306,3 +306,18 @@ def _read_until(fd: int, marker: bytes) -> bytes:
             break
         seen += chunk
     return seen
+
+
+def test_unpack_help_says_its_arguments_are_one_bundle() -> None:
+    text = " ".join(run_cli("unpack", "--help").stdout.split())
+    assert "BUNDLE... is one bundle: its file, or a split bundle's volumes" in text
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_shell_completion_as_the_readme_says(shell: str) -> None:
+    script = run_cli(env={"_IMGBUNDLE_COMPLETE": f"{shell}_source"}).stdout
+    assert "_IMGBUNDLE_COMPLETE" in script and "imgbundle" in script
+    if shell == "bash":
+        completed = run_cli(env={"_IMGBUNDLE_COMPLETE": "bash_complete", "COMP_WORDS": "imgbundle pack --no-",
+                                 "COMP_CWORD": "2"}).stdout
+        assert completed.split() == ["plain,--no-cache"]

@@ -384,7 +384,10 @@ def list_command(bundle: tuple[Path, ...], as_json: bool, no_trunc: bool) -> Non
 @click.option("-v", "--verbose", is_flag=True, help="List every blob a delta expects on the target.")
 @_output_flags
 def verify_command(bundle: tuple[Path, ...], verbose: bool, quiet: bool, as_json: bool) -> None:
-    """Prove a bundle whole: its checksum, every blob's digest, every reference ('-' = stdin)."""
+    """Prove a bundle whole: its checksum, every blob's digest, every reference ('-' = stdin).
+
+    BUNDLE... is one bundle: its file, or a split bundle's volumes (all, the first, or the bare NAME).
+    """
     from bundler.verify import verify_bundle
 
     source, stream = _stdin_if_dash(_bundle_files(bundle))
@@ -417,7 +420,11 @@ def verify_command(bundle: tuple[Path, ...], verbose: bool, quiet: bool, as_json
 @_output_flags
 def unpack_command(bundle, target, keep_host, flatten, maps, dry_run, report, create_projects, public, chunk_size,
                    quiet, as_json, **kwargs):
-    """Push a bundle into a registry: blobs, then manifests, then indexes, then tags; same digests."""
+    """Push a bundle into a registry: blobs, then manifests, then indexes, then tags; same digests.
+
+    BUNDLE... is one bundle: its file, or a split bundle's volumes (all of them, the first one, or the
+    bare NAME of NAME.000, NAME.001 …). Several bundles are unpacked by one command each.
+    """
     from bundler.cli.unpack_view import render_unpack
     from bundler.unpack import UnpackOptions, unpack
     from bundler.unpack.mapping import parse_to
