@@ -29,7 +29,7 @@ layer that knows where the bytes came from re-raises it as registry or bundle tr
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -54,6 +54,9 @@ __all__ = [
     "UnreachableError",
     "UnsupportedVersionError",
 ]
+
+
+E = TypeVar("E", bound="ImgbundleError")
 
 
 class Remedy(enum.Enum):
@@ -102,6 +105,10 @@ class ImgbundleError(Exception):
         self.subject = subject
         self.detail = message
         """The message without its subject."""
+
+    def retyped(self, kind: type[E]) -> E:
+        """This error as another kind (its exit code), message, subject and remedy kept."""
+        return kind(self.detail, remedy=self.remedy, subject=self.subject, remedy_target=self.remedy_target)
 
     def about(self, subject: str) -> str:
         """The message for a line that already names ``subject``: without it when the error is about it too."""

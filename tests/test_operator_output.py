@@ -21,7 +21,7 @@ from rich.console import Console
 from bundler.bundle import BundleIndex, ImageEntry, SkippedEntry, Totals
 from bundler.cli import main
 from bundler.cli.output import _RichProgress
-from bundler.cli.tables import image_table, skipped_lines, volumes_line
+from bundler.cli.tables import image_table, skipped_lines, verify_lines, volumes_line
 from bundler.cli.unpack_view import render_unpack
 from bundler.errors import AuthError, InputError, LocalIOError, NotABundleError, NotFoundError, UnreachableError
 from bundler.pack import ImageRequest
@@ -33,9 +33,10 @@ from bundler.unpack import UnpackResult
 from bundler.unpack.mapping import plan_targets
 from bundler.unpack.plan import ImagePlan, PushPlan
 from bundler.unpack.result import ImageOutcome
+from bundler.verify import verify_bundle
 from bundler.verify.report import SidecarCheck, SidecarState
 from bundler.words import counted
-from support.bundles import make_image_set
+from support.bundles import blob_frame_offset, flip, make_image_set
 from support.cli import cli_environment, run_cli
 from support.registry import RunningRegistry
 
@@ -321,3 +322,17 @@ def test_shell_completion_as_the_readme_says(shell: str) -> None:
         completed = run_cli(env={"_IMGBUNDLE_COMPLETE": "bash_complete", "COMP_WORDS": "imgbundle pack --no-",
                                  "COMP_CWORD": "2"}).stdout
         assert completed.split() == ["plain,--no-cache"]
+
+
+def test_a_damaged_member_is_named_once_in_verify_lines(tmp_path: Path) -> None:
+    images = make_image_set()
+    bundle = tmp_path / "b.tar.zst"
+    images.write(bundle)
+    digest = max(images.blobs, key=lambda d: len(images.blobs[d][0]))
+    data = bundle.read_bytes()
+    bundle.write_bytes(flip(data, blob_frame_offset(data, digest) + 100))
+    lines = verify_lines(verify_bundle(bundle))
+    [bad] = [line for line in lines if line.startswith(f"BAD {digest}")]
+    assert bad.startswith(f"BAD {digest}: damaged") and bad.count(digest) == 1, bad
+    sums = lines[0].removeprefix("checksum: MISMATCH: ")  # the sums, once: the BAD line says only that they differ
+    assert "BAD checksum: file does not match its .sha256 sidecar" in lines and sum(sums in line for line in lines) == 1

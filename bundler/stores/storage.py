@@ -188,7 +188,7 @@ class StorageTree:
                     yield chunk
             verifier.check()
         except ContentMismatchError as error:
-            raise RegistryContentError(str(error)) from None
+            raise error.retyped(RegistryContentError) from None
         except FileNotFoundError:
             raise NotFoundError(f"blob {digest}: its data is missing from storage ({self._rel(path)})") from None
         except OSError as error:
