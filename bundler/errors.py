@@ -66,6 +66,8 @@ class Remedy(enum.Enum):
     """Credentials are missing or refused."""
     TRUST_CA = "trust the CA"
     """The registry's TLS certificate is signed by a CA we do not trust."""
+    CHECK_CA = "check the CA given"
+    """As ``TRUST_CA``, though an extra CA was given: it is not the one that signed the certificate."""
     SMALLER_CHUNKS = "smaller upload chunks"
     """A proxy or the registry refuses requests this large."""
     FEWER_REQUESTS = "fewer requests at once"

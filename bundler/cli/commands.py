@@ -14,7 +14,7 @@ import click
 
 from bundler.bundle.index import bundle_id
 from bundler.bundle.volumes import BundleFiles, bundle_from_paths
-from bundler.cli.errors import parsed
+from bundler.cli.errors import ca_file_checked, parsed
 from bundler.cli.output import CliProgress, format_bytes, make_progress, out, parse_size, print_json
 from bundler.cli.tables import image_table, skipped_lines, verify_lines, volumes_line
 from bundler.errors import BundleError, CorruptBundleError, InputError, LocalIOError
@@ -239,11 +239,12 @@ def pack_command(refs, list_file, output, platforms, skip_missing, level, create
 
     filters = parsed("--platform", platforms, PlatformFilter.parse_list)
     split, since = _split_and_since(kwargs)
-    _log_in(kwargs)
     if created is not None:
         parsed("--created", created, check_created)
     check_output(output, overwrite=force)
+    _log_in(kwargs)
     with ExitStack() as stack:
+        stack.enter_context(ca_file_checked(kwargs["ca_file"]))
         progress = stack.enter_context(make_progress(quiet or as_json))
         requests, options, stores = _choose_stores(stack, refs, list_file, kwargs, progress, from_storage=from_storage,
                                                    storage_host=storage_host, all_from=all_from, repos=repos)
@@ -440,7 +441,7 @@ def unpack_command(bundle, target, keep_host, flatten, maps, dry_run, report, cr
     parsed_maps = [_parse_map(m) for m in maps]
     host = parsed("--to", target, parse_to).host
     _log_in(kwargs)
-    with make_progress(quiet or as_json or dry_run) as progress, _naming(bundle):
+    with ca_file_checked(kwargs["ca_file"]), make_progress(quiet or as_json or dry_run) as progress, _naming(bundle):
         options = _make_registry_options(kwargs, {host}, progress,
                                          chunk_size=parse_size(chunk_size) if chunk_size else None)
         settings = UnpackOptions(
@@ -451,7 +452,8 @@ def unpack_command(bundle, target, keep_host, flatten, maps, dry_run, report, cr
     render_unpack(result, as_json=as_json, report=report)
     failure = result.failure_error()
     if failure is not None:
-        raise failure
+        with ca_file_checked(options.ca_file):
+            raise failure
 
 
 def _parse_map(text: str) -> tuple[str, str]:
