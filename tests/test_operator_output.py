@@ -227,7 +227,7 @@ def test_a_plain_http_registry_under_another_name_says_how_to_allow_it(registry:
     done = run_cli("pack", f"{host}/lib/app:1", "-o", str(tmp_path / "x.tar.zst"), "--retries", "0",
                    "--insecure-registry", "127.1", expect=UnreachableError.exit_code)
     assert done.error_lines == [
-        f"imgbundle: error: 1 of 1 references failed: {host}/lib/app:1: {host} answers plain HTTP, not HTTPS; "
+        f"imgbundle: error: 1 of 1 reference failed: {host}/lib/app:1: {host} answers plain HTTP, not HTTPS; "
         f"if that is meant, pass --insecure-registry {host}"
     ]
     assert (f"warning: --insecure-registry 127.1 names no registry this command uses ({host}); "

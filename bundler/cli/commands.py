@@ -107,7 +107,8 @@ def _make_registry_options(kwargs: dict, hosts: set[str], progress: CliProgress,
     credentials = {}
     if login is not None:
         if len(hosts) != 1:
-            raise InputError("--username is ambiguous with several registries; use docker login (config.json) instead")
+            raise InputError("--username is ambiguous with several registries; log in to each with docker login, or "
+                             "give one file for all with --authfile")
         credentials = {next(iter(hosts)): login}
     options = RegistryOptions(
         ca_file=kwargs.pop("ca_file"),
@@ -356,6 +357,8 @@ def _stdin_if_dash(bundle: Path | BundleFiles) -> tuple[Path | BundleFiles, Bina
 @click.option("--no-trunc", is_flag=True, help="On a terminal too: full digests and every platform.")
 def list_command(bundle: tuple[Path, ...], as_json: bool, no_trunc: bool) -> None:
     """Show the images in a bundle (reads only its index and seek table, instant on any size; '-' = stdin).
+
+    BUNDLE... is one bundle: its file, or a split bundle's volumes (all, the first, or the bare NAME).
 
     On a terminal the table fits its width: digests shortened to 12 hex characters, platforms counted
     when their list does not fit. Piped, or with --no-trunc, everything is in full.

@@ -37,7 +37,7 @@ def _print_summary(result: UnpackResult) -> None:
     for outcome in result.failed:
         out.print(f"FAILED {outcome.target.display}: {outcome.reason}", markup=False)
     out.print(
-        f"pushed {len(result.pushed)} of {len(result.images)} images to {result.registry}: "
+        f"pushed {len(result.pushed)} of {counted(len(result.images), 'image')} to {result.registry}: "
         f"blobs {result.blobs_uploaded} uploaded ({format_bytes(result.bytes_uploaded)}), "
         f"{result.blobs_mounted} mounted, {result.blobs_present} already present; "
         f"manifests {result.manifests_pushed} pushed, {result.manifests_present} present; "

@@ -22,6 +22,7 @@ from bundler.progress import NULL_PROGRESS, Progress
 from bundler.reference import Reference, parse_image_list
 from bundler.stores.cache import CachedPool
 from bundler.threads import stop_workers
+from bundler.words import counted
 
 __all__ = ["MAX_INDEX_DEPTH", "ImageRequest", "ResolvedImage", "read_requests", "resolve_images"]
 
@@ -216,5 +217,5 @@ def _combined_failure(failures: list[tuple[ImageRequest, ImgbundleError]], total
     first = failures[0][1]
     details = "; ".join(f"{request.line}: {request.reason(error)}" for request, error in failures[:_FAILURES_SHOWN])
     more = f"; and {len(failures) - _FAILURES_SHOWN} more" if len(failures) > _FAILURES_SHOWN else ""
-    return first.reworded(f"{len(failures)} of {total} references failed: {details}{more}")
+    return first.reworded(f"{len(failures)} of {counted(total, 'reference')} failed: {details}{more}")
 
