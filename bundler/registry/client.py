@@ -136,7 +136,12 @@ class RegistryClient:
         http = client or self._http
         extensions = {SCOPES_EXTENSION: scopes}
         request = http.build_request(method, url, headers=headers, content=content, extensions=extensions)
-        response = http.send(request, stream=stream)
+        try:
+            response = http.send(request, stream=stream)
+        except httpx.ConnectError as error:
+            if http is self._http:
+                self._schemes.explain(http, error)
+            raise
         if log.isEnabledFor(logging.DEBUG):  # redacting a URL costs more than the rest of the logging call
             log.debug("%s %s -> %d", method, redact_url(url), response.status_code)
         if response.status_code in ok:

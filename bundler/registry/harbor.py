@@ -100,7 +100,11 @@ class HarborProjects:
 
         def attempt() -> tuple[int, bytes]:
             request = self._http.build_request(method, self._url(path, params), content=content, headers=headers)
-            response = self._http.send(request, auth=self._auth if auth else None, stream=True)
+            try:
+                response = self._http.send(request, auth=self._auth if auth else None, stream=True)
+            except httpx.ConnectError as error:
+                self._chooser.explain(self._http, error)
+                raise
             try:
                 data = read_limited(response, limit) if method != "HEAD" else b""
                 if response.status_code >= 500 or response.status_code == 429:

@@ -4,7 +4,7 @@ TLS trusts the system store (``ssl.create_default_context``), ``--ca-file`` and 
 ``/etc/docker/certs.d/HOST/*.crt`` (plus a ``client.cert``/``client.key`` pair found there).
 A host in ``insecure`` or on loopback is tried with https first and falls back to plain http
 when the server does not speak TLS; for ``insecure`` hosts https is not verified. Any other host
-that answers plain HTTP is refused, saying so.
+that answers plain HTTP fails saying so (``SchemeChooser.explain``), not with the TLS error.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ class SchemeChooser:
     def __init__(self, host: str, options: RegistryOptions) -> None:
         self.host = host
         self.may_fall_back = options.allows_insecure(host) or is_loopback(host)
-        self._scheme: str | None = None
+        self._scheme: str | None = None if self.may_fall_back else "https"
         self._lock = threading.Lock()
 
     def scheme(self, client: httpx.Client) -> str:
@@ -137,33 +137,32 @@ class SchemeChooser:
         return self._scheme
 
     def _probe(self, client: httpx.Client) -> str:
-        """Ask ``/v2/`` over https; on a TLS failure other than an untrusted certificate, try http, which
-        only hosts that may fall back use: the others are refused, saying that they answer plain HTTP."""
+        """Ask ``/v2/`` over https; on a TLS failure other than an untrusted certificate, try http."""
         try:
             client.get(urls.ping("https", self.host), auth=None).close()
             return "https"
         except httpx.ConnectError as error:
-            if _untrusted_certificate(error) or not (self.may_fall_back or _tls_failed(error)):
+            if _untrusted_certificate(error):
                 raise
             https_error = error
         # outside the ``except``: a fault on the plain probe must not carry the TLS error as its context
-        if not self.may_fall_back:
-            raise self._refusal(client, https_error)
         if not _speaks_plain_http(client, self.host):
             raise https_error
         log.debug("%s does not speak TLS; using plain http", self.host)
         return "http"
 
-    def _refusal(self, client: httpx.Client, https_error: httpx.ConnectError) -> Exception:
-        """Why the TLS handshake failed: a plain-HTTP registry (the user may allow it), or ``https_error``."""
+    def explain(self, client: httpx.Client, error: httpx.ConnectError) -> None:
+        """After a failed TLS handshake with a host that may not use plain http: when it answers plain
+        HTTP, raise that as the cause (the user may allow it); else return, ``error`` stands."""
+        if self.may_fall_back or not _tls_failed(error) or _untrusted_certificate(error):
+            return
         try:
             plain = _speaks_plain_http(client, self.host)
         except httpx.TransportError:
-            plain = False
-        if not plain:
-            return https_error
-        return UnreachableError(f"{self.host} answers plain HTTP, not HTTPS", remedy=Remedy.ALLOW_PLAIN_HTTP,
-                                remedy_target=self.host)
+            return
+        if plain:
+            raise UnreachableError(f"{self.host} answers plain HTTP, not HTTPS", remedy=Remedy.ALLOW_PLAIN_HTTP,
+                                   remedy_target=self.host)
 
 
 def _tls_failed(exc: BaseException) -> bool:
