@@ -67,17 +67,13 @@ class DigestVerifier:
     def update(self, chunk: bytes | memoryview) -> None:
         self.received += len(chunk)
         if self.size is not None and self.received > self.size:
-            raise ContentMismatchError(
-                f"{self.what}: more than the declared {self.size} bytes"
-            )
+            raise ContentMismatchError(f"more than the declared {self.size} bytes", subject=self.what)
         self._hash.update(chunk)
 
     def check(self) -> None:
         """Raise ``ContentMismatchError`` unless size and digest match."""
         if self.size is not None and self.received != self.size:
-            raise ContentMismatchError(
-                f"{self.what}: got {self.received} bytes, expected {self.size}"
-            )
+            raise ContentMismatchError(f"got {self.received} bytes, expected {self.size}", subject=self.what)
         actual = f"{self.digest.algorithm}:{self._hash.hexdigest()}"
         if actual != self.digest:
-            raise ContentMismatchError(f"{self.what}: content has digest {actual}")
+            raise ContentMismatchError(f"content has digest {actual}", subject=self.what)

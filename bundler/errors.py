@@ -29,7 +29,7 @@ layer that knows where the bytes came from re-raises it as registry or bundle tr
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -56,6 +56,9 @@ __all__ = [
 ]
 
 
+E = TypeVar("E", bound="ImgbundleError")
+
+
 class Remedy(enum.Enum):
     """What the user can do about an error, as the layer that knows the cause sees it."""
 
@@ -63,6 +66,8 @@ class Remedy(enum.Enum):
     """Credentials are missing or refused."""
     TRUST_CA = "trust the CA"
     """The registry's TLS certificate is signed by a CA we do not trust."""
+    CHECK_CA = "check the CA given"
+    """As ``TRUST_CA``, though an extra CA was given: it is not the one that signed the certificate."""
     SMALLER_CHUNKS = "smaller upload chunks"
     """A proxy or the registry refuses requests this large."""
     FEWER_REQUESTS = "fewer requests at once"
@@ -81,22 +86,43 @@ class Remedy(enum.Enum):
     """What was given as a delta's base is neither a bundle nor the JSON of its index."""
     ALLOW_INCOMPLETE = "allow an incomplete inventory"
     """A delta's base is an inventory in which some repositories could not be listed."""
+    ALLOW_PLAIN_HTTP = "allow plain HTTP"
+    """A registry answers plain HTTP where HTTPS was expected; ``remedy_target`` is its host."""
 
 
 class ImgbundleError(Exception):
     """Base of every error the tool reports; ``str(err)`` is the one line shown to the user, to which
-    the CLI adds how to apply ``remedy`` when there is one."""
+    the CLI adds how to apply ``remedy`` when there is one.
+
+    An error about one thing (a reference, a host) names it as ``subject``: the line is then
+    ``"{subject}: {message}"``, and a caller whose own line names that subject shows only ``detail``.
+    """
 
     exit_code = 1
 
-    def __init__(self, message: str = "", *, remedy: Remedy | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str = "", *, remedy: Remedy | None = None, subject: str = "",
+                 remedy_target: str = "") -> None:
+        super().__init__(f"{subject}: {message}" if subject else message)
         self.remedy = remedy
+        self.remedy_target = remedy_target
+        """What the remedy applies to, when it names something (a registry host)."""
+        self.subject = subject
+        self.detail = message
+        """The message without its subject."""
+
+    def retyped(self, kind: type[E]) -> E:
+        """This error as another kind (its exit code), message, subject and remedy kept."""
+        return kind(self.detail, remedy=self.remedy, subject=self.subject, remedy_target=self.remedy_target)
+
+    def about(self, subject: str) -> str:
+        """The message for a line that already names ``subject``: without it when the error is about it too."""
+        return self.detail if subject and subject == self.subject else str(self)
 
     def reworded(self, message: str, remedy: Remedy | None = None) -> Self:
         """The same kind of error (its class, and its remedy unless another is given) with another message."""
         error = type(self)(message)
         error.remedy = remedy or self.remedy
+        error.remedy_target = self.remedy_target if error.remedy is self.remedy else ""
         return error
 
 

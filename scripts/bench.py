@@ -565,8 +565,16 @@ def machine() -> str:
 
 
 def imgbundle_command() -> list[str]:
-    found = shutil.which("imgbundle")
-    return [found] if found else [sys.executable, "-m", "bundler"]
+    """``python -m bundler`` with this script's Python: the copy its environment imports (PYTHONPATH first,
+    then the installed one), never whichever ``imgbundle`` is first on PATH (an old virtualenv, a pyenv shim)."""
+    return [sys.executable, "-m", "bundler"]
+
+
+def imgbundle_origin() -> str:
+    """Which imgbundle the scripts run, for the first line they print."""
+    spec = importlib.util.find_spec("bundler")
+    where = spec.submodule_search_locations[0] if spec and spec.submodule_search_locations else "not installed"
+    return f"imgbundle: {sys.executable} -m bundler, from {where}"
 
 
 def compile_imgbundle() -> None:
@@ -768,6 +776,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     image_set = ensure_set(out / "sets", args.images, args.size, args.big_layer, args.seed)
     compile_imgbundle()
+    print(imgbundle_origin(), flush=True)
     with localregistry.local_registry(out / "source" / image_set.layout.name) as source:  # kept: re-seeding skips blobs
         seeded = imageset.seed_registry(image_set.layout, source.url, jobs=args.jobs)
         print(f"source {source.host}: {seeded.tags_pushed} tags, {seeded.bytes_uploaded / MiB:.0f} MiB seeded in "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import imageset
 import localregistry
-from bench import Expected, imgbundle_command, imgbundle_refs
+from bench import Expected, imgbundle_command, imgbundle_origin, imgbundle_refs
 
 PREFIX = "mirror"
 MiB = imageset.MiB
@@ -65,6 +65,7 @@ def check_target(host: str, expected: list[Expected]) -> list[str]:
 
 def demo(work: Path, images: int, size: int, seed: int) -> None:
     started = time.monotonic()
+    print(imgbundle_origin(), flush=True)
     print(f"generating {images} images ({size / MiB:.0f} MiB of blobs, seed {seed}) in {work / 'set'}", flush=True)
     image_set = imageset.generate(work / "set", images=images, total_size=size, seed=seed)
     with ExitStack() as stack:

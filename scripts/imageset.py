@@ -972,7 +972,10 @@ def parse_size(text: str) -> int:
 
 
 def _generate_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imageset.py", description="Generate a realistic image set as an OCI layout.")
+    parser = argparse.ArgumentParser(
+        prog="imageset.py [generate]", description="Generate a realistic image set as an OCI layout.",
+        epilog="The other subcommand: 'imageset.py seed --layout DIR --to URL' pushes a layout into a registry "
+               "(imageset.py seed --help).")
     parser.add_argument("--out", type=Path, required=True, help="empty or absent directory for the layout")
     parser.add_argument("--images", type=int, default=60, help=f"number of tagged images (at least {MIN_IMAGES})")
     parser.add_argument("--size", type=parse_size, default=300 * MiB, help="unique blob bytes, e.g. 300M")

@@ -14,6 +14,7 @@ into ``pytest.fail``. The config file is written as JSON, which is valid YAML.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -21,6 +22,7 @@ import secrets
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ __all__ = [
     "child_environment",
     "launch",
     "local_registry",
+    "main",
 ]
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
@@ -199,3 +202,25 @@ def local_registry(directory: Path, **kwargs: Any) -> Iterator[RegistryProcess]:
         yield reg
     finally:
         reg.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one registry in the foreground until Ctrl-C, for trying imgbundle by hand."""
+    parser = argparse.ArgumentParser(
+        prog="localregistry.py", description="Run a throw-away Docker Distribution on 127.0.0.1 until Ctrl-C.")
+    parser.add_argument("directory", type=Path, help="where its config, log and storage/ go")
+    args = parser.parse_args(argv)
+    try:
+        with local_registry(args.directory) as reg:
+            print(f"registry {reg.url} (storage {reg.storage_dir}); Ctrl-C stops it", flush=True)
+            reg.process.wait()
+    except RegistryStartError as error:
+        print(f"localregistry: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

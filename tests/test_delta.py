@@ -18,6 +18,7 @@ import pytest
 import imageset
 from bundler.bundle import BundleReader, read_index
 from bundler.bundle.index import bundle_id, decode_index
+from bundler.cli.output import format_bytes
 from bundler.errors import CorruptBundleError, InputError, NotFoundError, Remedy
 from bundler.pack import pack, read_requests
 from bundler.unpack import UnpackOptions, unpack
@@ -125,7 +126,12 @@ def test_verify_checks_what_a_delta_carries_and_lists_what_it_expects(months: Mo
     assert report.ok, report.problems
     old, new = months.first.blob_sizes(), months.second.blob_sizes()
     assert {e.digest for e in report.expected} == {d for d in new if d in old}
+    size = format_bytes(sum(entry.size for entry in report.expected))
+    summary = f"delta of base {report.base}: expects {len(report.expected)} blobs ({size}) on the target"
     output = run_cli("verify", str(months.delta), "-q").stdout
+    assert f"{summary} (-v lists them)" in output.splitlines() and "expects sha256:" not in output
+    output = run_cli("verify", str(months.delta), "-q", "-v").stdout
+    assert summary in output.splitlines()
     expects = [line for line in output.splitlines() if line.startswith("expects sha256:")]
     assert len(expects) == len(report.expected)
     document = json.loads(run_cli("verify", str(months.delta), "--json").stdout)

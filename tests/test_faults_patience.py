@@ -187,7 +187,7 @@ def test_each_retry_is_a_line_under_v_and_a_count_in_the_progress(
     assert proxy.fired == {"500": 1, "reset": 1}, proxy.summary()
     assert len(retried) == (2 if verbose else 0), run.stderr
     assert not verbose or "HTTP 500" in " ".join(retried), run.stderr
-    assert any(text.endswith("(2 retried)") for text in run.stderr_lines), run.stderr
+    assert any(text.endswith("(2 retries)") for text in run.stderr_lines), run.stderr
 
 
 def test_a_blob_missing_for_good_fails_the_pack_naming_its_images_and_the_rerun_fetches_only_it(
@@ -202,7 +202,7 @@ def test_a_blob_missing_for_good_fails_the_pack_naming_its_images_and_the_rerun_
     with pytest.raises(NotFoundError) as caught:
         pack(requests, tmp_path / "b.tar.zst", fast_options(retry_timeout=30), cache=cache)
     message = str(caught.value)
-    assert f"needed by {requests[0].line}" in message and "calico/node" not in message, message
+    assert f"(breaks: {requests[0].line})" in message and "calico/node" not in message, message
     assert len(proxy.requests("GET", f"/blobs/{layer}")) == 1
     assert [name for name in files_in(tmp_path) if not name.startswith("cache/")] == []
     proxy.rules.clear()

@@ -247,8 +247,8 @@ class Case:
 
 
 WHOLE = dict(broken=EVERY, unpack=23, list_code=23)
-EVERY_BROKEN = r"4 image\(s\) broken"
-BROKEN = r"\d image\(s\) broken: "
+EVERY_BROKEN = r"4 images broken"
+BROKEN = r"\d images? broken: "
 CASES = [
     Case("empty", lambda i: b"", 21, "not a bundle: the file is empty", list_code=21, unpack=21, pipe=True, push=True),
     Case("random-bytes", lambda i: random.Random(5).randbytes(50_000), 21, "not zstd", list_code=21, unpack=21),
@@ -398,7 +398,7 @@ def _assert_clean(run: CliRun, code: int) -> None:
 
 def _named_in_summary(run: CliRun) -> frozenset[str]:
     """The images the one-line verify error says are broken."""
-    match = re.search(r"\d+ image\(s\) broken: (.*)$", run.stderr_lines[0])
+    match = re.search(r"\d+ images? broken: (.*)$", run.stderr_lines[0])
     return frozenset(match.group(1).split(", ")) if match else frozenset()
 
 

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from bundler.cli.errors import describe
 from bundler.digest import Digest
 from bundler.errors import LocalIOError, Remedy, UnreachableError
 from bundler.registry import Backoff, RegistryClient, RegistryOptions
 from bundler.registry.transport import is_loopback
 from support.options import NOWHERE, offline_options
-from support.registry import RunningRegistry
+from support.cli import run_cli
+from support.registry import RunningRegistry, make_cert_authority
 
 
 def options(**overrides: object) -> RegistryOptions:
@@ -44,6 +46,28 @@ def test_untrusted_certificate_is_unreachable_without_retries_or_downgrade(tls_r
     assert caught.value.exit_code == 13
     assert "certificate" in message and tls_registry.host in message and caught.value.remedy is Remedy.TRUST_CA
     assert time.monotonic() - started < 1.0  # TLS trouble is not retried (the backoff would sleep 1 s)
+
+
+@pytest.mark.registry
+def test_a_certificate_for_other_names_is_named_so_not_untrusted(tls_registry: RunningRegistry) -> None:
+    """127.1 reaches 127.0.0.1, which the certificate lists, under a name it does not: no CA would help."""
+    other_name = "127.1:" + tls_registry.host.rpartition(":")[2]
+    with RegistryClient(other_name, options(ca_file=tls_registry.ca_file)) as client:
+        with pytest.raises(UnreachableError) as caught:
+            client.ping()
+    assert "not issued for that name" in str(caught.value) and caught.value.remedy is None
+    assert "--ca-file" not in describe(caught.value)
+
+
+@pytest.mark.registry
+def test_a_ca_file_that_does_not_sign_the_certificate_is_named(tls_registry: RunningRegistry, tmp_path: Path) -> None:
+    """"pass --ca-file" would be wrong advice to someone who did: the file given is what to check."""
+    other = make_cert_authority(tmp_path / "other-ca")
+    done = run_cli("pack", f"{tls_registry.host}/lib/app:1", "-o", str(tmp_path / "x.tar.zst"), "--retries", "0",
+                   "--ca-file", str(other.ca_cert), expect=UnreachableError.exit_code)
+    [line] = done.error_lines
+    assert "is not trusted" in line and line.endswith("the --ca-file given does not sign it (is it this registry's CA?)")
+    assert "or pass --ca-file" not in line
 
 
 def test_docker_certs_d_directory(tls_registry: RunningRegistry, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +16,23 @@ import localregistry
 from support.images import seed_into
 from support.registry import RunningRegistry
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+CHECKOUT = Path(__file__).resolve().parents[1]
+SCRIPTS = CHECKOUT / "scripts"
 TINY = ["--images", "12", "--size", "2M"]
+RUNS_THE_CHECKOUT = f"imgbundle: {sys.executable} -m bundler, from {CHECKOUT / 'bundler'}"
+"""The scripts' first line when they run this checkout's bundler, not an ``imgbundle`` found on PATH."""
 
 
 def _run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(CHECKOUT)}
     return subprocess.run([sys.executable, str(SCRIPTS / script), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, check=False)
+                          timeout=300, check=False, env=env)
+
+
+@pytest.mark.parametrize(("script", "says"), [("imageset.py", "imageset.py seed"), ("localregistry.py", "usage:")])
+def test_script_help_names_what_the_script_does(script: str, says: str, tmp_path: Path) -> None:
+    proc = _run(script, "--help", cwd=tmp_path)
+    assert proc.returncode == 0 and says in proc.stdout
 
 
 @pytest.mark.registry
@@ -62,6 +73,7 @@ def test_skopeo_refs_drop_tags_skopeo_cannot_combine_with_digests(small_imageset
 def test_demo_runs_the_cli_and_checks_every_digest(tmp_path: Path) -> None:
     proc = _run("demo.py", *TINY, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[0] == RUNS_THE_CHECKOUT
     for command in ("$ imgbundle pack -f images.list", "$ imgbundle list", "$ imgbundle verify", "$ imgbundle unpack"):
         assert command in proc.stdout
     assert "OK: all 12 references on the target have the source digests" in proc.stdout
@@ -72,6 +84,7 @@ def test_bench_times_every_flow_and_writes_its_report(tmp_path: Path) -> None:
     out = tmp_path / "bench-out"
     proc = _run("bench.py", *TINY, "--runs", "1", "--out", str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert RUNS_THE_CHECKOUT in proc.stdout.splitlines()
     report = json.loads((out / "bench.json").read_text())
     phases = report["median"]
     assert set(phases) == {"skopeo pull", "tar + zstd", "zstd -d + tar x", "skopeo push", "imgbundle pack",

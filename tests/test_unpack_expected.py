@@ -75,7 +75,7 @@ def test_a_blob_nowhere_in_the_push_is_named_and_nothing_is_mounted(plan: PushPl
     shared, [missing] = _shared(plan), _single(plan, 1)
     memory = CountingRegistry()
     memory.blobs[shared.repositories[0]] = {shared.digest}
-    with pytest.raises(NotFoundError, match=rf"lacks 1 of the 2 blob\(s\) .* base b: {missing.digest} "
+    with pytest.raises(NotFoundError, match=rf"lacks 1 of the 2 blobs .* base b: {missing.digest} "
                                             rf"\(for {missing.repositories[0]}\);"):
         check_expected(plan, [shared.digest, missing.digest], memory, base="b")
     assert not any(entry[0] == "mounted" for entry in memory.log)

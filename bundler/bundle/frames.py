@@ -284,9 +284,9 @@ class Cursor:
         try:
             data = self._frames.read(limit)
         except CompressedDataError as error:
-            raise CorruptBundleError(f"{self.label}: {error}") from None
+            raise CorruptBundleError(str(error), subject=self.label) from None
         if not data:
-            raise CorruptBundleError(f"{self.label}: truncated (data ends early)")
+            raise CorruptBundleError("truncated (data ends early)", subject=self.label)
         self.position += len(data)
         return data
 
@@ -298,7 +298,7 @@ class Cursor:
             try:
                 part = self._frames.read(remaining)
             except CompressedDataError as error:
-                raise CorruptBundleError(f"{self.label}: {error}") from None
+                raise CorruptBundleError(str(error), subject=self.label) from None
             if not part:
                 break
             parts.append(part)
@@ -327,7 +327,7 @@ class Cursor:
         try:
             self._frames.finish()
         except CompressedDataError as error:
-            raise CorruptBundleError(f"{self.label}: {error}") from None
+            raise CorruptBundleError(str(error), subject=self.label) from None
 
     def close(self) -> None:
         """Release the frames (stops a stream's read-ahead thread)."""
@@ -338,6 +338,6 @@ class Cursor:
         try:
             data = self._frames.read(1)
         except CompressedDataError as error:
-            raise CorruptBundleError(f"{self.label}: {error}") from None
+            raise CorruptBundleError(str(error), subject=self.label) from None
         self.position += len(data)
         return not data

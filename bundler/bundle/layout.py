@@ -41,6 +41,7 @@ __all__ = [
     "OCI_LAYOUT_BYTES",
     "BlobSpec",
     "BundlePlan",
+    "check_created",
     "check_oci_index",
     "check_oci_layout",
     "oci_index_bytes",
@@ -78,6 +79,13 @@ class BundlePlan:
     blobs: tuple[BlobSpec, ...]
 
 
+def check_created(created: str) -> str:
+    """``created`` when it is a time as the index records it; checked by pack before the first request."""
+    if not _CREATED_RE.match(created):
+        raise InputError(f"{created!r} is not an RFC 3339 UTC time like 2026-11-23T10:00:00Z")
+    return created
+
+
 def plan_bundle(
     *,
     images: Sequence[ImageEntry],
@@ -92,8 +100,7 @@ def plan_bundle(
     user's data): a manifest over 4 MiB or with bytes not matching its digest, a digest given
     twice with different sizes, an image whose manifest is missing.
     """
-    if not _CREATED_RE.match(created):
-        raise InputError(f"created {created!r} is not an RFC 3339 UTC time like 2026-11-23T10:00:00Z")
+    check_created(created)
     sorted_manifests = _unique_manifests(manifests)
     sorted_blobs = _unique_blobs(blobs, {m.digest for m in sorted_manifests})
     manifest_by_digest = {m.digest: m for m in sorted_manifests}

@@ -80,6 +80,10 @@ class MemberKind(enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    def label(self, digest: str) -> str:
+        """How messages name a member of this kind: ``blob sha256:…``."""
+        return f"{self} {digest}"
+
 Location = Union[str, "os.PathLike[str]", BundleFiles, BinaryIO]
 """Where a bundle is read from: a path, its volumes, a seekable file or a pipe."""
 _MEMBER_NAME_RE = re.compile(r"^blobs/(sha256/[a-f0-9]{64}|sha512/[a-f0-9]{128})$")
@@ -239,11 +243,11 @@ class BundleReader:
 
     def _random_chunks(self, entry: MemberEntry, kind: MemberKind) -> Iterator[bytes]:
         table = self._require_table()
-        label = f"{kind} {entry.digest}"
+        label = kind.label(entry.digest)
         position = self._index_length + entry.offset
         frame = table.frame_starting_at(position)
         if frame is None:
-            raise CorruptBundleError(f"{label}: its offset is not at the start of a zstd frame")
+            raise CorruptBundleError("its offset is not at the start of a zstd frame", subject=label)
         return self._stream_member(entry, label, frame, position)
 
     def _stream_member(self, entry: MemberEntry, label: str, frame: int, position: int) -> Iterator[bytes]:
@@ -253,7 +257,7 @@ class BundleReader:
             header = _read_header(cursor)
             if header is None or header.name != blob_path(entry.digest) or header.size != entry.size:
                 found = "end of archive" if header is None else f"{header.name!r} ({header.size} bytes)"
-                raise CorruptBundleError(f"{label}: found {found} at its offset")
+                raise CorruptBundleError(f"found {found} at its offset", subject=label)
             yield from _DataStream(cursor, entry, label)
 
     def _require_table(self) -> SeekTable:
@@ -310,13 +314,13 @@ class BundleReader:
         return data
 
     def _data_member(self, cursor: Cursor, kind: MemberKind, entry: MemberEntry) -> Iterator[Member]:
-        label = f"{kind} {entry.digest}"
+        label = kind.label(entry.digest)
         offset = cursor.position - self._index_length
         if offset != entry.offset:
-            raise CorruptBundleError(f"{label}: found at offset {offset}, the index says {entry.offset}")
+            raise CorruptBundleError(f"found at offset {offset}, the index says {entry.offset}", subject=label)
         header = self._next_header(cursor, blob_path(entry.digest), label)
         if header.size != entry.size:
-            raise CorruptBundleError(f"{label}: tar header says {header.size} bytes, the index says {entry.size}")
+            raise CorruptBundleError(f"tar header says {header.size} bytes, the index says {entry.size}", subject=label)
         stream = _DataStream(cursor, entry, label)
         yield Member(blob_path(entry.digest), kind, Digest(entry.digest), entry.size, iter(stream), entry.media_type)
         stream.skip_rest()
@@ -328,13 +332,13 @@ class BundleReader:
         start = cursor.position
         header = _read_header(cursor)
         if header is None:
-            raise CorruptBundleError(f"{cursor.label}: archive ends where this member was expected")
+            raise CorruptBundleError("archive ends where this member was expected", subject=cursor.label)
         if header.name not in _FIXED_NAMES and not _MEMBER_NAME_RE.match(header.name):
             raise CorruptBundleError(f"member {header.name[:200]!r}: name not allowed in a bundle")
         if header.name != name:
             raise CorruptBundleError(f"member {header.name!r}: found where {cursor.label} was expected")
         if not cursor.starts_frame(start):
-            raise CorruptBundleError(f"{cursor.label}: does not start a new zstd frame")
+            raise CorruptBundleError("does not start a new zstd frame", subject=cursor.label)
         return header
 
     def _end_of_archive(self, cursor: Cursor) -> None:
@@ -371,7 +375,7 @@ class _DataStream:
         try:
             self._verifier.check()
         except ContentMismatchError as error:
-            raise CorruptBundleError(str(error)) from None
+            raise error.retyped(CorruptBundleError) from None
         if held is not None:
             yield held
 
@@ -581,7 +585,7 @@ def _read_header(cursor: Cursor) -> TarHeader | None:
     try:
         return read_header(cursor.read_exact)
     except TarFormatError as error:
-        raise CorruptBundleError(f"{cursor.label}: bad tar header ({error})") from None
+        raise CorruptBundleError(f"bad tar header ({error})", subject=cursor.label) from None
 
 
 def _read_seek_table(file: BinaryIO, index: BundleIndex, index_length: int) -> SeekTable:

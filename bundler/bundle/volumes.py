@@ -30,6 +30,7 @@ from bundler.bundle.pagecache import open_read_once
 from bundler.bundle.seektable import SKIPPABLE_MAGIC, SeekTable, SeekTableError, parse_seek_table
 from bundler.bundle.sidecar import format_sidecar, read_sidecar_lines, sidecar_path
 from bundler.errors import IncompleteVolumeSetError, InputError, LocalIOError
+from bundler.words import counted
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self
@@ -153,7 +154,7 @@ def _checked_set(name: Path, numbered: dict[int, Path]) -> BundleFiles:
     count = max(numbered) + 1 if listed is None else max(listed, max(numbered) + 1)
     for number in range(count):
         if number not in numbered:
-            of = f"{listed} volumes listed in {sidecar_path(name).name}" if listed else f"{count} volumes"
+            of = f"{counted(listed, 'volume')} listed in {sidecar_path(name).name}" if listed else counted(count, "volume")
             raise IncompleteVolumeSetError(f"volume {volume_path(name, number).name} is missing ({of})")
     if listed is not None and count > listed:
         extra = volume_path(name, listed).name

@@ -6,6 +6,7 @@ import click
 
 from bundler.cli.output import format_bytes, out, parse_size, print_json
 from bundler.stores.cache import BlobCache
+from bundler.words import counted
 
 __all__ = ["cache_group"]
 
@@ -28,7 +29,7 @@ def cache_info(as_json: bool) -> None:
     if as_json:
         print_json({"path": str(info.root), "blobs": info.entries, "bytes": info.bytes})
         return
-    out.print(f"{info.root}: {info.entries} blobs, {format_bytes(info.bytes)}", markup=False)
+    out.print(f"{info.root}: {counted(info.entries, 'blob')}, {format_bytes(info.bytes)}", markup=False)
 
 
 @cache_group.command("prune")
@@ -45,7 +46,7 @@ def cache_prune(max_size: str, everything: bool, as_json: bool) -> None:
                     "blobs": result.kept, "bytes": result.kept_bytes})
         return
     out.print(
-        f"removed {result.removed} blobs ({format_bytes(result.removed_bytes)}); "
-        f"{result.kept} blobs ({format_bytes(result.kept_bytes)}) remain in {cache.root}",
+        f"removed {counted(result.removed, 'blob')} ({format_bytes(result.removed_bytes)}); "
+        f"{counted(result.kept, 'blob')} ({format_bytes(result.kept_bytes)}) left in {cache.root}",
         markup=False,
     )

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import glob
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -15,15 +15,16 @@ import click
 
 from bundler.bundle.index import bundle_id
 from bundler.bundle.volumes import BundleFiles, bundle_from_paths
-from bundler.cli.errors import parsed
-from bundler.cli.output import RETRY_LOGGER, format_bytes, make_progress, out, parse_size, print_json
-from bundler.cli.tables import image_table, verify_lines
-from bundler.errors import BundleError, CorruptBundleError, InputError
+from bundler.cli.errors import ca_file_checked, parsed
+from bundler.cli.output import CliProgress, format_bytes, make_progress, out, parse_size, print_json
+from bundler.cli.tables import image_table, skipped_lines, verify_lines, volumes_line
+from bundler.errors import BundleError, CorruptBundleError, InputError, LocalIOError
+from bundler.words import counted
 
 if TYPE_CHECKING:
     from bundler.bundle import WriteResult
     from bundler.bundle.delta import Since
-    from bundler.bundle.index import BundleIndex
+    from bundler.bundle.index import BundleIndex, ExternalEntry
     from bundler.pack import ImageRequest, ReferrerPolicy
     from bundler.reference import Reference
     from bundler.registry import RegistryOptions
@@ -37,20 +38,23 @@ if TYPE_CHECKING:
 __all__ = ["list_command", "pack_command", "serve_command", "unpack_command", "verify_command"]
 
 
-def _show_retries(context: click.Context, parameter: click.Parameter, enabled: bool) -> None:
-    if enabled:
-        logging.getLogger(RETRY_LOGGER).setLevel(logging.INFO)
-
-
 def _registry_options(command: Callable) -> Callable:
     """Options every command that talks to a registry shares."""
     options = [
         click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="Extra CA certificate (PEM) to trust, e.g. a self-signed Harbor's."),
-        click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST",
-                     help="Allow plain HTTP or an unverified certificate for HOST (repeatable)."),
-        click.option("--username", envvar="IMGBUNDLE_USERNAME", help="Registry user (else docker/podman config)."),
+        click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
+                     help="Allow plain HTTP or an unverified certificate for this registry (repeatable); as for "
+                          "docker, HOST alone means port 443."),
+        click.option("--username", envvar="IMGBUNDLE_USERNAME",
+                     help="Registry user; the password comes from --password-stdin, IMGBUNDLE_PASSWORD or a prompt. "
+                          "Without it: docker's config.json ($DOCKER_CONFIG, else ~/.docker) and its credential "
+                          "helpers, then podman's auth.json ($REGISTRY_AUTH_FILE, else the usual places)."),
+        click.option("--creds", metavar="USER[:PASSWORD]",
+                     help="User and password in one (as skopeo); without :PASSWORD it is asked for, not echoed."),
         click.option("--password-stdin", is_flag=True, help="Read the password from standard input."),
+        click.option("--authfile", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="PATH",
+                     help="Credentials file as podman and skopeo write it, read before any other."),
         click.option("--retries", type=click.IntRange(0, 50), default=5, show_default=True,
                      help="Retries per request on 5xx, 429 and dropped connections, more while the registry "
                           "moves bytes (see --retry-timeout)."),
@@ -60,32 +64,63 @@ def _registry_options(command: Callable) -> Callable:
                      help="Seconds without progress before a request is retried."),
         click.option("-j", "--jobs", type=click.IntRange(1, 64), default=4, show_default=True,
                      help="Parallel transfers."),
-        click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_show_retries,
-                     help="One line on stderr per retried request."),
+        click.option("-v", "--verbose", "every_retry", is_flag=True,
+                     help="One line on stderr per retried request (without it, only for a registry that cannot "
+                          "be reached)."),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def _make_registry_options(kwargs: dict, hosts: set[str], *, chunk_size: int | None = None) -> RegistryOptions:
-    """RegistryOptions from the shared flags; the password comes from stdin or IMGBUNDLE_PASSWORD, never argv.
+def _log_in(kwargs: dict) -> None:
+    """Read ``--username``/``--creds`` and the password into ``kwargs["login"]``, first thing: a prompt
+    must come before any progress bar."""
+    username, creds, password_stdin = kwargs.pop("username"), kwargs.pop("creds"), kwargs.pop("password_stdin")
+    password: str | None = None
+    if creds is not None:
+        if username:
+            raise InputError("--creds and --username both name a user; give one of them")
+        username, sep, given = creds.partition(":")
+        if not username:
+            raise InputError("--creds: expected USER[:PASSWORD]")
+        password = given if sep else None
+    if username and password is None:
+        password = _password(username, password_stdin)
+    kwargs["login"] = (username, password) if username else None
+
+
+def _password(username: str, from_stdin: bool) -> str:
+    """From standard input, IMGBUNDLE_PASSWORD or, on a terminal, a prompt that does not echo."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    password = os.environ.get("IMGBUNDLE_PASSWORD")
+    if password is not None:
+        return password
+    if sys.stdin.isatty():
+        return str(click.prompt(f"password for {username}", hide_input=True, err=True))
+    raise InputError(f"no password for {username}: use --password-stdin, IMGBUNDLE_PASSWORD or --creds USER:PASSWORD")
+
+
+def _make_registry_options(kwargs: dict, hosts: set[str], progress: CliProgress, *,
+                           chunk_size: int | None = None) -> RegistryOptions:
+    """RegistryOptions from the shared flags (``_log_in`` has read the credentials).
 
     ``--username`` applies to ``hosts``, which must be one registry: credentials are never sent to a host
     they were not meant for (use docker login / config.json for several).
     """
     from bundler.registry import RegistryOptions
 
-    username = kwargs.pop("username")
-    password_stdin = kwargs.pop("password_stdin")
+    login = kwargs.pop("login")
     credentials = {}
-    if username:
+    if login is not None:
         if len(hosts) != 1:
-            raise InputError("--username is ambiguous with several registries; use docker login (config.json) instead")
-        password = sys.stdin.readline().rstrip("\n") if password_stdin else _env_password()
-        credentials = {next(iter(hosts)): (username, password)}
-    return RegistryOptions(
+            raise InputError("--username is ambiguous with several registries; log in to each with docker login, or "
+                             "give one file for all with --authfile")
+        credentials = {next(iter(hosts)): login}
+    options = RegistryOptions(
         ca_file=kwargs.pop("ca_file"),
+        auth_file=kwargs.pop("authfile"),
         insecure=frozenset(kwargs.pop("insecure")),
         retries=kwargs.pop("retries"),
         retry_timeout=kwargs.pop("retry_timeout"),
@@ -93,14 +128,23 @@ def _make_registry_options(kwargs: dict, hosts: set[str], *, chunk_size: int | N
         jobs=kwargs["jobs"],
         chunk_size=chunk_size,
         credentials=credentials,
+        on_retry=partial(progress.retried, shown=kwargs.pop("every_retry")),
     )
+    _warn_unmatched_insecure(options, hosts, progress)
+    return options
 
 
-def _env_password() -> str:
-    password = os.environ.get("IMGBUNDLE_PASSWORD")
-    if password is None:
-        raise InputError("--username needs a password: use --password-stdin or set IMGBUNDLE_PASSWORD")
-    return password
+def _warn_unmatched_insecure(options: RegistryOptions, hosts: set[str], progress: CliProgress) -> None:
+    """A ``--insecure-registry`` value that names no registry the command uses would silently do nothing."""
+    from bundler.reference import registry_endpoint
+
+    used = sorted(hosts)
+    for value in options.unmatched_insecure(hosts | {registry_endpoint(host) for host in hosts}):
+        name = value.partition(":")[0].lower()
+        near = [host for host in used if host.lower().partition(":")[0] == name]
+        hint = f"; give HOST:PORT, e.g. --insecure-registry {near[0]}" if near else ""
+        progress.warn(f"--insecure-registry {value} names no registry this command uses "
+                      f"({', '.join(used) or 'none'}){hint}")
 
 
 @contextmanager
@@ -136,8 +180,8 @@ def _input_flags(command: Callable) -> Callable:
     return command
 
 
-def _choose_stores(stack: ExitStack, refs: tuple[str, ...], list_file, kwargs: dict, *, from_storage: Path | None,
-                   storage_host: str, all_from: str | None, repos: tuple[str, ...]
+def _choose_stores(stack: ExitStack, refs: tuple[str, ...], list_file, kwargs: dict, progress: CliProgress, *,
+                   from_storage: Path | None, storage_host: str, all_from: str | None, repos: tuple[str, ...]
                    ) -> tuple[list[ImageRequest], RegistryOptions, StorePool | None]:
     """The requests, registry options and store pool (None: registries by reference) of one pack."""
     from bundler.pack import read_requests
@@ -153,15 +197,15 @@ def _choose_stores(stack: ExitStack, refs: tuple[str, ...], list_file, kwargs: d
     if from_storage is not None:
         host, _ = parsed("--storage-host", storage_host, registry_target)
         tree = StorageTree(from_storage)
-        options = _make_registry_options(kwargs, set())
+        options = _make_registry_options(kwargs, set(), progress)
         return _whole(discover(tree, host, patterns=repos)), options, stack.enter_context(SinglePool(host, tree))
     if all_from is not None:
-        options = _make_registry_options(kwargs, {parsed("--all-from", all_from, registry_target)[0]})
+        options = _make_registry_options(kwargs, {parsed("--all-from", all_from, registry_target)[0]}, progress)
         pool = stack.enter_context(RegistryPool(options))
         return _whole(discover_registry(pool, all_from, repos)), options, pool
     lines = list(list_file) if list_file else []
     requests = read_requests(lines, list_file.name if list_file else "args", refs)
-    return requests, _make_registry_options(kwargs, {r.reference.registry for r in requests}), None
+    return requests, _make_registry_options(kwargs, {r.reference.registry for r in requests}, progress), None
 
 
 def _whole(references: list[Reference]) -> list[ImageRequest]:
@@ -186,7 +230,7 @@ def _whole(references: list[Reference]) -> list[ImageRequest]:
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--split", metavar="SIZE",
               help="Write volumes NAME.000, NAME.001 … each smaller than SIZE (e.g. 4G for FAT32, 3900M).")
-@click.option("--since", type=click.Path(dir_okay=False, path_type=Path), metavar="OLD", multiple=True,
+@click.option("--since", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="OLD", multiple=True,
               help="Delta bundle: leave out blobs that bundle OLD (or its 'list --json' output) brought, or that "
                    "a site inventory lists (repeatable: their union).")
 @click.option("--allow-incomplete", is_flag=True,
@@ -205,23 +249,29 @@ def pack_command(refs, list_file, output, platforms, skip_missing, level, create
     Images come from the references given, from a registry's storage directory (--from-storage,
     no registry running), or from every repository of a registry or Harbor project (--all-from).
     """
-    from bundler.pack import pack
+    from bundler.bundle.layout import check_created
+    from bundler.pack import check_output, pack
     from bundler.platforms import PlatformFilter
     from bundler.stores.cache import BlobCache
 
     filters = parsed("--platform", platforms, PlatformFilter.parse_list)
     split, since = _split_and_since(kwargs)
     referrers = _referrer_policy(kwargs)
+    if created is not None:
+        parsed("--created", created, check_created)
+    check_output(output, overwrite=force)
+    _log_in(kwargs)
     with ExitStack() as stack:
-        requests, options, stores = _choose_stores(stack, refs, list_file, kwargs, from_storage=from_storage,
+        stack.enter_context(ca_file_checked(kwargs["ca_file"]))
+        progress = stack.enter_context(make_progress(quiet or as_json))
+        requests, options, stores = _choose_stores(stack, refs, list_file, kwargs, progress, from_storage=from_storage,
                                                    storage_host=storage_host, all_from=all_from, repos=repos)
         cache = None if no_cache or from_storage is not None else BlobCache()
-        with make_progress(quiet or as_json) as progress:
-            result = pack(
-                requests, output, options, stores=stores, cache=cache, filters=filters, skip_missing=skip_missing,
-                jobs=options.jobs, level=level, created=created, overwrite=force, progress=progress,
-                since=since, split=split, referrers=referrers,
-            )
+        result = pack(
+            requests, output, options, stores=stores, cache=cache, filters=filters, skip_missing=skip_missing,
+            jobs=options.jobs, level=level, created=created, overwrite=force, progress=progress,
+            since=since, split=split, referrers=referrers,
+        )
     write = result.write
     if as_json:
         print_json({
@@ -235,8 +285,8 @@ def pack_command(refs, list_file, output, platforms, skip_missing, level, create
         return
     totals = write.index.totals
     out.print(
-        f"packed {len(result.images)} images ({len(result.skipped)} skipped), {totals.manifests} manifests and "
-        f"{totals.blobs} blobs ({format_bytes(totals.blob_bytes)}) into {write.path} "
+        f"packed {counted(len(result.images), 'image')} ({len(result.skipped)} skipped), "
+        f"{counted(totals.manifests, 'manifest')} and {counted(totals.blobs, 'blob')} ({format_bytes(totals.blob_bytes)}) into {write.path} "
         f"({format_bytes(write.compressed_size)}) in {result.seconds:.1f}s"
         + (f", {format_bytes(result.cached_bytes)} of blobs from the cache" if result.cached_bytes else ""),
         markup=False,
@@ -281,11 +331,12 @@ def _volumes_and_delta_json(write: WriteResult) -> dict:
 def _volumes_and_delta_lines(write: WriteResult) -> list[str]:
     lines = []
     if write.volumes:
-        lines.append(f"{len(write.volumes)} volumes: {write.volumes[0].name} … {write.volumes[-1].name}")
+        lines.append(volumes_line([path.name for path in write.volumes]))
     index = write.index
     if index.base:
         left = sum(entry.size for entry in index.external)
-        lines.append(f"delta of {_relative_to(index)}: {len(index.external)} blobs ({format_bytes(left)}) left out")
+        lines.append(f"delta of {_relative_to(index)}: {counted(len(index.external), 'blob')} "
+                     f"({format_bytes(left)}) left out")
     return lines
 
 
@@ -297,13 +348,21 @@ def _relative_to(index: BundleIndex) -> str:
                      + f" ({entry.created})" for entry in index.bases)
 
 
-def _expected_lines(report: VerifyReport) -> list[str]:
-    """A delta's verify lists what it does not carry: the target registry must hold these blobs."""
+def _expected_lines(report: VerifyReport, *, verbose: bool) -> list[str]:
+    """A delta's verify says what it does not carry, which the target registry must hold: a count and
+    bytes, and with ``verbose`` every blob (``--json`` lists them too)."""
     if not report.base:
         return []
-    lines = [f"delta of base {report.base}: expects {len(report.expected)} blob(s) on the target"]
-    lines += [f"expects {entry.digest} ({format_bytes(entry.size)})" for entry in report.expected]
+    lines = [_expects_line(f"base {report.base}", report.expected) + ("" if verbose or not report.expected else
+                                                             " (-v lists them)")]
+    if verbose:
+        lines += [f"expects {entry.digest} ({format_bytes(entry.size)})" for entry in report.expected]
     return lines
+
+
+def _expects_line(relative_to: str, expected: list[ExternalEntry]) -> str:
+    size = sum(entry.size for entry in expected)
+    return f"delta of {relative_to}: expects {counted(len(expected), 'blob')} ({format_bytes(size)}) on the target"
 
 
 def _bundle_argument(*, allow_dash: bool) -> Callable:
@@ -334,8 +393,15 @@ def _stdin_if_dash(bundle: Path | BundleFiles) -> tuple[Path | BundleFiles, Bina
 @click.command("list")
 @_bundle_argument(allow_dash=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle index as JSON.")
-def list_command(bundle: tuple[Path, ...], as_json: bool) -> None:
-    """Show the images in a bundle (reads only its index and seek table, instant on any size; '-' = stdin)."""
+@click.option("--no-trunc", is_flag=True, help="On a terminal too: full digests and every platform.")
+def list_command(bundle: tuple[Path, ...], as_json: bool, no_trunc: bool) -> None:
+    """Show the images in a bundle (reads only its index and seek table, instant on any size; '-' = stdin).
+
+    BUNDLE... is one bundle: its file, or a split bundle's volumes (all, the first, or the bare NAME).
+
+    On a terminal the table fits its width: digests shortened to 12 hex characters, platforms counted
+    when their list does not fit. Piped, or with --no-trunc, everything is in full.
+    """
     from bundler.bundle import BundleReader, read_index
 
     source, stream = _stdin_if_dash(_bundle_files(bundle))
@@ -348,19 +414,23 @@ def list_command(bundle: tuple[Path, ...], as_json: bool) -> None:
     if as_json:
         print_json(index)
         return
-    out.print(image_table(index))
+    out.print(image_table(index, None if no_trunc or not out.is_terminal else out.width))
+    for line in skipped_lines(index):
+        out.print(line, markup=False)
     out.print(f"bundle id {bundle_id(index)}", markup=False)
     if index.base:
-        expected = sum(entry.size for entry in index.external)
-        out.print(f"delta of {_relative_to(index)}: leaves out {len(index.external)} blobs "
-                  f"({format_bytes(expected)}), expected on the target", markup=False)
+        out.print(_expects_line(_relative_to(index), index.external), markup=False)
 
 
 @click.command("verify")
 @_bundle_argument(allow_dash=True)
+@click.option("-v", "--verbose", is_flag=True, help="List every blob a delta expects on the target.")
 @_output_flags
-def verify_command(bundle: tuple[Path, ...], quiet: bool, as_json: bool) -> None:
-    """Prove a bundle whole: its checksum, every blob's digest, every reference ('-' = stdin)."""
+def verify_command(bundle: tuple[Path, ...], verbose: bool, quiet: bool, as_json: bool) -> None:
+    """Prove a bundle whole: its checksum, every blob's digest, every reference ('-' = stdin).
+
+    BUNDLE... is one bundle: its file, or a split bundle's volumes (all, the first, or the bare NAME).
+    """
     from bundler.verify import verify_bundle
 
     source, stream = _stdin_if_dash(_bundle_files(bundle))
@@ -369,10 +439,10 @@ def verify_command(bundle: tuple[Path, ...], quiet: bool, as_json: bool) -> None
     if as_json:
         print_json(report.as_dict())
     else:
-        for line in verify_lines(report) + _expected_lines(report):
+        for line in verify_lines(report) + _expected_lines(report, verbose=verbose):
             out.print(line, markup=False)
     if not report.ok:
-        raise CorruptBundleError(f"{source}: {len(report.problems)} problem(s); {report.broken_summary()}")
+        raise CorruptBundleError(f"{source}: {counted(len(report.problems), 'problem')}; {report.broken_summary()}")
 
 
 @click.command("unpack")
@@ -393,7 +463,11 @@ def verify_command(bundle: tuple[Path, ...], quiet: bool, as_json: bool) -> None
 @_output_flags
 def unpack_command(bundle, target, keep_host, flatten, maps, dry_run, report, create_projects, public, chunk_size,
                    quiet, as_json, **kwargs):
-    """Push a bundle into a registry: blobs, then manifests, then indexes, then tags; same digests."""
+    """Push a bundle into a registry: blobs, then manifests, then indexes, then tags; same digests.
+
+    BUNDLE... is one bundle: its file, or a split bundle's volumes (all of them, the first one, or the
+    bare NAME of NAME.000, NAME.001 …). Several bundles are unpacked by one command each.
+    """
     from bundler.cli.unpack_view import render_unpack
     from bundler.unpack import UnpackOptions, unpack
     from bundler.unpack.mapping import parse_to
@@ -403,20 +477,25 @@ def unpack_command(bundle, target, keep_host, flatten, maps, dry_run, report, cr
         raise InputError("--public only applies with --create-projects")
     if report is not None:
         parsed("--report", report, report_format)
+        if not report.parent.is_dir():
+            raise LocalIOError(f"--report {report}: no such directory {report.parent}")
     bundle = _bundle_files(bundle)
     parsed_maps = [_parse_map(m) for m in maps]
     host = parsed("--to", target, parse_to).host
-    options = _make_registry_options(kwargs, {host}, chunk_size=parse_size(chunk_size) if chunk_size else None)
-    settings = UnpackOptions(
-        to=target, keep_host=keep_host, flatten=flatten, maps=parsed_maps, dry_run=dry_run,
-        create_projects=create_projects, public=public, jobs=options.jobs,
-    )
-    with make_progress(quiet or as_json or dry_run) as progress, _naming(bundle):
+    _log_in(kwargs)
+    with ca_file_checked(kwargs["ca_file"]), make_progress(quiet or as_json or dry_run) as progress, _naming(bundle):
+        options = _make_registry_options(kwargs, {host}, progress,
+                                         chunk_size=parse_size(chunk_size) if chunk_size else None)
+        settings = UnpackOptions(
+            to=target, keep_host=keep_host, flatten=flatten, maps=parsed_maps, dry_run=dry_run,
+            create_projects=create_projects, public=public, jobs=options.jobs,
+        )
         result = unpack(bundle, settings, options, progress=progress)
     render_unpack(result, as_json=as_json, report=report)
     failure = result.failure_error()
     if failure is not None:
-        raise failure
+        with ca_file_checked(options.ca_file):
+            raise failure
 
 
 def _parse_map(text: str) -> tuple[str, str]:

@@ -5,12 +5,14 @@ Below ``cli`` no message names an option; an error carries a ``Remedy`` instead,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 from bundler.errors import ImgbundleError, InputError, Remedy
 
-__all__ = ["describe", "parsed"]
+__all__ = ["ca_file_checked", "describe", "parsed"]
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -18,6 +20,7 @@ V = TypeVar("V")
 REMEDIES: dict[Remedy, str] = {
     Remedy.LOG_IN: "; log in with docker login, or pass --username",
     Remedy.TRUST_CA: " or pass --ca-file",
+    Remedy.CHECK_CA: "; the --ca-file given does not sign it (is it this registry's CA?)",
     Remedy.SMALLER_CHUNKS: "; retry with a smaller --chunk-size, e.g. 8MiB",
     Remedy.FEWER_REQUESTS: " or with fewer --jobs",
     Remedy.CREATE_PROJECTS: " or re-run with --create-projects",
@@ -26,13 +29,28 @@ REMEDIES: dict[Remedy, str] = {
     Remedy.TELL_APART: " (use --keep-host or --map to tell them apart)",
     Remedy.NAME_BASE: "; give a bundle, what 'imgbundle list --json' printed for it, or an inventory",
     Remedy.ALLOW_INCOMPLETE: "; take the inventory again, or pass --allow-incomplete to leave out what it lists",
+    Remedy.ALLOW_PLAIN_HTTP: "; if that is meant, pass --insecure-registry {target}",
 }
-"""Each is appended to the message as is, so it starts with its own separator."""
+"""Each is appended to the message, so it starts with its own separator; ``{target}`` is the error's
+``remedy_target``."""
 
 
 def describe(error: ImgbundleError) -> str:
     """The error's one line, with its remedy in terms of our options."""
-    return f"{error}{REMEDIES[error.remedy]}" if error.remedy is not None else str(error)
+    if error.remedy is None:
+        return str(error)
+    return f"{error}{REMEDIES[error.remedy].format(target=error.remedy_target)}"
+
+
+@contextmanager
+def ca_file_checked(ca_file: Path | None) -> Iterator[None]:
+    """An untrusted certificate although ``--ca-file`` was given: that file is what to check, not a flag to add."""
+    try:
+        yield
+    except ImgbundleError as error:
+        if ca_file is None or error.remedy is not Remedy.TRUST_CA:
+            raise
+        raise error.reworded(str(error), Remedy.CHECK_CA) from error
 
 
 def parsed(option: str, value: V, parse: Callable[[V], T]) -> T:

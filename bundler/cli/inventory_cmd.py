@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, TextIO
 
 import click
 
-from bundler.cli.commands import _make_registry_options, _output_flags, _registry_options
-from bundler.cli.errors import parsed
-from bundler.cli.output import format_bytes, make_progress, out, print_json
+from bundler.cli.commands import _log_in, _make_registry_options, _output_flags, _registry_options
+from bundler.cli.errors import ca_file_checked, parsed
+from bundler.cli.output import CliProgress, format_bytes, make_progress, out, print_json
 from bundler.errors import InputError, PartialFailureError
 
 if TYPE_CHECKING:
@@ -43,12 +43,13 @@ def inventory_command(registry, project, list_file, from_storage, repos, output,
     from bundler.pack.write import created_now
 
     started = time.monotonic()
+    _log_in(kwargs)
     with ExitStack() as stack:
+        stack.enter_context(ca_file_checked(kwargs["ca_file"]))
+        progress = stack.enter_context(make_progress(quiet or as_json))
         store, source, repositories, jobs = _choose_source(stack, registry, project, list_file, from_storage, repos,
-                                                           kwargs)
-        with make_progress(quiet or as_json) as progress:
-            inventory = take_inventory(store, repositories, source, created=created_now(), jobs=jobs,
-                                       progress=progress)
+                                                           kwargs, progress)
+        inventory = take_inventory(store, repositories, source, created=created_now(), jobs=jobs, progress=progress)
     size = save_inventory(inventory, output, overwrite=force)
     _render(inventory, output, size, time.monotonic() - started, as_json=as_json)
     if not inventory.complete:
@@ -58,38 +59,39 @@ def inventory_command(registry, project, list_file, from_storage, repos, output,
 
 
 def _choose_source(stack: ExitStack, registry: str | None, project: str | None, list_file: TextIO | None,
-                   from_storage: Path | None, repos: tuple[str, ...], kwargs: dict
+                   from_storage: Path | None, repos: tuple[str, ...], kwargs: dict, progress: CliProgress
                    ) -> tuple[ReadStore, str, list[str], int]:
     """The store to list, what to call it in the inventory, its repositories, and the parallel jobs."""
     if project and list_file:
         raise InputError("--project and -f both choose repositories: give one of them")
     if registry is not None and from_storage is None:
-        return _registry_source(stack, registry, project, list_file, repos, kwargs)
+        return _registry_source(stack, registry, project, list_file, repos, kwargs, progress)
     if from_storage is not None and registry is None:
         if project or list_file:
             raise InputError("--project and -f choose repositories of --from REGISTRY")
-        return _storage_source(from_storage, repos, kwargs)
+        return _storage_source(from_storage, repos, kwargs, progress)
     raise InputError("give --from REGISTRY or --from-storage PATH: one of them")
 
 
-def _storage_source(path: Path, repos: tuple[str, ...], kwargs: dict) -> tuple[ReadStore, str, list[str], int]:
+def _storage_source(path: Path, repos: tuple[str, ...], kwargs: dict, progress: CliProgress
+                    ) -> tuple[ReadStore, str, list[str], int]:
     from bundler.pack.discover import list_repositories
     from bundler.stores.storage import StorageTree
 
-    jobs = _make_registry_options(kwargs, set()).jobs
+    jobs = _make_registry_options(kwargs, set(), progress).jobs
     tree = StorageTree(path)
     return tree, f"storage:{path}", list_repositories(tree, str(path), patterns=repos), jobs
 
 
 def _registry_source(stack: ExitStack, registry: str, project: str | None, list_file: TextIO | None,
-                     repos: tuple[str, ...], kwargs: dict) -> tuple[ReadStore, str, list[str], int]:
+                     repos: tuple[str, ...], kwargs: dict, progress: CliProgress) -> tuple[ReadStore, str, list[str], int]:
     """Repositories from the list file, else the catalog (Harbor's project API where it is closed)."""
     from bundler.pack.discover import registry_repositories, registry_target, repository_matches
     from bundler.stores.registry import RegistryPool
 
     host, prefix = parsed("--from", registry, registry_target)
     target = f"{host}/{project.strip('/')}" if project else registry.strip().strip("/")
-    options = _make_registry_options(kwargs, {host})
+    options = _make_registry_options(kwargs, {host}, progress)
     pool = stack.enter_context(RegistryPool(options))
     if list_file is None:
         return pool.get(host), target, registry_repositories(pool, target, repos, options)[1], options.jobs

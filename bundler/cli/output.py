@@ -2,58 +2,32 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 import time
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import msgspec
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, TaskID, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import BarColumn, ProgressColumn, Task, TaskID, TextColumn, TimeRemainingColumn
 from rich.progress import Progress as RichBars
+from rich.text import Text
 
 from bundler.errors import InputError
+from bundler.words import counted
 
-__all__ = ["err", "format_bytes", "make_progress", "out", "parse_size", "print_json"]
+if TYPE_CHECKING:
+    from bundler.registry.options import RetryNotice
 
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 400)
+__all__ = ["CliProgress", "err", "format_bytes", "make_progress", "out", "parse_size", "print_json"]
+
+out = Console(highlight=False, soft_wrap=True)
 """Results on stdout; when piped, wide enough that tables never wrap a reference or digest."""
+if not out.is_terminal:
+    out.width = 400
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-RETRY_LOGGER = "bundler.registry.retry"
-"""Logs one INFO line per retried request: printed under ``-v``, counted by the progress view always."""
-
-
-class _RetryCount(logging.Handler):
-    """Counts the retry log's lines for the progress view; shows none of them (``-v`` does, through the root)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.count = 0
-        self._logger = logging.getLogger(RETRY_LOGGER)
-        self._saved = self._logger.level, self._logger.propagate
-
-    def install(self) -> None:
-        self._saved = self._logger.level, self._logger.propagate
-        if not self._logger.isEnabledFor(logging.INFO):  # no -v: count the lines without printing them
-            self._logger.setLevel(logging.INFO)
-            self._logger.propagate = False
-        self._logger.addHandler(self)
-
-    def remove(self) -> None:
-        self._logger.removeHandler(self)
-        self._logger.level, self._logger.propagate = self._saved
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.count += 1
-
-    def label(self) -> str:
-        return f" ({self.count} retried)" if self.count else ""
-
-
-
 def format_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
@@ -79,62 +53,85 @@ def print_json(value: object) -> None:
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
 
 
+class _BytesColumn(ProgressColumn):
+    """``1.2 MiB of 4.0 MiB`` in ``format_bytes``' binary units; blank for a phase that moves no bytes
+    (resolve counts references, in the label)."""
+
+    def render(self, task: Task) -> Text:
+        if not task.fields.get("bytes"):
+            return Text("")
+        return Text(f"{format_bytes(task.completed)} of {format_bytes(task.total or 0)}")
+
+
+class _RateColumn(ProgressColumn):
+    """``12.3 MiB/s``, the same units as the sizes beside it."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{format_bytes(speed)}/s" if task.fields.get("bytes") and speed is not None else "")
+
+
 @final
 class _RichProgress:
-    """Bars on a terminal: bytes, rate and ETA per phase, with items done in the label."""
+    """Bars on a terminal: per phase the items done in the label, and bytes, rate (binary units) and ETA
+    when the phase moves bytes; a phase that moves none (resolve) fills its bar by items."""
 
-    def __init__(self) -> None:
+    def __init__(self, console: Console = err) -> None:
         self._bars = RichBars(
             TextColumn("{task.description}"),
             BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
+            _BytesColumn(),
+            _RateColumn(),
             TimeRemainingColumn(),
-            console=err,
+            console=console,
             transient=False,
         )
         self._task: TaskID | None = None
         self._name = ""
         self._items = (0, 0)
+        self._by_items = False
+        self._retries = 0
         self._lock = threading.Lock()
-        self._retries = _RetryCount()
-        self._shown_retries = 0
 
     def __enter__(self) -> _RichProgress:
-        self._retries.install()
         self._bars.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._bars.stop()
-        self._retries.remove()
 
     def phase(self, name: str, total_bytes: int = 0, total_items: int = 0) -> None:
         with self._lock:
-            self._name, self._items = name, (0, total_items)
-            self._task = self._bars.add_task(self._label(), total=total_bytes or None)
+            self._name, self._items, self._by_items = name, (0, total_items), not total_bytes
+            self._task = self._bars.add_task(self._label(), total=total_bytes or total_items or None,
+                                             bytes=bool(total_bytes))
 
     def advance(self, nbytes: int) -> None:
-        if self._task is not None:
-            if self._shown_retries != self._retries.count:
-                self._shown_retries = self._retries.count
-                self._bars.update(self._task, advance=nbytes, description=self._label())
-            else:
-                self._bars.update(self._task, advance=nbytes)
+        if self._task is not None and not self._by_items:
+            self._bars.update(self._task, advance=nbytes)
 
     def item_done(self, name: str, ok: bool = True) -> None:
         with self._lock:
             self._items = (self._items[0] + 1, self._items[1])
             if self._task is not None:
-                self._bars.update(self._task, description=self._label())
+                self._bars.update(self._task, description=self._label(), advance=1 if self._by_items else 0)
 
     def warn(self, message: str) -> None:
         self._bars.console.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
 
+    def retried(self, notice: RetryNotice, *, shown: bool) -> None:
+        """Their count in the label; a line above the bars when ``shown`` or the registry cannot be reached."""
+        with self._lock:
+            self._retries += 1
+            if self._task is not None:
+                self._bars.update(self._task, description=self._label())
+        if shown or notice.unreachable:
+            self._bars.console.print(str(notice), markup=False, highlight=False)
+
     def _label(self) -> str:
         done, total = self._items
         label = f"{self._name:<9} {done}/{total}" if total else f"{self._name:<9}"
-        return label + self._retries.label()
+        return label + (f" ({counted(self._retries, 'retry', 'retries')})" if self._retries else "")
 
 
 @final
@@ -149,16 +146,14 @@ class _PlainProgress:
         self._name = ""
         self._bytes = self._total_bytes = self._done = self._total_items = 0
         self._last = 0.0
-        self._retries = _RetryCount()
+        self._retries = 0
 
     def __enter__(self) -> _PlainProgress:
-        self._retries.install()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if not self._quiet and self._name:
             self._line()
-        self._retries.remove()
 
     def phase(self, name: str, total_bytes: int = 0, total_items: int = 0) -> None:
         with self._lock:
@@ -181,6 +176,14 @@ class _PlainProgress:
     def warn(self, message: str) -> None:
         err.print(f"warning: {message}", markup=False)
 
+    def retried(self, notice: RetryNotice, *, shown: bool) -> None:
+        """Their count on the next line; a line each when ``shown`` or the registry cannot be reached, so that a
+        wait for a registry that is down is never silent (not with ``--quiet``)."""
+        with self._lock:
+            self._retries += 1
+        if not self._quiet and (shown or notice.unreachable):
+            err.print(str(notice), markup=False)
+
     def _maybe_line(self) -> None:
         if not self._quiet and time.monotonic() - self._last >= self.INTERVAL:
             self._line()
@@ -192,10 +195,16 @@ class _PlainProgress:
             parts.append(f"{self._done}/{self._total_items}")
         if self._total_bytes:
             parts.append(f"{format_bytes(self._bytes)} of {format_bytes(self._total_bytes)}")
-        err.print(" ".join(parts) + self._retries.label(), markup=False)
+        if self._retries:
+            parts.append(f"({counted(self._retries, 'retry', 'retries')})")
+        err.print(" ".join(parts), markup=False)
 
 
-def make_progress(quiet: bool) -> _RichProgress | _PlainProgress:
+CliProgress = _RichProgress | _PlainProgress
+"""The plans' ``Progress``, plus ``retried`` for the registry client's retry notices."""
+
+
+def make_progress(quiet: bool) -> CliProgress:
     """Bars on an interactive terminal, plain lines otherwise, only warnings with ``--quiet``."""
     if not quiet and err.is_terminal:
         return _RichProgress()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from bundler.cli.output import format_bytes, out, print_json
 from bundler.unpack import UnpackResult, write_report
+from bundler.words import counted
 
 __all__ = ["render_unpack"]
 
@@ -26,7 +27,7 @@ def _print_plan(result: UnpackResult) -> None:
         target = outcome.target
         out.print(f"{target.source_ref} -> {target.exact}", markup=False)
     out.print(
-        f"dry run: {len(result.images)} images, {len(result.plan.blobs())} blobs "
+        f"dry run: {counted(len(result.images), 'image')}, {counted(len(result.plan.blobs()), 'blob')} "
         f"({format_bytes(result.plan.total_blob_bytes)}) would be pushed to {result.registry} if missing",
         markup=False,
     )
@@ -36,7 +37,7 @@ def _print_summary(result: UnpackResult) -> None:
     for outcome in result.failed:
         out.print(f"FAILED {outcome.target.display}: {outcome.reason}", markup=False)
     out.print(
-        f"pushed {len(result.pushed)} of {len(result.images)} images to {result.registry}: "
+        f"pushed {len(result.pushed)} of {counted(len(result.images), 'image')} to {result.registry}: "
         f"blobs {result.blobs_uploaded} uploaded ({format_bytes(result.bytes_uploaded)}), "
         f"{result.blobs_mounted} mounted, {result.blobs_present} already present; "
         f"manifests {result.manifests_pushed} pushed, {result.manifests_present} present; "

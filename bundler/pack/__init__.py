@@ -26,8 +26,19 @@ from bundler.registry import RegistryOptions
 from bundler.stores import StorePool
 from bundler.stores.cache import BlobCache, CachedPool
 from bundler.stores.registry import RegistryPool
+from bundler.words import counted
 
-__all__ = ["ImageRequest", "PackResult", "ReferrerPolicy", "ResolvedImage", "created_now", "pack", "read_requests", "resolve_images"]
+__all__ = [
+    "ImageRequest",
+    "PackResult",
+    "ReferrerPolicy",
+    "ResolvedImage",
+    "check_output",
+    "created_now",
+    "pack",
+    "read_requests",
+    "resolve_images",
+]
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,14 @@ class PackResult:
     seconds: float
     cached_bytes: int = 0
     """Blob bytes served by the local blob cache instead of the source."""
+
+
+def check_output(output: Path, *, overwrite: bool) -> None:
+    """That the bundle can be written where asked: before the first request, not after resolving."""
+    if not output.parent.is_dir():
+        raise LocalIOError(f"{output}: no such directory {output.parent}")
+    if not overwrite and (existing := existing_outputs(output)):
+        raise LocalIOError(f"{existing[0]} exists", remedy=Remedy.OVERWRITE)
 
 
 def pack(
@@ -69,8 +88,7 @@ def pack(
     attestations and SBOMs attached to the images come along (by default all).
     """
     started = time.monotonic()
-    if not overwrite and (existing := existing_outputs(output)):
-        raise LocalIOError(f"{existing[0]} exists", remedy=Remedy.OVERWRITE)
+    check_output(output, overwrite=overwrite)
     with ExitStack() as stack:
         inner = stores if stores is not None else stack.enter_context(RegistryPool(options))
         pool = CachedPool(inner, cache, progress.warn)
@@ -81,12 +99,12 @@ def pack(
         for image in images:
             if image.original_digest:
                 progress.warn(
-                    f"{image.request.line}: index rewritten to {len(image.platforms)} platform(s); "
+                    f"{image.request.line}: index rewritten to {counted(len(image.platforms), 'platform')}; "
                     f"digest {image.original_digest} becomes {image.top.digest}"
                 )
             if image.original_referrers:
                 progress.warn(
-                    f"{image.request.line}: {image.original_referrers} signature(s) or other referrer(s) of "
+                    f"{image.request.line}: {counted(image.original_referrers, 'signature or other referrer', 'signatures or other referrers')} of "
                     f"{image.original_digest} left out: they do not name the rewritten index"
                 )
         result = write_images(images, skipped, output, pool, progress=progress, jobs=jobs, level=level,

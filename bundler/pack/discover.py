@@ -17,6 +17,7 @@ from bundler.registry import RegistryOptions
 from bundler.registry.harbor import HarborProjects, project_of
 from bundler.stores import ReadStore
 from bundler.stores.registry import RegistryPool
+from bundler.words import counted
 
 __all__ = [
     "discover",
@@ -94,7 +95,7 @@ def discover(
 def _tagged(store: ReadStore, host: str, repositories: list[str], where: str) -> list[Reference]:
     references = [Reference(host, repo, tag) for repo in repositories for tag in sorted(tags_of(store, repo))]
     if not references:
-        raise InputError(f"{where}: {len(repositories)} repositories, but not one tag in them")
+        raise InputError(f"{where}: {counted(len(repositories), 'repository', 'repositories')}, but not one tag in them")
     return references
 
 

@@ -23,6 +23,7 @@ from bundler.progress import NULL_PROGRESS, Progress
 from bundler.reference import Reference, parse_image_list
 from bundler.stores.cache import CachedPool
 from bundler.threads import stop_workers
+from bundler.words import counted
 
 __all__ = ["MAX_INDEX_DEPTH", "ImageRequest", "ResolvedImage", "read_requests", "resolve_images"]
 
@@ -36,6 +37,11 @@ class ImageRequest:
 
     line: str
     reference: Reference
+
+    def reason(self, error: ImgbundleError) -> str:
+        """Why this image failed, for a line that names it already: without the error's subject when that is
+        this image (as written or normalised); an error about a part of it (a child manifest) keeps its own."""
+        return error.detail if error.subject in (self.line, str(self.reference)) else str(error)
 
 
 @dataclass
@@ -137,14 +143,15 @@ class _Resolver:
     def _collect(self, image: ResolvedImage, raw: RawManifest, depth: int) -> RawManifest:
         """Add ``raw`` and all below it to ``image``; return it, or its rewrite to the kept children."""
         if depth > MAX_INDEX_DEPTH:
-            raise RegistryContentError(f"{image.request.line}: indexes nested more than {MAX_INDEX_DEPTH} deep")
+            raise RegistryContentError(f"indexes nested more than {MAX_INDEX_DEPTH} deep", subject=image.request.line)
         if raw.is_index:
             raw = self._collect_index(image, raw, depth)
         elif raw.media_type in IMAGE_MANIFEST_TYPES:
             for blob in raw.manifest().blobs:
                 image.blobs[Digest(blob.digest)] = blob
         else:
-            raise RegistryContentError(f"{image.request.line}: unsupported manifest media type {raw.media_type!r}")
+            raise RegistryContentError(f"unsupported manifest media type {raw.media_type!r}",
+                                       subject=image.request.line)
         image.manifests[raw.digest] = raw
         return raw
 
@@ -155,7 +162,7 @@ class _Resolver:
         kept = kept_children(children, self.filters)
         if not kept:
             wanted = ", ".join(map(str, self.filters))
-            raise InputError(f"{image.request.line}: no platform matches {wanted}")
+            raise InputError(f"no platform matches {wanted}", subject=image.request.line)
         for child in kept:
             child_raw = client.manifest_get(reference.repository, child.digest)
             self._collect(image, child_raw, depth + 1)
@@ -230,7 +237,7 @@ def resolve_images(
     failures = [(r, o) for r, o in zip(requests, outcomes) if isinstance(o, ImgbundleError)]
     if failures and not skip_missing:
         raise _combined_failure(failures, len(requests))
-    skipped = [SkippedEntry(source=r.line, reason=str(error)) for r, error in failures]
+    skipped = [SkippedEntry(source=r.line, reason=r.reason(error)) for r, error in failures]
     for entry in skipped:
         progress.warn(f"skipped {entry.source}: {entry.reason}")
     images = [o for o in outcomes if isinstance(o, ResolvedImage)]
@@ -246,14 +253,7 @@ _FAILURES_SHOWN = 5
 def _combined_failure(failures: list[tuple[ImageRequest, ImgbundleError]], total: int) -> ImgbundleError:
     """One error naming the failing references; its class (so its exit code) is the first failure's."""
     first = failures[0][1]
-    details = "; ".join(_failure_detail(request, error) for request, error in failures[:_FAILURES_SHOWN])
+    details = "; ".join(f"{request.line}: {request.reason(error)}" for request, error in failures[:_FAILURES_SHOWN])
     more = f"; and {len(failures) - _FAILURES_SHOWN} more" if len(failures) > _FAILURES_SHOWN else ""
-    return first.reworded(f"{len(failures)} of {total} references failed: {details}{more}")
-
-
-def _failure_detail(request: ImageRequest, error: ImgbundleError) -> str:
-    """The error, prefixed with the list line unless the message already starts with the reference."""
-    text = str(error)
-    return text if text.startswith(str(request.reference)) else f"{request.line}: {text}"
-
+    return first.reworded(f"{len(failures)} of {counted(total, 'reference')} failed: {details}{more}")
 

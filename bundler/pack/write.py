@@ -43,6 +43,16 @@ def unique_blobs(images: list[ResolvedImage]) -> tuple[list[RawManifest], list[B
     return list(manifests.values()), list(blobs.values()), origin
 
 
+_USERS_SHOWN = 10
+
+
+def _users(images: list[ResolvedImage], digest: Digest) -> str:
+    """The images that need blob ``digest``, as the user listed them: what a bad copy of it breaks."""
+    users = [image.request.line for image in images if digest in image.blobs]
+    more = f" and {len(users) - _USERS_SHOWN} more" if len(users) > _USERS_SHOWN else ""
+    return ", ".join(users[:_USERS_SHOWN]) + more
+
+
 def write_images(
     images: list[ResolvedImage],
     skipped: list[SkippedEntry],
@@ -75,7 +85,7 @@ def write_images(
                 yield chunk
         except RegistryError as error:
             failed.add(spec.digest)
-            raise error.reworded(f"{error}; needed by {_needing(images, spec.digest)}") from error
+            raise error.reworded(f"{error} (breaks: {_users(images, spec.digest)})") from error
         progress.item_done(spec.digest)
 
     try:
@@ -99,16 +109,6 @@ def write_images(
         if failed:
             _download_the_rest(blobs, origin, pool, failed, jobs=jobs, progress=progress)
         raise
-
-
-_NAMES_SHOWN = 5
-
-
-def _needing(images: list[ResolvedImage], digest: Digest) -> str:
-    """The images a blob belongs to, for the error that failed it: what the user must drop or fix."""
-    lines = [image.request.line for image in images if digest in image.blobs]
-    more = f" and {len(lines) - _NAMES_SHOWN} more" if len(lines) > _NAMES_SHOWN else ""
-    return ", ".join(lines[:_NAMES_SHOWN]) + more
 
 
 def _download_the_rest(blobs: list[BlobSpec], origin: dict[Digest, Reference], pool: CachedPool, failed: set[Digest],

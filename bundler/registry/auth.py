@@ -1,7 +1,7 @@
 """Registry credentials and the 401-challenge flow (Basic, or Bearer tokens from the realm).
 
-Credentials, first found wins: ``RegistryOptions.credentials`` > docker's ``config.json``
-(``credHelpers[host]``, then ``credsStore``, then ``auths``) > podman's ``auth.json``. A credential
+Credentials, first found wins: ``RegistryOptions.credentials`` > ``RegistryOptions.auth_file`` > docker's
+``config.json`` (``credHelpers[host]``, then ``credsStore``, then ``auths``) > podman's ``auth.json``. A credential
 helper that is missing or fails means "no credentials from it", logged at debug, never a crash.
 
 ``RegistryAuth`` is an ``httpx.Auth`` whose flow is: send (with a cached token when the host
@@ -120,12 +120,13 @@ def find_credentials(host: str, options: RegistryOptions) -> Credentials | None:
 
 
 def _config_files(options: RegistryOptions) -> list[Path]:
-    """docker's config.json, then podman's auth.json, where options or the environment say they are."""
+    """The file named in ``options.auth_file`` (skopeo's ``--authfile``) first; else docker's config.json, then
+    podman's auth.json, where the environment says they are."""
     env = os.environ
     docker_dir = options.docker_config_dir or Path(env.get("DOCKER_CONFIG") or Path.home() / ".docker")
     files = [docker_dir / "config.json"]
     if options.auth_file is not None:
-        files.append(options.auth_file)
+        files.insert(0, options.auth_file)
     elif env.get("REGISTRY_AUTH_FILE"):
         files.append(Path(env["REGISTRY_AUTH_FILE"]))
     else:

@@ -42,7 +42,7 @@ from bundler.oci import (
 from bundler.reference import registry_endpoint
 from bundler.registry import urls
 from bundler.registry.auth import SCOPES_EXTENSION, RegistryAuth, find_credentials, pull_scope, push_scope
-from bundler.registry.errors import map_failure, mapped, raise_for_answer, redact_url
+from bundler.registry.errors import map_failure, mapped, raise_for_answer, redact_url, retry_notifier
 from bundler.registry.options import MiB, RegistryOptions
 from bundler.registry.retry import (
     RETRYABLE,
@@ -101,7 +101,7 @@ class RegistryClient:
         self._auth = RegistryAuth(self.endpoint, lambda: find_credentials(host, self.options))
         self._http = make_http_client(self.endpoint, self.options, self._auth)
         self._schemes = SchemeChooser(self.endpoint, self.options)
-        self._policy = RetryPolicy.from_options(self.options)
+        self._policy = RetryPolicy.from_options(self.options, retry_notifier(self.endpoint, self.options))
         self._activity = Activity()
         self._outage = _Outage(self.endpoint)
         self._storage: dict[str, httpx.Client] = {}
@@ -152,7 +152,12 @@ class RegistryClient:
         http = client or self._http
         extensions = {SCOPES_EXTENSION: scopes}
         request = http.build_request(method, url, headers=headers, content=content, extensions=extensions)
-        response = http.send(request, stream=stream)
+        try:
+            response = http.send(request, stream=stream)
+        except httpx.ConnectError as error:
+            if http is self._http:
+                self._schemes.explain(http, error)
+            raise
         if log.isEnabledFor(logging.DEBUG):  # redacting a URL costs more than the rest of the logging call
             log.debug("%s %s -> %d", method, redact_url(url), response.status_code)
         if response.status_code in ok:
@@ -213,7 +218,7 @@ class RegistryClient:
             return self.manifest_get(repository, reference).descriptor()
         expected = _digest_or_none(reference)
         if expected and served and served != expected:
-            raise RegistryContentError(f"{what}: the registry says this manifest has digest {served}")
+            raise RegistryContentError(f"the registry says this manifest has digest {served}", subject=what)
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
         length = response.headers.get("content-length", "")
         size = int(length) if length.isdigit() else 0
@@ -235,7 +240,8 @@ class RegistryClient:
 
         served = self._run(what, "PUT manifest", attempt)
         if served and served != manifest.digest:
-            raise RegistryContentError(f"{what}: the registry computed digest {served}, ours is {manifest.digest}")
+            raise RegistryContentError(f"the registry computed digest {served}, ours is {manifest.digest}",
+                                       subject=what)
 
     # ----------------------------------------------------------------------------------------------
     # Blobs
@@ -303,10 +309,10 @@ class RegistryClient:
             response.close()
             location = response.headers.get("location")
             if not location:
-                raise RegistryError(f"{what}: {self.endpoint} redirected without a Location")
+                raise RegistryError(f"{self.endpoint} redirected without a Location", subject=what)
             url = urls.resolve(url, location)
             client = self._client_for(url)
-        raise RegistryError(f"{what}: more than {MAX_REDIRECTS} redirects")
+        raise RegistryError(f"more than {MAX_REDIRECTS} redirects", subject=what)
 
     def _client_for(self, url: httpx.URL) -> httpx.Client:
         """Our authenticated client for our own host; a plain one (no credentials) for storage back ends."""
@@ -469,7 +475,7 @@ class RegistryClient:
         try:
             return msgspec.json.decode(body, type=kind)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            raise RegistryError(f"{what}: {self.endpoint} answered a listing that is not JSON") from None
+            raise RegistryError(f"{self.endpoint} answered a listing that is not JSON", subject=what) from None
 
     def _pages(self, first: Callable[[], httpx.URL], what: str, scopes: list[str],
                ok: tuple[int, ...] = (200,)) -> Iterator[bytes]:
@@ -532,7 +538,7 @@ class _Outage:
             failure = ended.failure if isinstance(ended, GaveUp) else ended
             if is_outage(failure):
                 error = map_failure(failure, self.host, what)
-                self.error = error.reworded(str(error).removeprefix(f"{what}: "))
+                self.error = error.reworded(error.about(what))
             raise
         self.error = None
 
@@ -552,7 +558,7 @@ def _digest_or_none(text: str) -> Digest | None:
 
 def _read_manifest(response: httpx.Response, what: str) -> bytes:
     """The body, refused as soon as it is known to exceed ``MAX_MANIFEST_BYTES``."""
-    too_big = RegistryContentError(f"{what}: manifest larger than {MAX_MANIFEST_BYTES // MiB} MiB, refused")
+    too_big = RegistryContentError(f"manifest larger than {MAX_MANIFEST_BYTES // MiB} MiB, refused", subject=what)
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_MANIFEST_BYTES:
         raise too_big
@@ -566,15 +572,14 @@ def _raw_manifest(data: bytes, declared: str, expected: Digest | None, what: str
     try:
         media_type = detect_media_type(data, declared)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        raise RegistryContentError(f"{what}: the registry served a manifest that is not JSON") from None
+        raise RegistryContentError("the registry served a manifest that is not JSON", subject=what) from None
     if media_type in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED):
-        raise RegistryContentError(
-            f"{what}: schema1 manifests are not supported, re-push the image with a current client"
-        )
+        raise RegistryContentError("schema1 manifests are not supported, re-push the image with a current client",
+                                   subject=what)
     try:
         return RawManifest.from_bytes(data, media_type, expected)
     except ContentMismatchError as exc:
-        raise RegistryContentError(f"{what}: {exc}") from None
+        raise RegistryContentError(str(exc), subject=what) from None
 
 
 def _location(
@@ -585,20 +590,20 @@ def _location(
         return urls.resolve(request_url, location)
     if default is not None:
         return default
-    raise RegistryError(f"{what}: the registry opened an upload without a Location")
+    raise RegistryError("the registry opened an upload without a Location", subject=what)
 
 
 def _check_served_digest(response: httpx.Response, digest: Digest, what: str) -> None:
     served = response.headers.get("docker-content-digest")
     if served and served != digest:
-        raise RegistryContentError(f"{what}: the registry stored digest {served}")
+        raise RegistryContentError(f"the registry stored digest {served}", subject=what)
 
 
 def _check_range(response: httpx.Response, offset: int, what: str) -> None:
     content_range = response.headers.get("content-range", "")
     start = content_range.removeprefix("bytes ").split("-", 1)[0]
     if not start.isdigit() or int(start) != offset:
-        raise RegistryError(f"{what}: asked for bytes from {offset}, got range {content_range!r}")
+        raise RegistryError(f"asked for bytes from {offset}, got range {content_range!r}", subject=what)
 
 
 def _exactly(data: Iterable[bytes], size: int) -> Iterator[bytes]:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import logging
 import re
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import httpx
 import msgspec
@@ -37,6 +37,7 @@ from bundler.errors import (
     Remedy,
     UnreachableError,
 )
+from bundler.registry.options import RegistryOptions, RetryNotice
 from bundler.registry.retry import (
     RETRYABLE_STATUSES,
     GaveUp,
@@ -58,7 +59,10 @@ __all__ = [
     "raise_for_answer",
     "redact",
     "redact_url",
+    "retry_notifier",
 ]
+
+E = TypeVar("E", bound=ImgbundleError)
 
 _MAX_MESSAGE = 400
 _SECRET_PARAM = re.compile(
@@ -170,26 +174,30 @@ def map_status(
     codes = {error.code for error in errors}
     error: RegistryError
     if status == 401:
-        error = AuthError(_unauthorized(what, host, errors, said, auth_hint, write))
+        error = AuthError(_unauthorized(host, errors, said, auth_hint, write))
     elif status == 403:
         cls = PushRefusedError if write else AuthError
-        error = cls(f"{what}: {'push refused' if write else 'access denied'} by {host} ({said})")
+        error = cls(f"{'push refused' if write else 'access denied'} by {host} ({said})")
     elif status == 404:
-        error = NotFoundError(f"{what}: not found on {host} ({said})")
+        error = NotFoundError(f"not found on {host} ({said})")
     elif status == 412 and write:
-        error = PushRefusedError(f"{what}: {host} refused the write: an immutable tag or a policy ({said})")
+        error = PushRefusedError(f"{host} refused the write: an immutable tag or a policy ({said})")
     elif status == 413:
-        error = PushRefusedError(
-            f"{what}: request too large for {host} or a proxy in front of it", remedy=Remedy.SMALLER_CHUNKS
-        )
+        error = PushRefusedError(f"request too large for {host} or a proxy in front of it",
+                                 remedy=Remedy.SMALLER_CHUNKS)
     elif codes & _CONTENT_CODES:
-        error = RegistryContentError(f"{what}: {host} rejected the content ({said})")
+        error = RegistryContentError(f"{host} rejected the content ({said})")
     elif status == 429:
-        error = RegistryError(f"{what}: {host} keeps rate-limiting us ({said}); try again later",
+        error = RegistryError(f"{host} keeps rate-limiting us ({said}); try again later",
                               remedy=Remedy.FEWER_REQUESTS)
     else:
-        error = RegistryError(f"{what}: {host} answered {status} ({said})")
-    return error.reworded(_one_line(str(error)))
+        error = RegistryError(f"{host} answered {status} ({said})")
+    return _about(error, what)
+
+
+def _about(error: E, what: str) -> E:
+    """``error`` as one line without secrets, about ``what``."""
+    return type(error)(_one_line(error.detail), remedy=error.remedy, subject=_one_line(what))
 
 
 def raise_for_answer(
@@ -207,18 +215,18 @@ def raise_for_answer(
     raise error
 
 
-def _unauthorized(what: str, host: str, errors: list[OciError], said: str, auth_hint: str, write: bool) -> str:
+def _unauthorized(host: str, errors: list[OciError], said: str, auth_hint: str, write: bool) -> str:
     for error in errors:
         missing = _HARBOR_MISSING_PROJECT.search(error.message)
         if missing:
             project = missing.group(1).strip("\"'")
             return (
-                f"{what}: project {project} does not exist on {host}; create it first "
+                f"project {project} does not exist on {host}; create it first "
                 f"(Harbor: Projects > New Project, or POST /api/v2.0/projects)"
             )
     need = ", push (write) rights needed" if write else ""
     hint = f"; {auth_hint}" if auth_hint else ""
-    return f"{what}: {host} refused access ({said}){need}{hint}"
+    return f"{host} refused access ({said}){need}{hint}"
 
 
 def map_httpx_error(exc: Exception, host: str, what: str) -> ImgbundleError:
@@ -228,14 +236,14 @@ def map_httpx_error(exc: Exception, host: str, what: str) -> ImgbundleError:
     host = _request_host(exc, host)
     if isinstance(exc, httpx.TransportError):
         reason, remedy = _transport_reason(exc, host)
-        return UnreachableError(_one_line(f"{what}: {reason}"), remedy=remedy)
+        return _about(UnreachableError(reason, remedy=remedy), what if what != host else "")
     if isinstance(exc, httpx.DecodingError):
-        return RegistryContentError(_one_line(f"{what}: the answer of {host} could not be decoded ({exc})"))
+        return _about(RegistryContentError(f"the answer of {host} could not be decoded ({exc})"), what)
     if isinstance(exc, httpx.TooManyRedirects):
-        return RegistryError(_one_line(f"{what}: {host} redirected too many times"))
+        return _about(RegistryError(f"{host} redirected too many times"), what)
     if isinstance(exc, httpx.InvalidURL):
-        return RegistryError(_one_line(f"{what}: {host} sent an unusable URL ({exc})"))
-    return ImgbundleError(_one_line(f"{what}: internal HTTP client error with {host}: {type(exc).__name__}: {exc}"))
+        return _about(RegistryError(f"{host} sent an unusable URL ({exc})"), what)
+    return _about(ImgbundleError(f"internal HTTP client error with {host}: {type(exc).__name__}: {exc}"), what)
 
 
 def _request_host(exc: Exception, fallback: str) -> str:
@@ -251,6 +259,8 @@ def _transport_reason(exc: httpx.TransportError, host: str) -> tuple[str, Remedy
     verify = find_cause(exc, ssl.SSLCertVerificationError)
     if verify is not None:
         reason = getattr(verify, "verify_message", "") or str(verify)
+        if getattr(verify, "verify_code", None) in _NAME_MISMATCH:  # trusted or not, another CA would not help
+            return f"the TLS certificate of {host} is not issued for that name ({reason}); use a name it lists", None
         return (
             f"TLS certificate of {host} is not trusted ({reason}); put the CA in /etc/docker/certs.d/{host}/ca.crt",
             Remedy.TRUST_CA,
@@ -262,6 +272,9 @@ def _transport_reason(exc: httpx.TransportError, host: str) -> tuple[str, Remedy
         return f"cannot connect to {host}: the name does not resolve" + _detail(exc), None
     return _TRANSPORT_REASONS.get(type(exc), "connection to {host} failed").format(host=host) + _detail(exc), None
 
+
+_NAME_MISMATCH = frozenset({62, 64})
+"""OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH."""
 
 _TRANSPORT_REASONS: dict[type, str] = {
     httpx.ConnectTimeout: "connecting to {host} timed out",
@@ -285,6 +298,21 @@ def _detail(exc: BaseException) -> str:
     return f" ({text})" if text else ""
 
 
+def retry_notifier(host: str, options: RegistryOptions) -> Callable[[str, BaseException, int, float], None] | None:
+    """The ``RetryPolicy.notify`` that tells ``options.on_retry`` of a retry, the failure worded as the error
+    it would end as; ``None`` when nobody listens."""
+    listener = options.on_retry
+    if listener is None:
+        return None
+
+    def notify(what: str, failure: BaseException, attempt: int, delay: float) -> None:
+        error = map_failure(failure, host, what)
+        unreachable = isinstance(failure, (httpx.ConnectError, httpx.ConnectTimeout))
+        listener(RetryNotice(what, error.about(what), attempt, options.retries, delay, unreachable))
+
+    return notify
+
+
 _HTTPX_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.CookieConflict, httpx.StreamError)
 
 
@@ -298,7 +326,7 @@ def mapped(host: str, what: str) -> Iterator[None]:
     except Transient as transient:
         raise transient.final from None
     except ContentMismatchError as exc:
-        raise RegistryContentError(_one_line(f"{what}: {exc}")) from None
+        raise _about(RegistryContentError(str(exc)), what) from None
     except _HTTPX_ERRORS as exc:
         raise map_httpx_error(exc, host, what) from exc
 
@@ -309,7 +337,7 @@ def map_failure(failure: BaseException, host: str, what: str) -> ImgbundleError:
         return failure.final
     if isinstance(failure, Exception):
         return map_httpx_error(failure, host, what)
-    return ImgbundleError(f"{what}: {failure!r}")
+    return ImgbundleError(repr(failure), subject=what)
 
 
 def map_gave_up(gave_up: GaveUp, host: str, what: str) -> ImgbundleError:
@@ -317,8 +345,7 @@ def map_gave_up(gave_up: GaveUp, host: str, what: str) -> ImgbundleError:
 
     The last failure's remedy holds only when every try failed alike (a rate limit, say)."""
     last = map_failure(gave_up.failure, host, what)
-    reason = str(last).removeprefix(f"{what}: ")
-    error = last.reworded(_one_line(f"{what}: {gave_up.request} on {host} failed {gave_up.mix}; last: {reason}"))
-    if len(gave_up.tries) > 1:
-        error.remedy = None
-    return error
+    alike = len(gave_up.tries) <= 1
+    return type(last)(_one_line(f"{gave_up.request} on {host} failed {gave_up.mix}; last: {last.about(what)}"),
+                      remedy=last.remedy if alike else None, remedy_target=last.remedy_target if alike else "",
+                      subject=what)

@@ -29,7 +29,7 @@ from bundler.errors import (
     UnreachableError,
 )
 from bundler.registry.auth import find_credentials
-from bundler.registry.errors import mapped, raise_for_answer
+from bundler.registry.errors import mapped, raise_for_answer, retry_notifier
 from bundler.registry.options import RegistryOptions
 from bundler.registry.retry import RetryPolicy, retry_call
 from bundler.registry.transport import SchemeChooser, make_http_client, read_limited
@@ -66,7 +66,7 @@ class HarborProjects:
         self._http = make_http_client(host, options)
         self._chooser = SchemeChooser(host, options)
         self._scheme = scheme
-        self._retry = RetryPolicy.from_options(options)
+        self._retry = RetryPolicy.from_options(options, retry_notifier(host, options))
         credentials = find_credentials(host, options)
         self._auth = (
             httpx.BasicAuth(credentials.username, credentials.password)
@@ -100,7 +100,11 @@ class HarborProjects:
 
         def attempt() -> tuple[int, bytes]:
             request = self._http.build_request(method, self._url(path, params), content=content, headers=headers)
-            response = self._http.send(request, auth=self._auth if auth else None, stream=True)
+            try:
+                response = self._http.send(request, auth=self._auth if auth else None, stream=True)
+            except httpx.ConnectError as error:
+                self._chooser.explain(self._http, error)
+                raise
             try:
                 data = read_limited(response, limit) if method != "HEAD" else b""
                 if response.status_code >= 500 or response.status_code == 429:
@@ -113,9 +117,11 @@ class HarborProjects:
             return retry_call(self._retry, what, attempt)
 
     def is_harbor(self) -> bool:
-        """True when ``/api/v2.0/systeminfo`` answers like Harbor (a plain Distribution says 404)."""
+        """True when ``/api/v2.0/systeminfo`` answers like Harbor (a plain Distribution says 404).
+
+        The first request of an unpack: a failure to connect names the registry, not this API's URL."""
         try:
-            status, data = self._send("GET", "/systeminfo", f"{self.host}{API}/systeminfo", auth=False)
+            status, data = self._send("GET", "/systeminfo", self.host, auth=False)
         except UnreachableError:
             raise
         except RegistryError:  # a busy or odd front end: not a Harbor we can talk to; the push will tell

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bundler.errors import InputError
 
-__all__ = ["Backoff", "MiB", "RegistryOptions"]
+__all__ = ["Backoff", "MiB", "RegistryOptions", "RetryNotice"]
 
 MiB = 1024 * 1024
 
@@ -35,11 +35,29 @@ class Backoff:
 
 
 @dataclass(frozen=True)
+class RetryNotice:
+    """A request failed and is about to be tried again: what the user sees instead of a silent wait."""
+
+    what: str
+    reason: str
+    attempt: int
+    budget: int
+    delay: float
+    unreachable: bool = False
+    """The registry could not be reached at all: the whole run waits on it."""
+
+    def __str__(self) -> str:
+        count = (f"{self.attempt} of {self.budget}" if self.attempt <= self.budget
+                 else f"{self.attempt} (past {self.budget}, until the retry timeout)")
+        return f"{self.what}: {self.reason}; retry {count} in {self.delay:.1f}s"
+
+
+@dataclass(frozen=True)
 class RegistryOptions:
     """How to reach registries: TLS trust, timeouts, retries, upload sizes and where credentials live.
 
     ``insecure`` hosts may use plain HTTP or TLS without verification (docker's
-    ``insecure-registries``). ``credentials`` maps a registry host to ``(user, password)`` and wins
+    ``insecure-registries``, matched as ``allows_insecure`` says). ``credentials`` maps a registry host to ``(user, password)`` and wins
     over every credentials file. ``None`` for a path means "the usual place, from the environment".
     """
 
@@ -61,6 +79,8 @@ class RegistryOptions:
     certs_dir: Path = Path("/etc/docker/certs.d")
     credential_helper_timeout: float = 30.0
     credentials: Mapping[str, tuple[str, str]] = field(default_factory=dict, hash=False, repr=False)
+    on_retry: Callable[[RetryNotice], None] | None = field(default=None, compare=False, repr=False)
+    """Told of every retry before its wait (from worker threads)."""
 
     def __post_init__(self) -> None:
         if self.chunk_size is not None and self.chunk_size <= 0:
@@ -71,8 +91,26 @@ class RegistryOptions:
         if min(self.connect_timeout, self.read_timeout) <= 0:
             raise InputError("timeouts must be positive")
 
+    def allows_insecure(self, host: str) -> bool:
+        """Whether ``host`` (``name[:port]``) is one of ``insecure``, by docker's and containerd's rule: a value
+        names one registry, host and port; one without a port names the host on the HTTPS port (443), never
+        ``name:5000``. Names compare without case."""
+        return _host_port(host) in {_host_port(value) for value in self.insecure}
+
+    def unmatched_insecure(self, hosts: Iterable[str]) -> list[str]:
+        """The ``insecure`` values that name none of ``hosts`` (the registries a command uses)."""
+        used = {_host_port(host) for host in hosts}
+        return sorted(value for value in self.insecure if _host_port(value) not in used)
+
     def upload_chunk_size(self, size: int) -> int | None:
         """The PATCH chunk size for a blob of ``size`` bytes, or ``None`` for one monolithic PUT."""
         if self.chunk_size is not None:
             return None if size <= self.chunk_size else self.chunk_size
         return None if size <= self.monolithic_limit else self.default_chunk_size
+
+
+def _host_port(host: str) -> str:
+    """``name:port`` in lower case; a bare name (or ``[v6]``) gets the HTTPS port."""
+    host = host.strip().lower()
+    bare = host.rfind(":") <= host.rfind("]") if host.startswith("[") else ":" not in host
+    return f"{host}:443" if bare else host

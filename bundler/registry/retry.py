@@ -150,10 +150,13 @@ class RetryPolicy:
     retry_after_max: float = 60.0
     patience: float = 0.0
     """Beyond ``budget``, retries go on until the host has moved no byte for this many seconds."""
+    notify: Callable[[str, BaseException, int, float], None] | None = field(default=None, compare=False)
+    """Called with (what, failure, retry number, delay) before each retry's wait."""
 
     @classmethod
-    def from_options(cls, options: RegistryOptions) -> RetryPolicy:
-        return cls(options.retries, options.backoff, options.retry_after_max, options.retry_timeout)
+    def from_options(cls, options: RegistryOptions,
+                     notify: Callable[[str, BaseException, int, float], None] | None = None) -> RetryPolicy:
+        return cls(options.retries, options.backoff, options.retry_after_max, options.retry_timeout, notify)
 
     def delay(self, attempt: int, failure: BaseException) -> float:
         """The server's ``Retry-After`` when it gave one (capped), else our backoff."""
@@ -209,7 +212,9 @@ class Budget:
                 raise GaveUp(self.request, failure, self.tries, time.monotonic() - self._started)
             delay = min(delay, patience_left)  # sleeping past the end of patience would only delay the verdict
         self.used += 1
-        log.info("%s: %s %s; retry %d in %.1fs", self.what, self.request, word, self.used, delay)
+        log.debug("%s: %s %s; retry %d in %.1fs", self.what, self.request, word, self.used, delay)
+        if self.policy.notify is not None:
+            self.policy.notify(self.what, failure, self.used, delay)
         _sleep(delay)
 
 

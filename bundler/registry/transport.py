@@ -3,7 +3,8 @@
 TLS trusts the system store (``ssl.create_default_context``), ``--ca-file`` and docker's
 ``/etc/docker/certs.d/HOST/*.crt`` (plus a ``client.cert``/``client.key`` pair found there).
 A host in ``insecure`` or on loopback is tried with https first and falls back to plain http
-when the server does not speak TLS; for ``insecure`` hosts https is not verified.
+when the server does not speak TLS; for ``insecure`` hosts https is not verified. Any other host
+that answers plain HTTP fails saying so (``SchemeChooser.explain``), not with the TLS error.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from bundler.errors import LocalIOError
+from bundler.errors import LocalIOError, Remedy, UnreachableError
 from bundler.registry import urls
 from bundler.registry.errors import install_log_redaction
 from bundler.registry.options import RegistryOptions
@@ -56,7 +57,7 @@ def ssl_context(host: str, options: RegistryOptions) -> ssl.SSLContext:
         _load_docker_certs(context, options.certs_dir / host)
     except (OSError, ssl.SSLError) as exc:
         raise LocalIOError(f"cannot load TLS certificates for {host}: {exc}") from None
-    if host in options.insecure:
+    if options.allows_insecure(host):
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
@@ -124,7 +125,7 @@ class SchemeChooser:
 
     def __init__(self, host: str, options: RegistryOptions) -> None:
         self.host = host
-        self.may_fall_back = host in options.insecure or is_loopback(host)
+        self.may_fall_back = options.allows_insecure(host) or is_loopback(host)
         self._scheme: str | None = None if self.may_fall_back else "https"
         self._lock = threading.Lock()
 
@@ -149,6 +150,24 @@ class SchemeChooser:
             raise https_error
         log.debug("%s does not speak TLS; using plain http", self.host)
         return "http"
+
+    def explain(self, client: httpx.Client, error: httpx.ConnectError) -> None:
+        """After a failed TLS handshake with a host that may not use plain http: when it answers plain
+        HTTP, raise that as the cause (the user may allow it); else return, ``error`` stands."""
+        if self.may_fall_back or not _tls_failed(error) or _untrusted_certificate(error):
+            return
+        try:
+            plain = _speaks_plain_http(client, self.host)
+        except httpx.TransportError:
+            return
+        if plain:
+            raise UnreachableError(f"{self.host} answers plain HTTP, not HTTPS", remedy=Remedy.ALLOW_PLAIN_HTTP,
+                                   remedy_target=self.host)
+
+
+def _tls_failed(exc: BaseException) -> bool:
+    """True when the connection was made and the TLS handshake on it failed."""
+    return find_cause(exc, ssl.SSLError) is not None
 
 
 def _untrusted_certificate(exc: BaseException) -> bool:

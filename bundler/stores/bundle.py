@@ -75,7 +75,7 @@ class BundleStore:
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
             raise CorruptBundleError(f"manifest {digest} is not valid: {error}") from None
         except ContentMismatchError as error:
-            raise CorruptBundleError(str(error)) from None
+            raise error.retyped(CorruptBundleError) from None
 
     def manifest_head(self, repository: str, reference: str) -> Descriptor | None:
         try:

@@ -36,6 +36,7 @@ from bundler.oci import (
     RawManifest,
     detect_media_type,
 )
+from bundler.words import counted
 
 __all__ = ["READ_CHUNK", "StorageTree", "find_v2_root"]
 
@@ -157,7 +158,9 @@ class StorageTree:
         if broken:
             more = len(broken) - _MAX_LISTED
             listed = ", ".join(broken[:_MAX_LISTED]) + (f" and {more} more" if more > 0 else "")
-            raise NotFoundError(f"manifest {raw.digest}: {len(broken)} blob(s) missing or damaged in storage: {listed}")
+            raise NotFoundError(
+                f"manifest {raw.digest}: {counted(len(broken), 'blob')} missing or damaged in storage: {listed}"
+            )
 
     def _blob_problem(self, blob: Descriptor) -> str:
         """Why a blob cannot be read (``""`` when it looks whole; its digest is checked while it streams)."""
@@ -185,7 +188,7 @@ class StorageTree:
                     yield chunk
             verifier.check()
         except ContentMismatchError as error:
-            raise RegistryContentError(str(error)) from None
+            raise error.retyped(RegistryContentError) from None
         except FileNotFoundError:
             raise NotFoundError(f"blob {digest}: its data is missing from storage ({self._rel(path)})") from None
         except OSError as error:

@@ -20,6 +20,7 @@ from bundler.progress import NullProgress, Progress
 from bundler.stores import WriteStore
 from bundler.unpack.facts import BlobFact, Fact, Outcome, PushJob, PushRunner, Settled, check_job, head_blob
 from bundler.unpack.plan import ImagePlan, PushPlan
+from bundler.words import counted
 
 __all__ = ["ExpectedCheck", "check_expected"]
 
@@ -136,6 +137,6 @@ def _missing_message(missing: list[BlobFact], base: str | None, expected: int) -
     named = ", ".join(f"{digest} (for {', '.join(repos)})" for digest, repos in list(where.items())[:_NAMED])
     more = f" and {len(where) - _NAMED} more" if len(where) > _NAMED else ""
     return (
-        f"the target lacks {len(where)} of the {expected} blob(s) this delta bundle leaves to its base "
+        f"the target lacks {len(where)} of the {counted(expected, 'blob')} this delta bundle leaves to its base "
         f"{base or '(unknown)'}: {named}{more}; unpack the base bundle (or a full bundle) first"
     )

@@ -111,7 +111,7 @@ class _Push:
         if isinstance(outcome, ImgbundleError):
             return ImageOutcome(image.target, False, outcome)
         if outcome is None:  # cannot happen: every needed fact is produced or settled; never claim success
-            return ImageOutcome(image.target, False, ImgbundleError(f"{image.target.display}: not pushed"))
+            return ImageOutcome(image.target, False, ImgbundleError("not pushed", subject=image.target.display))
         return ImageOutcome(image.target, True)
 
     # ---- phase 1: what is there already

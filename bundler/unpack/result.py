@@ -15,6 +15,7 @@ import msgspec
 from bundler.errors import ImgbundleError, InputError, LocalIOError, PartialFailureError
 from bundler.unpack.mapping import Target
 from bundler.unpack.plan import PushPlan
+from bundler.words import counted
 
 __all__ = ["REPORT_FIELDS", "ImageOutcome", "ReferrerCounts", "UnpackResult", "report_format", "write_report"]
 
@@ -33,7 +34,8 @@ class ImageOutcome:
 
     @property
     def reason(self) -> str:
-        return str(self.error) if self.error is not None else ""
+        """Why the image failed, for a line that names its target: the target is not named twice."""
+        return self.error.about(self.target.display) if self.error is not None else ""
 
 
 @dataclass
@@ -91,7 +93,7 @@ class UnpackResult:
         failed = self.failed
         shown = "; ".join(f"{o.target.display}: {o.reason}" for o in failed[:_SUMMARY_NAMES])
         more = f"; and {len(failed) - _SUMMARY_NAMES} more" if len(failed) > _SUMMARY_NAMES else ""
-        return f"{len(failed)} of {len(self.images)} images failed: {shown}{more}"
+        return f"{len(failed)} of {counted(len(self.images), 'image')} failed: {shown}{more}"
 
     def failure_error(self) -> ImgbundleError | None:
         """The error to exit with: ``None`` when all went well; the common class when every image

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bundler.bundle.index import ExternalEntry
 from bundler.bundle.volumes import BundleFiles
+from bundler.words import counted
 
 __all__ = ["CHECKSUM", "SEEK_TABLE", "STREAM", "Problem", "ProblemKind", "SidecarCheck", "SidecarState", "VerifyReport"]
 
@@ -78,7 +79,7 @@ class SidecarCheck:
 
     def __str__(self) -> str:
         if self.state is SidecarState.OK and self.volumes:
-            return f"ok (sha256 of all {self.volumes} volumes match sidecar)"
+            return f"ok (sha256 of {'the one volume matches' if self.volumes == 1 else f'all {self.volumes} volumes match'} sidecar)"
         return _SIDECAR_TEXT[self.state].format(detail=self.detail)
 
 
@@ -112,7 +113,7 @@ class VerifyReport:
     def broken_summary(self) -> str:
         broken = sorted({image for problem in self.problems for image in problem.images})
         if broken:
-            return f"{len(broken)} image(s) broken: {', '.join(broken)}"
+            return f"{counted(len(broken), 'image')} broken: {', '.join(broken)}"
         return f"no image broken; damaged: {', '.join(sorted({p.member for p in self.problems}))}"
 
     def as_dict(self) -> dict:

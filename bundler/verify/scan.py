@@ -83,7 +83,8 @@ def _check_members(members: Iterator[Member], index: BundleIndex, scan: Scan, pr
             _check_member(member, scan, progress)
             member_failed = False
         except CorruptBundleError as error:
-            scan.problems.setdefault(str(member.digest or member.name), Finding(ProblemKind.DAMAGED, str(error)))
+            name = str(member.digest or member.name)
+            scan.problems.setdefault(name, Finding(ProblemKind.DAMAGED, error.about(member.kind.label(name))))
             member_failed = True
 
 
@@ -174,7 +175,8 @@ def _check_entry(store: BundleStore, entry: MemberEntry, is_manifest: bool, scan
         else:
             size = sum(len(chunk) for chunk in chunks)
     except CorruptBundleError as error:
-        scan.problems[entry.digest] = Finding(ProblemKind.DAMAGED, str(error))
+        kind = MemberKind.MANIFEST if is_manifest else MemberKind.BLOB
+        scan.problems[entry.digest] = Finding(ProblemKind.DAMAGED, error.about(kind.label(entry.digest)))
         return
     if entry.digest in scan.seen:
         return

@@ -23,7 +23,7 @@ import pytest
 
 from bundler.cli import main
 
-__all__ = ["CliRun", "bundle_index", "files_in", "limited", "run_cli", "run_main", "start_cli"]
+__all__ = ["CliRun", "bundle_index", "cli_environment", "files_in", "limited", "run_cli", "run_main", "start_cli"]
 
 NO_DOCKER_CONFIG = "/nonexistent-docker-config"
 TIMEOUT_S = 300.0
@@ -72,7 +72,8 @@ def _argv(args: tuple[str, ...], limits: dict[str, int] | None) -> list[str]:
     return limited(argv, **limits) if limits else argv
 
 
-def _environment(env: dict[str, str] | None) -> dict[str, str]:
+def cli_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment plus ``env``, without this machine's docker credentials."""
     return {**os.environ, "DOCKER_CONFIG": NO_DOCKER_CONFIG, **(env or {})}
 
 
@@ -87,7 +88,7 @@ def run_cli(*args: str, expect: int | None = 0, stdin: str | None = None, stdin_
     started = time.monotonic()
     with open(stdin_file or os.devnull, "rb") as source:
         feed: dict[str, Any] = {"input": stdin} if stdin is not None else {"stdin": source}
-        proc = subprocess.run(_argv(args, limits), **feed, capture_output=True, text=True, env=_environment(env),
+        proc = subprocess.run(_argv(args, limits), **feed, capture_output=True, text=True, env=cli_environment(env),
                               cwd=cwd, timeout=timeout, check=False)
     run = CliRun(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
     if expect is not None:
@@ -99,7 +100,7 @@ def run_cli(*args: str, expect: int | None = 0, stdin: str | None = None, stdin_
 def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """``imgbundle ARGS`` started and left running, stdout and stderr piped, stdin empty."""
     return subprocess.Popen(_argv(args, None), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_environment(env))
+                            stderr=subprocess.PIPE, text=True, env=cli_environment(env))
 
 
 def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
