@@ -186,7 +186,7 @@ def test_each_retry_is_a_line_under_v_and_a_count_in_the_progress(
     retried = [text for text in run.stderr_lines if "GET manifest" in text and "retry" in text]
     assert proxy.fired == {"500": 1, "reset": 1}, proxy.summary()
     assert len(retried) == (2 if verbose else 0), run.stderr
-    assert not verbose or "HTTP 500" in " ".join(retried), run.stderr
+    assert not verbose or "answered 500" in " ".join(retried), run.stderr
     assert any(text.endswith("(2 retries)") for text in run.stderr_lines), run.stderr
 
 

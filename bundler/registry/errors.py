@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn, TypeVar
 
@@ -41,6 +41,7 @@ from bundler.registry.options import RegistryOptions, RetryNotice
 from bundler.registry.retry import (
     RETRYABLE_STATUSES,
     GaveUp,
+    Notify,
     Transient,
     find_cause,
     is_unknown_host,
@@ -298,17 +299,17 @@ def _detail(exc: BaseException) -> str:
     return f" ({text})" if text else ""
 
 
-def retry_notifier(host: str, options: RegistryOptions) -> Callable[[str, BaseException, int, float], None] | None:
+def retry_notifier(host: str, options: RegistryOptions) -> Notify | None:
     """The ``RetryPolicy.notify`` that tells ``options.on_retry`` of a retry, the failure worded as the error
     it would end as; ``None`` when nobody listens."""
     listener = options.on_retry
     if listener is None:
         return None
 
-    def notify(what: str, failure: BaseException, attempt: int, delay: float) -> None:
+    def notify(what: str, request: str, failure: BaseException, attempt: int, delay: float) -> None:
         error = map_failure(failure, host, what)
         unreachable = isinstance(failure, (httpx.ConnectError, httpx.ConnectTimeout))
-        listener(RetryNotice(what, error.about(what), attempt, options.retries, delay, unreachable))
+        listener(RetryNotice(what, request, error.about(what), attempt, options.retries, delay, unreachable))
 
     return notify
 

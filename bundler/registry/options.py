@@ -39,6 +39,7 @@ class RetryNotice:
     """A request failed and is about to be tried again: what the user sees instead of a silent wait."""
 
     what: str
+    request: str
     reason: str
     attempt: int
     budget: int
@@ -49,7 +50,7 @@ class RetryNotice:
     def __str__(self) -> str:
         count = (f"{self.attempt} of {self.budget}" if self.attempt <= self.budget
                  else f"{self.attempt} (past {self.budget}, until the retry timeout)")
-        return f"{self.what}: {self.reason}; retry {count} in {self.delay:.1f}s"
+        return f"{self.what}: {self.request}: {self.reason}; retry {count} in {self.delay:.1f}s"
 
 
 @dataclass(frozen=True)

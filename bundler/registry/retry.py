@@ -142,6 +142,10 @@ class Activity:
         return time.monotonic() - self._last
 
 
+Notify = Callable[[str, str, BaseException, int, float], None]
+"""Told of a retry: what it is for, the request (``GET manifest``), the failure, the retry's number, the wait."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     budget: int = 5
@@ -150,12 +154,12 @@ class RetryPolicy:
     retry_after_max: float = 60.0
     patience: float = 0.0
     """Beyond ``budget``, retries go on until the host has moved no byte for this many seconds."""
-    notify: Callable[[str, BaseException, int, float], None] | None = field(default=None, compare=False)
-    """Called with (what, failure, retry number, delay) before each retry's wait."""
+    notify: Notify | None = field(default=None, compare=False)
+    """Called before each retry's wait."""
 
     @classmethod
     def from_options(cls, options: RegistryOptions,
-                     notify: Callable[[str, BaseException, int, float], None] | None = None) -> RetryPolicy:
+                     notify: Notify | None = None) -> RetryPolicy:
         return cls(options.retries, options.backoff, options.retry_after_max, options.retry_timeout, notify)
 
     def delay(self, attempt: int, failure: BaseException) -> float:
@@ -214,7 +218,7 @@ class Budget:
         self.used += 1
         log.debug("%s: %s %s; retry %d in %.1fs", self.what, self.request, word, self.used, delay)
         if self.policy.notify is not None:
-            self.policy.notify(self.what, failure, self.used, delay)
+            self.policy.notify(self.what, self.request, failure, self.used, delay)
         _sleep(delay)
 
 
