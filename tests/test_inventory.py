@@ -114,7 +114,7 @@ def test_a_delta_of_the_inventory_carries_exactly_what_the_site_lacks_and_unpack
     listed = run_cli("list", str(delta)).stdout
     left = sum(entry.size for entry in index.external)
     assert f"delta of inventory {inventory.checksum} of {site.target.host}" in listed
-    assert f"leaves out {len(index.external)} blobs" in listed and left > 0
+    assert f"expects {len(index.external)} blobs" in listed and left > 0
     run_cli("unpack", str(delta), "--to", f"{site.target.host}/site", "-q")
     assert_registry_holds(site.target, expected_state(site.whole, lambda image: f"site/{image.path}"))
 
