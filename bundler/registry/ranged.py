@@ -24,8 +24,8 @@ __all__ = ["PART_SIZE", "RANGED_MIN_SIZE", "STREAMS", "RangeNotHonoured", "range
 PART_SIZE = 4 * 1024 * 1024
 """Bytes one ranged request fetches: large enough that a request's overhead is small beside its body,
 small enough that the parts buffered ahead stay a few frames."""
-STREAMS = 3
-"""Ranges fetched at once, and parts buffered ahead of the consumer."""
+STREAMS = 2
+"""Ranges fetched at once, and parts buffered ahead of the consumer (docs/benchmark.md: the peak RSS each costs)."""
 RANGED_MIN_SIZE = 64 * 1024 * 1024
 """Blobs smaller than this are fetched in one stream: the other workers keep the connections busy."""
 
