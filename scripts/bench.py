@@ -1,6 +1,11 @@
 """Benchmark imgbundle against skopeo's offline flow and against the wire floor, in one run.
 
-    python3 scripts/bench.py --images 60 --size 1G --runs 5 --out /tmp/imgbundle-bench [--big-layer 2G]
+    python3 scripts/bench.py --shape usual|biglayer|small --runs 5 --out /tmp/imgbundle-bench
+
+Each shape is its own run (``Bench.usual_flows``, ``Bench.small_flows``): ``usual`` is a kubespray-shaped set of
+60 images and 1 GiB, ``biglayer`` the same plus one 2 GiB layer, ``small`` 2,000 one-layer images in 50
+repositories, timed against request floors (the same requests from plain threads, at the fastest of
+``--floor-jobs``) instead of skopeo and the byte floors.
 
 Why: users pick an air-gap tool on two numbers, the size of what goes on the USB stick and the time the
 two ends take. Every run times, against the same seeded source registry:
