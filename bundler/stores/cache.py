@@ -235,8 +235,9 @@ class _Filling:
             _unlink(temp)
 
 
-PREFETCH_BLOB = 256 * 1024
-"""Largest blob ``CachedStore.prefetch`` reads ahead: a catalogue of small images is bound by round trips."""
+PREFETCH_BLOB = 32 * 1024
+"""Largest blob ``CachedStore.prefetch`` reads ahead: about what a link moves in one round trip, below which
+a blob costs its request, not its bytes. Larger blobs wait for the writer and its ``--jobs`` bound."""
 PREFETCH_BYTES = 32 * 1024 * 1024
 """Blob bytes kept in memory by prefetches at most, until the writer takes them."""
 
