@@ -1,6 +1,11 @@
 """Benchmark imgbundle against skopeo's offline flow and against the wire floor, in one run.
 
-    python3 scripts/bench.py --images 60 --size 1G --runs 5 --out /tmp/imgbundle-bench [--big-layer 2G]
+    python3 scripts/bench.py --shape usual|biglayer|small --runs 5 --out /tmp/imgbundle-bench
+
+Each shape is its own run (``Bench.usual_flows``, ``Bench.small_flows``): ``usual`` is a kubespray-shaped set of
+60 images and 1 GiB, ``biglayer`` the same plus one 2 GiB layer, ``small`` 2,000 one-layer images in 50
+repositories, timed against request floors (the same requests from plain threads, at the fastest of
+``--floor-jobs``) instead of skopeo and the byte floors.
 
 Why: users pick an air-gap tool on two numbers, the size of what goes on the USB stick and the time the
 two ends take. Every run times, against the same seeded source registry:
@@ -60,6 +65,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -78,17 +84,36 @@ GNU_TIME = "/usr/bin/time"
 SKOPEO = ["skopeo", "--insecure-policy"]
 """As in the field notes: no signature policy is configured on these machines."""
 
-TARGETS = {
-    "bundle / skopeo tar.zst": ("<=", 0.52),
-    "skopeo pull+tar / pack": (">=", 5.0),
-    "pack / GET floor": ("<=", 2.0),
-    "skopeo extract+push / unpack": (">=", 2.5),
-    "unpack / upload floor": ("<=", 1.3),
-    "verify MiB/s": (">=", 500.0),
+RSS_TARGETS = {
     "pack peak RSS MiB": ("<", 150.0),
     "verify peak RSS MiB": ("<", 150.0),
     "unpack peak RSS MiB": ("<", 150.0),
 }
+TARGETS = {
+    "bundle / skopeo tar.zst": ("<=", 0.52),
+    "skopeo pull+tar / pack": (">=", 7.0),
+    "pack / GET floor": ("<=", 1.3),
+    "skopeo extract+push / unpack": (">=", 4.0),
+    "unpack / upload floor": ("<=", 1.3),
+    "verify / hash floor speed": (">=", 0.8),
+    "verify MiB/s": (">=", 500.0),
+    **RSS_TARGETS,
+}
+"""The targets of the usual and the big-layer shapes."""
+SMALL_TARGETS = {
+    "pack / request floor": ("<=", 1.5),
+    "unpack / request floor": ("<=", 1.5),
+    **RSS_TARGETS,
+}
+"""The targets of the small-image shape."""
+SHAPES = {
+    "usual": {"images": 60, "size": 1024 * MiB, "big_layer": 0},
+    "biglayer": {"images": 60, "size": 1024 * MiB, "big_layer": 2048 * MiB},
+    "small": {"images": 2000, "size": 16 * 1024, "big_layer": 0},
+}
+"""Each shape's defaults; for ``small``, ``size`` is the mean layer size of one image."""
+FLOOR_JOBS = (4, 8, 16, 32)
+"""Concurrencies the request floors of the small shape try; the fastest counts."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -189,6 +214,18 @@ def ensure_set(sets_dir: Path, images: int, size: int, big_layer: int, seed: int
     print(f"generating {images} images, {size / MiB:.0f} MiB (+{big_layer / MiB:.0f} MiB big layer) in {directory}",
           flush=True)
     return imageset.generate(directory, images=images, total_size=size, seed=seed, big_layer=big_layer)
+
+
+def ensure_small_set(sets_dir: Path, images: int, repositories: int, layer_size: int, seed: int
+                     ) -> imageset.ImageSet:
+    """Reuse a small-image set generated earlier with the same parameters, else generate it."""
+    directory = sets_dir / f"small-i{images}-r{repositories}-l{layer_size}-seed{seed}"
+    if (directory / "imageset.json").exists():
+        return imageset.ImageSet.load(directory)
+    shutil.rmtree(directory, ignore_errors=True)
+    print(f"generating {images} small images in {repositories} repositories in {directory}", flush=True)
+    return imageset.generate_small(directory, images=images, repositories=repositories, layer_size=layer_size,
+                                   seed=seed)
 
 
 def skopeo_refs(image_set: imageset.ImageSet) -> list[Expected]:
@@ -353,20 +390,81 @@ def floor_push(host: str, layout: Path, jobs: int, *, heads: bool = False) -> No
     _parallel(jobs, tops, put_manifest, host)
 
 
-FLOORS = ("floor-get", "floor-put", "floor-push", "floor-push-heads")
+def floor_pull(host: str, layout: Path, jobs: int) -> None:
+    """The requests a pull of every image needs and no more: each tag resolved with one GET carrying the Accept
+    list, then each child manifest, config and layer once (the first image that reaches a blob fetches it)."""
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    def first_time(digest: str) -> bool:
+        with lock:
+            if digest in seen:
+                return False
+            seen.add(digest)
+            return True
+
+    def fetch(connection: http.client.HTTPConnection, path: str) -> bytes:
+        connection.request("GET", path, headers={"Accept": MANIFEST_ACCEPT})
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise BenchError(f"GET {path}: {response.status}")
+        return body
+
+    def pull(connection: http.client.HTTPConnection, item: tuple[str, str, imageset._Node]) -> None:
+        repo, tag, _ = item
+        pending = [json.loads(fetch(connection, f"/v2/{repo}/manifests/{tag}"))]
+        while pending:
+            body = pending.pop()
+            for child in body.get("manifests", []):
+                if first_time(child["digest"]):
+                    pending.append(json.loads(fetch(connection, f"/v2/{repo}/manifests/{child['digest']}")))
+            for blob in [body["config"], *body["layers"]] if "config" in body else []:
+                if first_time(blob["digest"]):
+                    data = fetch(connection, f"/v2/{repo}/blobs/{blob['digest']}")
+                    if "sha256:" + hashlib.sha256(data).hexdigest() != blob["digest"]:
+                        raise BenchError(f"GET {blob['digest']}: wrong content")
+
+    _parallel(jobs, imageset._read_layout(layout), pull, host)
+
+
+def floor_hash(layout: Path, blobs: Sequence[tuple[str, int, str]]) -> None:
+    """sha256 (OpenSSL's, through hashlib) of every unique blob file, one process per core, largest first."""
+    paths = [layout / "blobs" / "sha256" / digest.split(":", 1)[1] for digest, _, _ in _biggest_first(blobs)]
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for path, digest in zip(paths, pool.map(_hash_file, paths)):
+            if digest != path.name:
+                raise BenchError(f"{path}: hashes to {digest}")
+
+
+def _hash_file(path: Path) -> str:
+    sha, buffer = hashlib.sha256(), bytearray(READ_SIZE)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as file:
+        while n := file.readinto(view):
+            sha.update(view[:n])
+    return sha.hexdigest()
+
+
+FLOORS = ("floor-get", "floor-put", "floor-push", "floor-push-heads", "floor-pull", "floor-hash")
 """The child commands ``_floor_main`` runs."""
 
 
 def _floor_main(argv: list[str]) -> int:
-    """``bench.py floor-get|floor-put|floor-push|floor-push-heads HOST LAYOUT JOBS``: a floor runs as a child
-    so that it is measured alike."""
+    """``bench.py floor-KIND HOST LAYOUT JOBS`` (KIND one of ``FLOORS``): a floor runs as a child so that it is
+    measured alike."""
     kind, host, layout, jobs = argv[0], argv[1], Path(argv[2]), int(argv[3])
     if kind.startswith("floor-push"):
         floor_push(host, layout, jobs, heads=kind == "floor-push-heads")
         return 0
+    if kind == "floor-pull":
+        floor_pull(host, layout, jobs)
+        return 0
     blobs = unique_blobs(imageset.ImageSet.load(layout))
     if kind == "floor-get":
         floor_get(host, blobs, jobs)
+    elif kind == "floor-hash":
+        floor_hash(layout, blobs)
     else:
         floor_put(host, layout, blobs, jobs)
     return 0
@@ -384,6 +482,8 @@ class Bench:
     work: Path
     jobs: int
     imgbundle: list[str]
+    shape: str = "usual"
+    floor_jobs: Sequence[int] = FLOOR_JOBS
     unique: int = field(init=False)
     """Config and layer bytes, each blob once: what the floor moves."""
 
@@ -394,14 +494,19 @@ class Bench:
         run_dir = self.work / f"run-{number}"
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
-        phases: dict[str, Phase] = {}
         try:
-            phases.update(self.skopeo_flow(run_dir))
-            phases.update(self.imgbundle_flow(run_dir))
-            phases.update(self.floor_flow(run_dir))
+            return self.small_flows(run_dir) if self.shape == "small" else self.usual_flows(run_dir)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
-        return phases
+
+    def usual_flows(self, run_dir: Path) -> dict[str, Phase]:
+        """The usual and the big-layer shapes: skopeo's flow, imgbundle's, and the byte floors."""
+        return {**self.skopeo_flow(run_dir), **self.imgbundle_flow(run_dir), **self.floor_flow(run_dir)}
+
+    def small_flows(self, run_dir: Path) -> dict[str, Phase]:
+        """The small-image shape: imgbundle's flow and the request floors (skopeo, one process per image,
+        would take most of an hour here and is not what this shape asks about)."""
+        return {**self.imgbundle_flow(run_dir), **self.request_floors(run_dir)}
 
     def _target(self, stack: ExitStack, run_dir: Path, name: str) -> localregistry.RegistryProcess:
         return stack.enter_context(localregistry.local_registry(run_dir / name))
@@ -458,6 +563,7 @@ class Bench:
 
         with ExitStack() as stack:
             phases = [floor("GET floor", "floor-get", self.source),
+                      floor("hash floor", "floor-hash", self.source),
                       floor("upload floor", "floor-put", self._target(stack, run_dir, "target-c"))]
             for name, kind, directory in (("push floor", "floor-push", "target-d"),
                                           ("push+HEAD floor", "floor-push-heads", "target-e")):
@@ -465,6 +571,27 @@ class Bench:
                 phases.append(floor(name, kind, target))
                 check_target(target.url, imgbundle_refs(self.image_set), f"the {name}'s target")
         return {p.name: p for p in phases}
+
+
+    def request_floors(self, run_dir: Path) -> dict[str, Phase]:
+        """The pull floor (every tag, manifest and blob GET once) and the push+HEAD floor (unpack's HEAD, POST and
+        PUT sequence), each at every concurrency of ``floor_jobs``; the fastest of each is the request floor."""
+        me = [sys.executable, str(Path(__file__).resolve())]
+        log, layout = run_dir / "floor.log", str(self.image_set.layout)
+        phases: dict[str, Phase] = {}
+        for jobs in self.floor_jobs:
+            phases[f"pull floor j{jobs}"] = measure(f"pull floor j{jobs}", [[*me, "floor-pull", self.source.host, layout,
+                                                    str(jobs)]], log=log, moved=self.unique, registries=[self.source])
+        for jobs in self.floor_jobs:
+            name = f"push+HEAD floor j{jobs}"
+            with localregistry.local_registry(run_dir / f"target-j{jobs}") as target:
+                phases[name] = measure(name, [[*me, "floor-push-heads", target.host, layout, str(jobs)]], log=log,
+                                       moved=self.unique, registries=[target])
+                check_target(target.url, imgbundle_refs(self.image_set), f"the {name}'s target")
+        for floor, prefix in (("pull request floor", "pull floor j"), ("push request floor", "push+HEAD floor j")):
+            best = min((phase for name, phase in phases.items() if name.startswith(prefix)), key=lambda p: p.seconds)
+            phases[floor] = Phase(**{**asdict(best), "name": floor})
+        return phases
 
 
 def _bash(script: str) -> list[str]:
@@ -485,11 +612,15 @@ def _join(host: str, parent: str) -> str:
 # Summary
 
 
-def ratios(phases: dict[str, Phase]) -> dict[str, float]:
+def ratios(phases: dict[str, Phase], shape: str) -> dict[str, float]:
     p = phases
-    return {
+    times = {name: phase.seconds for name, phase in p.items()}
+    shaped = small_ratios(times) if shape == "small" else {
         "bundle / skopeo tar.zst": p["imgbundle pack"].output_bytes / p["tar + zstd"].output_bytes,
-        **time_ratios({name: phase.seconds for name, phase in p.items()}),
+        **time_ratios(times),
+    }
+    return {
+        **shaped,
         "verify MiB/s": p["imgbundle verify"].mib_s,
         "pack peak RSS MiB": p["imgbundle pack"].peak_rss_kib / 1024,
         "verify peak RSS MiB": p["imgbundle verify"].peak_rss_kib / 1024,
@@ -508,6 +639,15 @@ def time_ratios(t: dict[str, float]) -> dict[str, float]:
         "push floor / upload floor": t["push floor"] / t["upload floor"],
         "unpack / push+HEAD floor": t["imgbundle unpack"] / t["push+HEAD floor"],
         "push+HEAD floor / upload floor": t["push+HEAD floor"] / t["upload floor"],
+        "verify / hash floor speed": t["hash floor"] / t["imgbundle verify"],
+    }
+
+
+def small_ratios(t: dict[str, float]) -> dict[str, float]:
+    """The small-image shape's speed targets, from one time per phase."""
+    return {
+        "pack / request floor": t["imgbundle pack"] / t["pull request floor"],
+        "unpack / request floor": t["imgbundle unpack"] / t["push request floor"],
     }
 
 
@@ -524,7 +664,8 @@ def median_phases(runs: list[dict[str, Phase]]) -> dict[str, Phase]:
 
 def markdown(phases: dict[str, Phase], ratio: dict[str, float], per_run: list[dict[str, float]],
              meta: dict[str, object]) -> str:
-    lines = [f"{meta['images']} images, {meta['unique_bytes'] / MiB:.0f} MiB unique "
+    shape = str(meta["shape"])
+    lines = [f"shape {shape}: {meta['images']} images, {meta['unique_bytes'] / MiB:.0f} MiB unique "
              f"({meta['image_bytes_sum'] / MiB:.0f} MiB summed over images), big layer "
              f"{meta['big_layer'] / MiB:.0f} MiB; medians of {meta['runs']} runs; {meta['machine']}", "",
              "| phase | seconds | MiB/s | peak RSS MiB | CPU s | registry CPU s | CPU bound s | output bytes |",
@@ -533,15 +674,17 @@ def markdown(phases: dict[str, Phase], ratio: dict[str, float], per_run: list[di
         output = f"{phase.output_bytes:,.0f}" if phase.output_bytes else ""
         lines.append(f"| {phase.name} | {phase.seconds:.2f} | {phase.mib_s:.0f} | {phase.peak_rss_kib / 1024:.0f} | "
                      f"{phase.cpu:.2f} | {phase.registry_cpu:.2f} | {phase.cpu_bound:.2f} | {output} |")
-    bounds = time_ratios({name: phase.cpu_bound for name, phase in phases.items()})
+    bound_of = small_ratios if shape == "small" else time_ratios
+    bounds = bound_of({name: phase.cpu_bound for name, phase in phases.items()})
+    targets = SMALL_TARGETS if shape == "small" else TARGETS
     lines += ["", "| ratio | measured | target | | runs, lowest to highest | met in | of the CPU bounds |",
               "|---|---:|---:|---|---:|---:|---:|"]
     for name, value in ratio.items():
         runs = sorted(r[name] for r in per_run)
         bound = f"{bounds[name]:.2f}" if name in bounds else ""
         target, verdict, met = "", "", ""
-        if name in TARGETS:
-            op, goal = TARGETS[name]
+        if name in targets:
+            op, goal = targets[name]
             target, verdict = f"{op} {goal:g}", "met" if _meets(value, op, goal) else "missed"
             met = f"{sum(_meets(r, op, goal) for r in runs)} of {len(runs)}"
         lines.append(f"| {name} | {value:.2f} | {target} | {verdict} | {runs[0]:.2f} to {runs[-1]:.2f} | {met} | "
@@ -752,9 +895,16 @@ def report_serve(out: Path, bundle_size: int, results: list[ServeRun]) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=60)
-    parser.add_argument("--size", type=imageset.parse_size, default=1024 * MiB, help="unique blob bytes, e.g. 1G")
-    parser.add_argument("--big-layer", type=imageset.parse_size, default=0, help="add one layer this big, e.g. 2G")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="usual",
+                        help="usual: 60 images, 1 GiB; biglayer: the same plus one 2 GiB layer; small: 2,000 images "
+                             "of one small layer each in 50 repositories")
+    parser.add_argument("--images", type=int, help="images in the set (default: the shape's)")
+    parser.add_argument("--size", type=imageset.parse_size,
+                        help="unique blob bytes, e.g. 1G; for the small shape, the mean layer size (default: the shape's)")
+    parser.add_argument("--big-layer", type=imageset.parse_size, help="add one layer this big, e.g. 2G")
+    parser.add_argument("--repositories", type=int, default=50, help="repositories of the small shape")
+    parser.add_argument("--floor-jobs", default=",".join(map(str, FLOOR_JOBS)),
+                        help="concurrencies the small shape's request floors try, e.g. 4,8,16")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=4, help="parallel transfers for imgbundle and the floor")
@@ -769,12 +919,18 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] and argv[0] in FLOORS:
         return _floor_main(argv)
     args = _parser().parse_args(argv)
+    for name, default in SHAPES[args.shape].items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     for tool in ("skopeo", "zstd", "tar", GNU_TIME):
         if shutil.which(tool) is None:
             raise SystemExit(f"bench: {tool} is missing (.ci/install-deps installs it)")
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    image_set = ensure_set(out / "sets", args.images, args.size, args.big_layer, args.seed)
+    if args.shape == "small":
+        image_set = ensure_small_set(out / "sets", args.images, args.repositories, args.size, args.seed)
+    else:
+        image_set = ensure_set(out / "sets", args.images, args.size, args.big_layer, args.seed)
     compile_imgbundle()
     print(imgbundle_origin(), flush=True)
     with localregistry.local_registry(out / "source" / image_set.layout.name) as source:  # kept: re-seeding skips blobs
@@ -783,7 +939,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{seeded.seconds:.1f}s", flush=True)
         list_file = out / "images.list"
         list_file.write_text(image_set.image_list(source.host))
-        bench = Bench(image_set, source, list_file, out / "work", args.jobs, imgbundle_command())
+        bench = Bench(image_set, source, list_file, out / "work", args.jobs, imgbundle_command(), args.shape,
+                      [int(jobs) for jobs in args.floor_jobs.split(",")])
         runs = []
         for number in range(1, 0 if args.serve_only else args.runs + 1):
             phases = bench.run(number)
@@ -798,10 +955,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report(out: Path, args: argparse.Namespace, image_set: imageset.ImageSet, runs: list[dict[str, Phase]]) -> int:
-    per_run = [ratios(run) for run in runs]
+    per_run = [ratios(run, args.shape) for run in runs]
     ratio = {name: statistics.median(r[name] for r in per_run) for name in per_run[0]}
     medians = median_phases(runs)
-    meta: dict[str, object] = {"images": len(image_set.images), "unique_bytes": image_set.unique_bytes,
+    meta: dict[str, object] = {"shape": args.shape, "images": len(image_set.images), "unique_bytes": image_set.unique_bytes,
                                "image_bytes_sum": image_set.image_bytes_sum, "big_layer": image_set.big_layer,
                                "runs": len(runs), "jobs": args.jobs, "machine": machine(),
                                "command": "python3 scripts/bench.py " + " ".join(sys.argv[1:])}

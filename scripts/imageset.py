@@ -46,6 +46,7 @@ __all__ = [
     "SeedError",
     "RegistryAuth",
     "generate",
+    "generate_small",
     "seed_registry",
     "parse_size",
     "main",
@@ -498,6 +499,14 @@ class _Generator:
         layers = [self.layers[key] for key, _ in _layer_keys(spec, platform)]
         if big and "big" in self.layers:
             layers.append(self.layers["big"])
+        return self._manifest(spec, platform, number, docker, layers, pretty=pretty)
+
+    def small_manifest(self, spec: Spec, number: int) -> _Built:
+        """An OCI image of the one layer ``self.layers["own"]`` (``generate_small``)."""
+        return self._manifest(spec, spec.platforms[0], number, False, [self.layers["own"]], pretty=False)
+
+    def _manifest(self, spec: Spec, platform: str, number: int, docker: bool, layers: list[tuple[str, int]], *,
+                  pretty: bool) -> _Built:
         config = self.writer.write_bytes(_compact(self.config(spec, platform, number, layers)))
         layer_type = DOCKER_LAYER if docker else OCI_LAYER
         body = {
@@ -607,6 +616,36 @@ def generate(out_dir: Path, *, images: int = 60, total_size: int = 300 * MiB, se
         seed=seed, layout=out_dir, images=infos, unique_bytes=sum(writer.sizes.values()),
         image_bytes_sum=sum(i.bytes for i in infos), total_size=total_size, big_layer=big_layer,
         big_layer_digest=gen.big_layer_digest, noncanonical=gen.noncanonical, pinned=_pins(specs), upgrade=upgrade)
+    (out_dir / "imageset.json").write_text(image_set.to_json())
+    return image_set
+
+
+def generate_small(out_dir: Path, *, images: int = 2000, repositories: int = 50, layer_size: int = 16 * 1024,
+                   seed: int = 1) -> ImageSet:
+    """A catalogue of many tiny images (a Harbor project backup, a Helm-chart-heavy mirror): ``images``
+    single-platform OCI images spread over ``repositories``, each one config and one layer of about
+    ``layer_size`` bytes of its own. What such a set costs is requests, not bytes."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} is not empty; the image set must not mix with older blobs")
+    writer = _LayoutWriter(out_dir)
+    gen = _Generator(writer, seed, {})
+    rng = random.Random(f"{seed}:small")
+    infos: list[ImageInfo] = []
+    for number in range(images):
+        spec = Spec(f"small/r{number % repositories:02d}/app", f"v{number // repositories}", OCI_SINGLE_KIND, P1,
+                    "scratch", "")
+        size = max(MIN_LAYER, int(layer_size * rng.uniform(0.5, 1.5)))
+        gen.layers = {"own": writer.write_stream(_random_chunks(f"{seed}:small:{number}", size))}
+        top = gen.small_manifest(spec, number)
+        infos.append(ImageInfo(name=spec.name, digest=top.digest, media_type=top.media_type,
+                               platforms=list(spec.platforms), kind=spec.kind, size=top.size,
+                               bytes=sum(writer.sizes[d] for d in top.reach)))
+    entries = [{"mediaType": i.media_type, "digest": i.digest, "size": i.size, "annotations": {REF_NAME: i.name}}
+               for i in infos]
+    _write_layout_files(out_dir, entries, seed)
+    image_set = ImageSet(seed=seed, layout=out_dir, images=infos, unique_bytes=sum(writer.sizes.values()),
+                         image_bytes_sum=sum(i.bytes for i in infos), total_size=images * layer_size)
     (out_dir / "imageset.json").write_text(image_set.to_json())
     return image_set
 

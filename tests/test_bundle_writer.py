@@ -10,6 +10,7 @@ import time
 
 import msgspec
 import pytest
+import zstandard
 
 try:
     import fcntl
@@ -19,9 +20,12 @@ except ImportError:
 from bundler.bundle import BlobSpec, BundleReader, read_index
 from bundler.bundle import pipeline as pipeline_module
 from bundler.bundle import writer as writer_module
+from bundler.bundle.frames import FRAME_SIZE, MAX_FRAME_COMPRESSED, new_compressor
+from bundler.bundle.seektable import parse_seek_table
 from bundler.digest import Digest
 from bundler.errors import ContentMismatchError, InputError, LocalIOError
 from bundler.oci import RawManifest
+
 from support.bundles import make_image_set
 
 
@@ -336,3 +340,26 @@ def test_blobs_already_compressed_are_compressed_at_level_1(tmp_path, monkeypatc
     assert set(compressed_at) == {1, 9}
     with BundleReader.open(result.path) as reader:
         assert all(b"".join(reader.blob_chunks(d)) == data for d, (data, _) in image_set.blobs.items())
+
+
+def test_frames_compressed_on_the_pool_are_what_one_thread_makes(image_set, tmp_path, monkeypatch) -> None:
+    """A large blob's full frames go to the compression pool; every frame in the file is still exactly the
+    one-threaded compression of its bytes, so the bundle does not depend on which thread made it."""
+    threads: set[str] = set()
+    real = pipeline_module.new_compressor
+
+    def recording(level: int):
+        threads.add(threading.current_thread().name)
+        return real(level)
+
+    monkeypatch.setattr(pipeline_module, "new_compressor", recording)
+    monkeypatch.setattr(pipeline_module, "POOLED_MEMBER_SIZE", FRAME_SIZE)
+    data = image_set.write(tmp_path / "b.tar.zst", jobs=1).path.read_bytes()
+    assert any(name.startswith("imgbundle-zstd") for name in threads), threads
+    table = parse_seek_table(lambda offset, size: data[offset : offset + size], len(data),
+                             max_compressed=MAX_FRAME_COMPRESSED, max_decompressed=FRAME_SIZE)
+    assert max(table.decompressed_sizes) == FRAME_SIZE
+    for offset, size in zip(table.compressed_offsets, table.compressed_sizes):
+        frame = data[offset : offset + size]
+        plain = zstandard.ZstdDecompressor().decompress(frame)
+        assert frame in (new_compressor(1).compress(plain), new_compressor(3).compress(plain))

@@ -15,7 +15,9 @@ from typing import Iterator
 
 import pytest
 
-from bundler.stores.cache import BlobCache
+from bundler.stores import cache as cache_module
+from bundler.stores.base import SinglePool
+from bundler.stores.cache import BlobCache, CachedPool
 from bundler.digest import Digest
 from bundler.errors import ContentMismatchError
 from support.cli import run_main
@@ -195,3 +197,56 @@ def test_cache_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str], monk
     assert run_main(capsys, "cache", "prune", "--max-size", "lots")[0] == 3
     code, stdout, _ = run_main(capsys, "cache", "prune", "--all")
     assert code == 0 and "removed 2 blobs" in stdout and cache.info().entries == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Prefetched small blobs (what pack reads while other images are still being resolved)
+
+
+class _CountingStore:
+    """The blob-reading part of a read store: serves ``blobs`` and counts each fetch."""
+
+    def __init__(self, blobs: dict[Digest, bytes]) -> None:
+        self.blobs = blobs
+        self.fetches: list[Digest] = []
+
+    def blob_chunks(self, repository: str, digest: Digest, size: int) -> Iterator[bytes]:
+        self.fetches.append(digest)
+        return iter([self.blobs[digest]])
+
+
+def _blobs(*sizes: int) -> dict[Digest, bytes]:
+    out = {}
+    for number, size in enumerate(sizes):
+        data = bytes([number]) * size
+        out[Digest.of(data)] = data
+    return out
+
+
+def test_a_prefetched_blob_is_fetched_once_and_handed_out_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache_module, "PREFETCH_BLOB", 1000)
+    blobs = _blobs(900, 1001)
+    small, large = blobs
+    inner = _CountingStore(blobs)
+    store = CachedPool(SinglePool("r.example", inner)).get("r.example")  # type: ignore[arg-type]
+    for digest, data in blobs.items():
+        store.prefetch("repo", digest, len(data))
+        store.prefetch("repo", digest, len(data))  # a second image sharing it
+    assert inner.fetches == [small]  # the large one is left to the writer
+    assert b"".join(store.blob_chunks("repo", small, 900)) == blobs[small]
+    assert b"".join(store.blob_chunks("repo", small, 900)) == blobs[small]  # not kept after it was handed out
+    assert inner.fetches == [small, small]
+
+
+def test_prefetches_keep_no_more_than_their_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache_module, "PREFETCH_BYTES", 2000)
+    blobs = _blobs(900, 900, 900)
+    first, second, third = blobs
+    inner = _CountingStore(blobs)
+    store = CachedPool(SinglePool("r.example", inner)).get("r.example")  # type: ignore[arg-type]
+    for digest in (first, second, third):
+        store.prefetch("repo", digest, 900)
+    assert inner.fetches == [first, second]
+    b"".join(store.blob_chunks("repo", first, 900))  # handed out: its room is free again
+    store.prefetch("repo", third, 900)
+    assert inner.fetches == [first, second, third]

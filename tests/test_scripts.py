@@ -88,12 +88,28 @@ def test_bench_times_every_flow_and_writes_its_report(tmp_path: Path) -> None:
     report = json.loads((out / "bench.json").read_text())
     phases = report["median"]
     assert set(phases) == {"skopeo pull", "tar + zstd", "zstd -d + tar x", "skopeo push", "imgbundle pack",
-                           "imgbundle verify", "imgbundle unpack", "GET floor", "upload floor", "push floor",
-                           "push+HEAD floor"}
+                           "imgbundle verify", "imgbundle unpack", "GET floor", "hash floor", "upload floor",
+                           "push floor", "push+HEAD floor"}
     assert all(p["seconds"] > 0 and p["peak_rss_kib"] > 0 for p in phases.values())
     assert phases["imgbundle pack"]["output_bytes"] > 2 * 1024 * 1024 and report["ratios"]["bundle / skopeo tar.zst"] > 0
     table = (out / "bench.md").read_text()
     assert "| imgbundle pack |" in table and "| pack / GET floor |" in table and " of 1 |" in table
     assert "| push floor / upload floor |" in table  # a ratio without a target: no verdict, still its runs
-    assert "| unpack / push+HEAD floor |" in table
+    assert "| unpack / push+HEAD floor |" in table and "| verify / hash floor speed |" in table
     assert not (out / "work" / "run-1").exists()  # scratch space is removed after each run
+
+
+@pytest.mark.registry
+def test_bench_small_shape_times_imgbundle_against_the_request_floors(tmp_path: Path) -> None:
+    out = tmp_path / "bench-out"
+    proc = _run("bench.py", "--shape", "small", "--images", "20", "--repositories", "3", "--floor-jobs", "2,4",
+                "--runs", "1", "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "bench.json").read_text())
+    assert report["meta"]["shape"] == "small" and report["meta"]["images"] == 20
+    phases = report["median"]
+    assert set(phases) == {"imgbundle pack", "imgbundle verify", "imgbundle unpack", "pull floor j2", "pull floor j4",
+                           "push+HEAD floor j2", "push+HEAD floor j4", "pull request floor", "push request floor"}
+    pulls = [phases["pull floor j2"]["seconds"], phases["pull floor j4"]["seconds"]]
+    assert phases["pull request floor"]["seconds"] == min(pulls)
+    assert report["ratios"]["pack / request floor"] > 0 and report["ratios"]["unpack / request floor"] > 0

@@ -1,7 +1,8 @@
 """Blob members built in parallel and handed to the one writer in digest order.
 
 Workers each take one blob: pull its chunks from ``open_blob``, cut header + data + padding into
-``FRAME_SIZE`` pieces and compress every piece into a ``_Spool``. The writer drains the spools strictly
+``FRAME_SIZE`` pieces and compress every piece into a ``_Spool`` (the full pieces on a shared
+compression pool, so that one large blob uses more than one core). The writer drains the spools strictly
 in digest order, so the output does not depend on thread timing. The spool being written streams
 straight through (its worker waits when it is ``STREAM_MEMORY`` ahead); the spools further ahead share
 ``SPOOL_MEMORY`` and spill the rest to an unnamed temp file in ``spill_dir``. Look-ahead is bounded: at
@@ -16,7 +17,7 @@ import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO
@@ -43,6 +44,11 @@ STREAM_MEMORY = 8 * 1024 * 1024
 """Compressed bytes the spool being written may hold before its worker waits for the writer."""
 LOOKAHEAD_BYTES = 256 * 1024 * 1024
 """Blob bytes that may be fetched ahead of the one being written (the next one always may)."""
+FRAMES_IN_FLIGHT = 2
+"""Frames of one member a worker may have buffered: the ones on the compression pool and the one it fills."""
+POOLED_MEMBER_SIZE = 8 * FRAME_SIZE
+"""Members at least this large have their frames compressed on the pool. Smaller ones are compressed by their
+worker: the other workers keep the cores busy meanwhile, and the pool's buffers would cost memory for nothing."""
 
 
 class _Spool:
@@ -162,6 +168,7 @@ class BlobPipeline:
         self._futures: list[Future[None]] = []
         self._closed = False
         self._executor = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="imgbundle-blob")
+        self._compress_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="imgbundle-zstd")
         self._local = threading.local()
 
     def __enter__(self) -> Self:
@@ -178,6 +185,7 @@ class BlobPipeline:
             self._executor.shutdown(wait=True)
         else:
             stop_workers(self._executor, self._futures)
+        self._compress_pool.shutdown(wait=kind is None, cancel_futures=True)  # short tasks that hold no files
         with self.condition:
             self._closed = True
             finished = [spool for spool in self._all if spool.done]
@@ -235,7 +243,7 @@ class BlobPipeline:
         spec = spool.spec
         check = _BlobCheck(spec, self._verify)
         frame = self._frame_builder()
-        frame.start(spool.put, blob_level(spec.media_type, self._level))
+        frame.start(spool.put, blob_level(spec.media_type, self._level), pooled=spec.size >= POOLED_MEMBER_SIZE)
         frame.add(header_bytes(blob_path(spec.digest), spec.size))
         chunks = self._open_blob(spec)
         try:
@@ -249,38 +257,43 @@ class BlobPipeline:
                 close()
         check.finish()
         frame.add(bytes(padding(spec.size)))
-        frame.flush()
+        frame.finish()
 
     def _frame_builder(self) -> _FrameBuilder:
         """This worker thread's builder: one buffer and one compressor per level, reused for every blob."""
         builder = getattr(self._local, "builder", None)
         if builder is None:
-            builder = self._local.builder = _FrameBuilder()
+            builder = self._local.builder = _FrameBuilder(self._compress_pool)
         return builder
 
 
 class _FrameBuilder:
-    """Cuts a member's bytes into FRAME_SIZE frames in one reused buffer and compresses each.
+    """Cuts a member's bytes into FRAME_SIZE frames and has them compressed on ``compress_pool``, in order.
 
-    Why reuse: a fresh 4 MiB buffer per frame is fresh memory, and first touching fresh memory costs a
-    page fault per 4 KiB; at a gigabyte per second that is a sizeable share of a core.
+    The frames of a large member are compressed on the pool while this worker fills the next one, so one
+    large blob uses more than one core (the frames are independent); at most ``FRAMES_IN_FLIGHT`` frames
+    of a member are buffered. Why reuse buffers: a fresh 4 MiB buffer per frame is fresh memory,
+    and first touching fresh memory costs a page fault per 4 KiB.
     """
 
-    def __init__(self) -> None:
-        self._buffer = memoryview(bytearray(FRAME_SIZE))
+    def __init__(self, compress_pool: ThreadPoolExecutor) -> None:
+        self._pool = compress_pool
+        self._free = [memoryview(bytearray(FRAME_SIZE))]
+        self._buffer = self._free.pop()
         self._filled = 0
-        self._compressors: dict[int, zstandard.ZstdCompressor] = {}
-        self._compressor: zstandard.ZstdCompressor | None = None
+        self._in_flight: deque[tuple[Future[bytes], int, memoryview]] = deque()
+        self._level = 0
+        self._pooled = False
         self._emit: Callable[[bytes, int], None] = lambda frame, size: None
 
-    def start(self, emit: Callable[[bytes, int], None], level: int) -> None:
-        """Begin a member compressed at ``level`` whose frames go to ``emit(frame, decompressed_size)``;
-        drops any unfinished one."""
+    def start(self, emit: Callable[[bytes, int], None], level: int, *, pooled: bool) -> None:
+        """Begin a member compressed at ``level`` whose frames go to ``emit(frame, decompressed_size)``, on the
+        pool when ``pooled``; drops any unfinished one."""
+        self._drop_in_flight()
         self._emit = emit
         self._filled = 0
-        if level not in self._compressors:
-            self._compressors[level] = new_compressor(level)
-        self._compressor = self._compressors[level]
+        self._level = level
+        self._pooled = pooled
 
     def add(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
@@ -290,14 +303,60 @@ class _FrameBuilder:
             self._filled += take
             view = view[take:]
             if self._filled == FRAME_SIZE:
-                self.flush()
+                self._flush()
 
-    def flush(self) -> None:
-        """Compress what is buffered as one frame (nothing when the buffer is empty)."""
+    def finish(self) -> None:
+        """Compress the rest as the member's last frame and emit every frame still in flight, in order."""
         if self._filled:
+            self._flush()
+        while self._in_flight:
+            self._emit_oldest()
+
+    def _flush(self) -> None:
+        if self._pooled:
+            self._hand_over()
+        else:
             size, self._filled = self._filled, 0
-            assert self._compressor is not None
-            self._emit(self._compressor.compress(self._buffer[:size]), size)
+            self._emit(_compress(self._level, self._buffer[:size]), size)
+
+    def _hand_over(self) -> None:
+        """The full buffer goes to the pool; the next frame fills a free buffer (waiting for one if need be)."""
+        size, self._filled = self._filled, 0
+        buffer = self._buffer
+        self._in_flight.append((self._pool.submit(_compress, self._level, buffer[:size]), size, buffer))
+        if not self._free and len(self._in_flight) < FRAMES_IN_FLIGHT:
+            self._free.append(memoryview(bytearray(FRAME_SIZE)))
+        while not self._free:
+            self._emit_oldest()
+        self._buffer = self._free.pop()
+
+    def _emit_oldest(self) -> None:
+        future, size, buffer = self._in_flight.popleft()
+        try:
+            self._emit(future.result(), size)
+        finally:
+            self._free.append(buffer)
+
+    def _drop_in_flight(self) -> None:
+        """After a member ended early: wait for its frames still on the pool (their buffers are reused)."""
+        while self._in_flight:
+            future, _, buffer = self._in_flight.popleft()
+            wait([future])
+            self._free.append(buffer)
+
+
+_compressors = threading.local()
+
+
+def _compress(level: int, data: memoryview) -> bytes:
+    """One frame, with this thread's compressor for ``level`` (compressors are not thread-safe)."""
+    by_level: dict[int, zstandard.ZstdCompressor] | None = getattr(_compressors, "by_level", None)
+    if by_level is None:
+        by_level = _compressors.by_level = {}
+    compressor = by_level.get(level)
+    if compressor is None:
+        compressor = by_level[level] = new_compressor(level)
+    return compressor.compress(data)
 
 
 class _BlobCheck:

@@ -2,11 +2,14 @@
 
 Each request is walked in the store of its registry: the top manifest, every child of an index
 (those the platform filters keep; the index is rewritten when some are dropped), and the config
-of a single-platform image to name its platform. Failures are collected per reference.
+of a single-platform image to name its platform. Failures are collected per reference. Each resolved
+image's small blobs are then read ahead (``CachedStore.prefetch``), so that a catalogue of thousands of small
+images downloads while the rest is still being resolved; requests run ``SMALL_REQUESTS`` at a time.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,11 +24,14 @@ from bundler.pack.referrers import ALL_REFERRERS, ReferrerFinder, ReferrerPolicy
 from bundler.platforms import PlatformFilter, is_attestation, kept_children
 from bundler.progress import NULL_PROGRESS, Progress
 from bundler.reference import Reference, parse_image_list
+from bundler.registry.options import SMALL_REQUESTS
 from bundler.stores.cache import CachedPool
 from bundler.threads import stop_workers
 from bundler.words import counted
 
 __all__ = ["MAX_INDEX_DEPTH", "ImageRequest", "ResolvedImage", "read_requests", "resolve_images"]
+
+log = logging.getLogger(__name__)
 
 MAX_INDEX_DEPTH = 4
 """Indexes nest (an index of indexes) in the wild, but never deeply; deeper is a lying registry."""
@@ -101,6 +107,17 @@ class _Resolver:
         self.filters = filters
         self.progress = progress
         self.referrers = referrers
+
+    def prefetch(self, image: ResolvedImage) -> None:
+        """Read the image's small blobs now, so that their downloads overlap the resolving of the images
+        behind it; a failure is left to the writer, which fetches the blob again and reports it."""
+        reference = image.request.reference
+        store = self.pool.get(reference.registry)
+        for digest, blob in image.blobs.items():
+            try:
+                store.prefetch(reference.repository, digest, blob.size)
+            except ImgbundleError as error:
+                log.debug("%s: prefetch of %s failed: %s", image.request.line, digest, error)
 
     def resolve(self, request: ImageRequest) -> ResolvedImage:
         reference = request.reference
@@ -220,13 +237,15 @@ def resolve_images(
 
     def attempt(request: ImageRequest) -> ResolvedImage | ImgbundleError:
         try:
-            return resolver.resolve(request)
+            image = resolver.resolve(request)
         except (RegistryError, InputError) as error:
             return error
         finally:
             progress.item_done(request.line)
+        resolver.prefetch(image)
+        return image
 
-    executor = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="imgbundle-resolve")
+    executor = ThreadPoolExecutor(max_workers=max(jobs, SMALL_REQUESTS), thread_name_prefix="imgbundle-resolve")
     futures = [executor.submit(attempt, request) for request in requests]
     try:
         outcomes = [future.result() for future in futures]

@@ -40,10 +40,11 @@ from bundler.oci import (
     detect_media_type,
 )
 from bundler.reference import registry_endpoint
-from bundler.registry import urls
+from bundler.registry import ranged, urls
 from bundler.registry.auth import SCOPES_EXTENSION, RegistryAuth, find_credentials, pull_scope, push_scope
 from bundler.registry.errors import map_failure, mapped, raise_for_answer, redact_url, retry_notifier
 from bundler.registry.options import MiB, RegistryOptions
+from bundler.registry.ranged import RangeNotHonoured, ranged_chunks
 from bundler.registry.retry import (
     RETRYABLE,
     RETRYABLE_STATUSES,
@@ -107,6 +108,8 @@ class RegistryClient:
         self._storage: dict[str, httpx.Client] = {}
         self._storage_lock = threading.Lock()
         self._without_referrers_api = False
+        self._ranged_slot = threading.Lock()
+        """Held by the one blob being fetched in ranges."""
 
     def __enter__(self) -> Self:
         return self
@@ -262,31 +265,59 @@ class RegistryClient:
         """The blob in ~1 MiB chunks, verified against ``digest`` and ``size`` as it streams.
 
         More than ``size`` bytes cut the stream off; a mismatch at the end raises
-        ``RegistryContentError``. A connection dropped mid-body is resumed with ``Range``.
+        ``RegistryContentError``. A connection dropped mid-body is resumed with ``Range``. A large blob
+        is fetched as ranges on several connections (``bundler.registry.ranged``) where the registry
+        honours ``Range``, else in one stream.
         """
         what = self._what(repository, digest)
         verifier = DigestVerifier(digest, size, what="blob")
-        budget = self._policy.start(what, "GET blob", self._activity)
         with mapped(self.endpoint, what), self._outage.guard(what):
-            while True:
-                try:
-                    for chunk in self._blob_body(repository, digest, verifier.received, what):
-                        verifier.update(chunk)
-                        self._activity.moved()
-                        yield chunk
-                    break
-                except RETRYABLE as failure:
-                    budget.spend(failure)
+            for chunk in self._blob_stream(repository, digest, size, what):
+                verifier.update(chunk)
+                yield chunk
             verifier.check()
 
-    def _blob_body(self, repository: str, digest: Digest, offset: int, what: str) -> Iterator[bytes]:
-        """The body from ``offset`` on; a server that ignores ``Range`` (200) has its first bytes skipped."""
-        headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={offset}-"} if offset else {})}
+    def _blob_stream(self, repository: str, digest: Digest, size: int, what: str) -> Iterator[bytes]:
+        """In ranges when the blob is large and no other blob is being fetched in ranges (so that the memory
+        the parts take is bounded whatever ``jobs`` is), else in one stream."""
+        if size >= ranged.RANGED_MIN_SIZE and self.options.jobs > 1 and self._ranged_slot.acquire(blocking=False):
+            try:
+                yield from ranged_chunks(partial(self._blob_range, repository, digest, what), size)
+                return
+            except RangeNotHonoured:
+                log.debug("%s: the registry ignores Range; one stream instead", what)
+            finally:
+                self._ranged_slot.release()
+        yield from self._blob_range(repository, digest, what, 0, None)
+
+    def _blob_range(self, repository: str, digest: Digest, what: str, start: int, stop: int | None) -> Iterator[bytes]:
+        """Bytes ``[start, stop)`` of the blob (to its end when ``stop`` is None), a dropped connection resumed."""
+        budget = self._policy.start(what, "GET blob", self._activity)
+        offset = start
+        while True:
+            try:
+                for chunk in self._blob_body(repository, digest, offset, stop, what):
+                    offset += len(chunk)
+                    self._activity.moved()
+                    yield chunk
+                return
+            except RETRYABLE as failure:
+                budget.spend(failure)
+
+    def _blob_body(self, repository: str, digest: Digest, offset: int, stop: int | None, what: str) -> Iterator[bytes]:
+        """The body from ``offset`` on (to ``stop``); a server that ignores ``Range`` (200) has its first bytes
+        skipped, except for a bounded range: that raises ``RangeNotHonoured`` from the blob's start, else fails."""
+        wanted = f"bytes={offset}-{stop - 1 if stop is not None else ''}"
+        headers = {"Accept-Encoding": "identity", **({"Range": wanted} if offset or stop is not None else {})}
         response = self._open_blob(self._url(urls.blob, repository, digest), headers, repository, what)
         with closing(response):
             skip = offset if response.status_code == 200 else 0
             if response.status_code == 206:
                 _check_range(response, offset, what)
+            elif stop is not None:
+                if offset:
+                    raise RegistryError(f"asked for {wanted}, the registry sent the whole blob", subject=what)
+                raise RangeNotHonoured()
             for chunk in _body_chunks(response):
                 if skip >= len(chunk):
                     skip -= len(chunk)

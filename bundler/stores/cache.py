@@ -235,10 +235,18 @@ class _Filling:
             _unlink(temp)
 
 
+PREFETCH_BLOB = 32 * 1024
+"""Largest blob ``CachedStore.prefetch`` reads ahead: about what a link moves in one round trip, below which
+a blob costs its request, not its bytes. Larger blobs wait for the writer and its ``--jobs`` bound."""
+PREFETCH_BYTES = 32 * 1024 * 1024
+"""Blob bytes kept in memory by prefetches at most, until the writer takes them."""
+
+
 class CachedPool:
     """Hands out, per host, the pool's store with the cache in front; counts where blob bytes came from.
 
-    Two tiers: blobs read whole with ``CachedStore.blob_bytes`` (config blobs, while resolving) stay in
+    Two tiers: blobs read whole (``CachedStore.blob_bytes``: config blobs, while resolving;
+    ``CachedStore.prefetch``: small layers, read while other images are still being resolved) stay in
     memory until ``blob_chunks`` hands them out once more, so a small blob is never fetched twice; and
     the disk cache, when there is one. The pool's owner closes the inner pool.
     """
@@ -253,6 +261,10 @@ class CachedPool:
         self.cached = Counter()
         """Blob bytes the disk cache served instead."""
         self._kept: dict[Digest, bytes] = {}
+        self._kept_bytes = 0
+        """Bytes in ``_kept`` and reserved for prefetches under way."""
+        self._reserved: set[Digest] = set()
+        """Blobs being prefetched: no second prefetch of a blob that two images share."""
         self._lock = threading.Lock()
 
     def get(self, host: str) -> CachedStore:
@@ -263,11 +275,32 @@ class CachedPool:
 
     def keep(self, digest: Digest, data: bytes) -> None:
         with self._lock:
+            previous = self._kept.get(digest)
             self._kept[digest] = data
+            self._kept_bytes += len(data) - (len(previous) if previous is not None else 0)
 
     def kept(self, digest: Digest, *, forget: bool) -> bytes | None:
         with self._lock:
-            return self._kept.pop(digest, None) if forget else self._kept.get(digest)
+            data = self._kept.pop(digest, None) if forget else self._kept.get(digest)
+            if forget and data is not None:
+                self._kept_bytes -= len(data)
+            return data
+
+    def reserve(self, digest: Digest, size: int) -> bool:
+        """Room for a prefetch of ``size`` bytes, unless ``digest`` is kept or being fetched already, or the
+        room is used up."""
+        with self._lock:
+            if digest in self._kept or digest in self._reserved or self._kept_bytes + size > PREFETCH_BYTES:
+                return False
+            self._reserved.add(digest)
+            self._kept_bytes += size
+            return True
+
+    def release(self, digest: Digest, size: int) -> None:
+        """A prefetch ended: its reservation goes (``keep`` counted what it kept)."""
+        with self._lock:
+            self._reserved.discard(digest)
+            self._kept_bytes -= size
 
 
 class CachedStore:
@@ -300,6 +333,15 @@ class CachedStore:
             data = b"".join(self._read(repository, digest, size))
             self._pool.keep(digest, data)
         return data
+
+    def prefetch(self, repository: str, digest: Digest, size: int) -> None:
+        """Read a small blob now and keep it for ``blob_chunks``, while the memory kept for that allows
+        (``PREFETCH_BYTES``); nothing when it is larger than ``PREFETCH_BLOB`` or kept already."""
+        if size <= PREFETCH_BLOB and self._pool.reserve(digest, size):
+            try:
+                self._pool.keep(digest, b"".join(self._read(repository, digest, size)))
+            finally:
+                self._pool.release(digest, size)
 
     def blob_chunks(self, repository: str, digest: Digest, size: int) -> Iterator[bytes]:
         kept = self._pool.kept(digest, forget=True)
