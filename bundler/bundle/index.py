@@ -18,7 +18,7 @@ import msgspec
 
 from bundler.bundle.tar import member_length
 from bundler.errors import CorruptBundleError, NotABundleError, UnsupportedVersionError
-from bundler.oci import MAX_MANIFEST_BYTES
+from bundler.oci import MAX_MANIFEST_BYTES, JsonTooDeepError, decode_json
 
 __all__ = [
     "DELTA_VERSION",
@@ -160,14 +160,16 @@ def decode_index(data: bytes) -> BundleIndex:
     for an unknown major version and ``CorruptBundleError`` for anything malformed.
     """
     try:
-        head = _head_decoder.decode(data)
+        head = decode_json(_head_decoder, data)
+    except JsonTooDeepError as error:  # our member, its JSON crafted: damage, not another format
+        raise CorruptBundleError(f"{INDEX_NAME}: {error}") from None
     except msgspec.DecodeError:
         raise NotABundleError(f"{INDEX_NAME}: not a JSON object") from None
     if head.format != FORMAT_NAME:
         raise NotABundleError(f"{INDEX_NAME}: format is {head.format!r}, not {FORMAT_NAME!r}")
     _check_version(head.version)
     try:
-        index = _index_decoder.decode(data)
+        index = decode_json(_index_decoder, data)
     except msgspec.DecodeError as error:
         raise CorruptBundleError(f"{INDEX_NAME}: {error}") from None
     check_index(index)

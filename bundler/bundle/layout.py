@@ -31,7 +31,7 @@ from bundler.bundle.index import (
 from bundler.bundle.tar import member_length
 from bundler.digest import Digest
 from bundler.errors import BundleError, CorruptBundleError, InputError
-from bundler.oci import MAX_MANIFEST_BYTES, OCI_INDEX, REF_NAME_ANNOTATION, RawManifest
+from bundler.oci import MAX_MANIFEST_BYTES, OCI_INDEX, REF_NAME_ANNOTATION, RawManifest, decode_json
 
 __all__ = [
     "LAYOUT_NAME",
@@ -207,10 +207,14 @@ class _RefIndex(msgspec.Struct):
     manifests: list[_RefDescriptor]
 
 
+_layout_decoder = msgspec.json.Decoder(_Layout)
+_ref_index_decoder = msgspec.json.Decoder(_RefIndex)
+
+
 def check_oci_layout(data: bytes) -> None:
     """``oci-layout`` must be an OCI layout 1.x marker."""
     try:
-        layout = msgspec.json.decode(data, type=_Layout)
+        layout = decode_json(_layout_decoder, data)
     except msgspec.DecodeError as error:
         raise CorruptBundleError(f"{LAYOUT_NAME}: {error}") from None
     if not layout.imageLayoutVersion.startswith("1."):
@@ -220,7 +224,7 @@ def check_oci_layout(data: bytes) -> None:
 def check_oci_index(data: bytes, index: BundleIndex) -> None:
     """``index.json`` must name every image of the index with its digest, and nothing else."""
     try:
-        oci_index = msgspec.json.decode(data, type=_RefIndex)
+        oci_index = decode_json(_ref_index_decoder, data)
     except msgspec.DecodeError as error:
         raise CorruptBundleError(f"{OCI_INDEX_NAME}: {error}") from None
     manifests = {entry.digest: entry for entry in index.manifests}
