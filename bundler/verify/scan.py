@@ -10,10 +10,11 @@ import msgspec
 
 from bundler.bundle import BundleIndex, Member, MemberEntry, MemberKind, blob_path
 from bundler.bundle.layout import OCI_INDEX_NAME
+from bundler.bundle.links import Links, manifest_links
 from bundler.bundle.volumes import BundleFiles
 from bundler.digest import Digest
 from bundler.errors import BundleError, CorruptBundleError
-from bundler.oci import REF_NAME_ANNOTATION, parse_index, parse_manifest
+from bundler.oci import REF_NAME_ANNOTATION, parse_index
 from bundler.progress import Progress
 from bundler.stores.bundle import BundleStore
 from bundler.verify.report import SEEK_TABLE, STREAM, ProblemKind
@@ -37,7 +38,8 @@ class Scan:
     """What the members said: which digests came through whole, and what each manifest refers to."""
 
     seen: set[str] = field(default_factory=set)
-    children: dict[str, list[str]] = field(default_factory=dict)
+    children: dict[str, Links] = field(default_factory=dict)
+    """By manifest digest, what it links to (the rules of ``bundler.bundle.links``, as unpack applies them)."""
     layout_refs: dict[str, str] | None = None
     problems: dict[str, Finding] = field(default_factory=dict)
     """By member: a digest, or what is damaged when it is no member (``STREAM``, ``SEEK_TABLE``, index.json)."""
@@ -105,7 +107,7 @@ def _check_member(member: Member, scan: Scan, progress: Progress) -> None:
     size = 0
     if member.kind is MemberKind.MANIFEST:
         data = b"".join(member.chunks)
-        scan.children[member.digest] = _referenced_digests(data)
+        scan.children[member.digest] = manifest_links(data, member.media_type)
         size = len(data)
         progress.advance(size)
     else:
@@ -115,17 +117,6 @@ def _check_member(member: Member, scan: Scan, progress: Progress) -> None:
     scan.seen.add(member.digest)
     scan.bytes_checked += size
     progress.item_done(member.digest)
-
-
-def _referenced_digests(data: bytes) -> list[str]:
-    """Digests a manifest or index refers to; unparseable manifests are corrupt."""
-    try:
-        document = msgspec.json.decode(data, type=dict)
-        if "manifests" in document:
-            return [d.digest for d in parse_index(data).manifests]
-        return [d.digest for d in parse_manifest(data).blobs]
-    except (msgspec.DecodeError, msgspec.ValidationError) as error:
-        raise CorruptBundleError(f"manifest does not parse: {error}") from None
 
 
 def _layout_refs(data: bytes) -> dict[str, str]:
@@ -166,7 +157,7 @@ def _check_entry(store: BundleStore, entry: MemberEntry, is_manifest: bool, scan
         chunks = store.blob_chunks(_ANY_REPOSITORY, Digest(entry.digest), entry.size)
         if is_manifest:
             data = b"".join(chunks)
-            scan.children[entry.digest] = _referenced_digests(data)
+            scan.children[entry.digest] = manifest_links(data, entry.media_type)
             size = len(data)
         else:
             size = sum(len(chunk) for chunk in chunks)
