@@ -25,6 +25,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "INDEX_NAME",
+    "MAX_IMAGES",
     "BundleIndex",
     "ExternalEntry",
     "ImageEntry",
@@ -47,6 +48,9 @@ INDEX_NAME = "imgbundle.json"
 
 DigestText = Annotated[str, msgspec.Meta(pattern=r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
+MAX_IMAGES = 65_536
+"""Images, and skipped lines, one bundle may list (``index.json``, at most 16 MiB, holds a descriptor
+for each image); refused while decoding, so neither list can grow a reader's memory past it."""
 _VERSION_RE = re.compile(r"^([0-9]{1,6})\.([0-9]{1,6})$")
 
 
@@ -100,8 +104,8 @@ class BundleIndex(msgspec.Struct, frozen=True, rename="camel", omit_defaults=Tru
     version: str
     created: str
     tool: str
-    images: list[ImageEntry]
-    skipped: list[SkippedEntry]
+    images: Annotated[list[ImageEntry], msgspec.Meta(max_length=MAX_IMAGES)]
+    skipped: Annotated[list[SkippedEntry], msgspec.Meta(max_length=MAX_IMAGES)]
     manifests: list[MemberEntry]
     blobs: list[MemberEntry]
     totals: Totals

@@ -35,11 +35,13 @@ from bundler.oci import MAX_MANIFEST_BYTES, OCI_INDEX, REF_NAME_ANNOTATION, RawM
 
 __all__ = [
     "LAYOUT_NAME",
+    "MAX_METADATA_LENGTH",
     "MAX_OCI_INDEX_BYTES",
     "OCI_INDEX_NAME",
     "OCI_LAYOUT_BYTES",
     "BlobSpec",
     "BundlePlan",
+    "check_metadata_length",
     "check_oci_index",
     "check_oci_layout",
     "oci_index_bytes",
@@ -53,6 +55,8 @@ MAX_LAYOUT_BYTES = 4096
 MAX_OCI_INDEX_BYTES = 16 * 1024 * 1024
 MAX_INDEX_BYTES = 64 * 1024 * 1024
 """Caps on the metadata members a reader holds in memory (about 300,000 blobs fit)."""
+MAX_METADATA_LENGTH = member_length(LAYOUT_NAME, MAX_LAYOUT_BYTES) + member_length(OCI_INDEX_NAME, MAX_OCI_INDEX_BYTES)
+"""The most tar-stream bytes ``oci-layout`` and ``index.json`` may take, before the first manifest."""
 
 _CREATED_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z$")
 
@@ -209,6 +213,16 @@ class _RefIndex(msgspec.Struct):
 
 _layout_decoder = msgspec.json.Decoder(_Layout)
 _ref_index_decoder = msgspec.json.Decoder(_RefIndex)
+
+
+def check_metadata_length(index: BundleIndex) -> None:
+    """The first manifest's offset is the length of ``oci-layout`` and ``index.json``: refuse an index
+    that leaves them more room than their caps, before any command reads them (or works at all)."""
+    entries = index.manifests or index.blobs
+    if entries and entries[0].offset > MAX_METADATA_LENGTH:
+        raise CorruptBundleError(
+            f"{OCI_INDEX_NAME}: {INDEX_NAME} places the first member at {entries[0].offset}, leaving "
+            f"{OCI_INDEX_NAME} more than the {MAX_OCI_INDEX_BYTES} bytes allowed")
 
 
 def check_oci_layout(data: bytes) -> None:

@@ -16,7 +16,7 @@ from bundler.bundle.index import bundle_id
 from bundler.bundle.volumes import BundleFiles, bundle_from_paths
 from bundler.cli.errors import parsed
 from bundler.cli.output import format_bytes, make_progress, out, parse_size, print_json
-from bundler.cli.tables import image_table, verify_lines
+from bundler.cli.tables import image_lines, verify_lines
 from bundler.errors import BundleError, CorruptBundleError, InputError
 
 if TYPE_CHECKING:
@@ -303,7 +303,8 @@ def list_command(bundle: tuple[Path, ...], as_json: bool) -> None:
     if as_json:
         print_json(index)
         return
-    out.print(image_table(index))
+    for line in image_lines(index):
+        sys.stdout.write(line + "\n")
     out.print(f"bundle id {bundle_id(index)}", markup=False)
     if index.base:
         expected = sum(entry.size for entry in index.external)
