@@ -26,10 +26,14 @@ from bundler.errors import LocalIOError
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["ABANDONED_AFTER", "TempFile", "sweep_abandoned", "sync_directory", "write_error"]
+__all__ = ["ABANDONED_AFTER", "TempFile", "hold_while_written", "remove_if_abandoned", "sweep_abandoned",
+           "sync_directory", "write_error"]
 
 ABANDONED_AFTER = 60.0
-"""Seconds since its last write after which an unlocked temp file counts as abandoned."""
+"""Seconds since its last write after which an unlocked temp file counts as abandoned: anyone's to delete.
+Why a minute: a live write holds its lock, so the age only guards a file between its creation and its
+lock, and a filesystem whose locks do not work across the processes that share it (then a live write
+of a stalled transfer stays safe for a minute of silence)."""
 
 log = logging.getLogger("bundler.bundle")
 
@@ -50,19 +54,39 @@ def sweep_abandoned(target: Path) -> None:
         return
     ours = re.compile(re.escape(target.name) + r"(\.sha256|\.\d{3})?\.part-[0-9a-f]{12}")
     try:
-        entries = [entry for entry in os.scandir(target.parent) if ours.fullmatch(entry.name)]
+        entries = [entry.path for entry in os.scandir(target.parent) if ours.fullmatch(entry.name)]
     except OSError:
         return
-    for entry in entries:
-        try:
-            if time.time() - entry.stat(follow_symlinks=False).st_mtime < ABANDONED_AFTER:
-                continue
-            with open(entry.path, "rb") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while a write holds it
-                os.unlink(entry.path)
-        except OSError:
-            continue
-        log.info("removed %s, left by an interrupted write", entry.path)
+    for path in entries:
+        if remove_if_abandoned(path):
+            log.info("removed %s, left by an interrupted write", path)
+
+
+def remove_if_abandoned(path: str | os.PathLike[str]) -> bool:
+    """Remove the temp file ``path`` if no write holds it (``hold_while_written``) and nobody wrote to it for
+    ``ABANDONED_AFTER`` seconds; whether it was removed. Best effort: what cannot be checked stays."""
+    if fcntl is None:
+        return False
+    try:
+        if time.time() - os.stat(path, follow_symlinks=False).st_mtime < ABANDONED_AFTER:
+            return False
+        with open(path, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while a write holds it
+            os.unlink(path)
+    except OSError:
+        return False
+    return True
+
+
+def hold_while_written(descriptor: int) -> None:
+    """Lock a temp file for as long as ``descriptor`` is open, so that ``remove_if_abandoned`` leaves it be;
+    the kernel drops the lock when the process dies, however it dies."""
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        pass  # a filesystem without locks: remove_if_abandoned cannot lock it either, so leaves it
 
 
 class TempFile:
@@ -80,11 +104,7 @@ class TempFile:
             descriptor = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
         except OSError as error:
             raise LocalIOError(f"cannot create {self.temp}: {error.strerror or error}") from None
-        if fcntl is not None:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # tells sweep_abandoned it is in use
-            except OSError:
-                pass  # a filesystem without locks: sweep_abandoned cannot lock it either, so leaves it
+        hold_while_written(descriptor)
         self.file = WriteBehind(os.fdopen(descriptor, "wb", buffering=1024 * 1024))
         return self
 
