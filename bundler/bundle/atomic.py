@@ -6,6 +6,7 @@ the temp files a killed write left behind from those of a write still running, a
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -21,7 +22,7 @@ except ImportError:  # Windows: temp files are not locked, and not swept
     fcntl = None  # type: ignore[assignment]
 
 from bundler.bundle.pagecache import WriteBehind
-from bundler.errors import LocalIOError
+from bundler.errors import DiskFullError, LocalIOError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -38,8 +39,19 @@ of a stalled transfer stays safe for a minute of silence)."""
 log = logging.getLogger("bundler.bundle")
 
 
-def write_error(path: Path, error: OSError) -> LocalIOError:
-    return LocalIOError(f"cannot write {path}: {error.strerror or error}")
+_OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def write_error(path: Path, error: OSError, *, written: int | None = None,
+                needed: int | None = None) -> LocalIOError:
+    """The one-line error for a failed write of ``path``; out of space, it says how much was ``written``
+    and, when known, how many more bytes may be ``needed`` at most."""
+    message = f"cannot write {path}: {error.strerror or error}"
+    if error.errno not in _OUT_OF_SPACE:
+        return LocalIOError(message)
+    if written is not None and needed is not None:
+        message += f" ({written} bytes written, up to {needed} more needed)"
+    return DiskFullError(message)
 
 
 def sweep_abandoned(target: Path) -> None:
