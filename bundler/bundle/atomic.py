@@ -27,8 +27,8 @@ from bundler.errors import DiskFullError, LocalIOError
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["ABANDONED_AFTER", "TempFile", "hold_while_written", "remove_if_abandoned", "sweep_abandoned",
-           "sync_directory", "write_error"]
+__all__ = ["ABANDONED_AFTER", "TempFile", "WriteClaim", "hold_while_written", "remove_if_abandoned",
+           "sweep_abandoned", "sync_directory", "write_error"]
 
 ABANDONED_AFTER = 60.0
 """Seconds since its last write after which an unlocked temp file counts as abandoned: anyone's to delete.
@@ -158,6 +158,62 @@ class TempFile:
             os.unlink(self.temp)
         except FileNotFoundError:
             pass
+
+
+class WriteClaim:
+    """``<target>.part-000000000000``, locked by the one process writing ``target`` and holding its process id,
+    so that a second write of the same name refuses at once, naming the first (a context manager).
+
+    The file is removed when the claim ends; one a killed write left is claimed again (the kernel dropped its
+    lock) or swept like any abandoned temp file. Without ``flock`` (Windows) nothing is claimed.
+    """
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.path = target.with_name(f"{target.name}.part-{'0' * 12}")
+        self._descriptor: int | None = None
+
+    def __enter__(self) -> Self:
+        if fcntl is None:
+            return self
+        while self._descriptor is None:
+            descriptor = self._open()
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(descriptor)
+                raise LocalIOError(f"{self.target} is being written by another imgbundle (process {holder}); "
+                                   "let it finish, or write elsewhere") from None
+            if self._still_named(descriptor):
+                self._descriptor = descriptor
+            else:  # its last holder removed it between our open and our lock: claim a fresh one
+                os.close(descriptor)
+        os.ftruncate(self._descriptor, 0)
+        os.pwrite(self._descriptor, f"{os.getpid()}\n".encode(), 0)
+        return self
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as error:
+            raise LocalIOError(f"cannot create {self.path}: {error.strerror or error}") from None
+
+    def _still_named(self, descriptor: int) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(descriptor).st_ino
+        except FileNotFoundError:
+            return False
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        if self._descriptor is None:
+            return
+        try:
+            os.unlink(self.path)  # still locked, so no other write claims it in between
+        except OSError:
+            pass
+        os.close(self._descriptor)
+        self._descriptor = None
 
 
 def _link_into_place(temp: Path, target: Path) -> None:
