@@ -181,7 +181,7 @@ class WriteClaim:
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
+                holder = _holder(descriptor)
                 os.close(descriptor)
                 raise LocalIOError(f"{self.target} is being written by another imgbundle (process {holder}); "
                                    "let it finish, or write elsewhere") from None
@@ -214,6 +214,17 @@ class WriteClaim:
             pass
         os.close(self._descriptor)
         self._descriptor = None
+
+
+def _holder(descriptor: int) -> str:
+    """The process id in a claim file another process holds: it writes it just after taking the lock, so
+    wait a moment for it rather than report a claim that is not written yet."""
+    for _ in range(50):
+        holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
+        if holder:
+            return holder
+        time.sleep(0.01)
+    return "unknown"
 
 
 def _link_into_place(temp: Path, target: Path) -> None:
