@@ -15,7 +15,8 @@
     │   ├── CorruptBundleError       23  a bundle that is damaged: checksum, digest, framing, members
     │   └── IncompleteVolumeSetError 24  split volumes missing, truncated or out of order
     ├── PartialFailureError          30  some images done, others failed; the message names them
-    ├── LocalIOError                 40  disk full, permission denied, output exists
+    ├── LocalIOError                 40  permission denied, output exists, another local I/O failure
+    │   └── DiskFullError            41  no space left (or a file size or quota limit) where we write
     └── Interrupted                 130  Ctrl-C (143 for SIGTERM)
 
 Lower layers raise these (``registry`` maps httpx exceptions and OCI error bodies, ``bundle``
@@ -39,6 +40,7 @@ __all__ = [
     "BundleError",
     "ContentMismatchError",
     "CorruptBundleError",
+    "DiskFullError",
     "ImgbundleError",
     "IncompleteVolumeSetError",
     "InputError",
@@ -180,6 +182,12 @@ class PartialFailureError(ImgbundleError):
 
 class LocalIOError(ImgbundleError):
     exit_code = 40
+
+
+class DiskFullError(LocalIOError):
+    """Out of space: a disk, a quota or a file size limit. Its own code, since the remedy is room, not a fix."""
+
+    exit_code = 41
 
 
 class Interrupted(ImgbundleError):

@@ -8,7 +8,9 @@ and no sidecar may appear, and a bundle that was there before (``--force``) must
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Iterator
@@ -32,9 +34,10 @@ def pack(image_list: Path, output: Path, cache: Path, *extra: str, file_size: in
 
 def assert_disk_full(done: CliRun, output: Path, reason: str) -> None:
     lines = done.stderr_lines
-    assert done.code == 40, done.stderr
+    assert done.code == 41, done.stderr
     assert "Traceback" not in done.stderr
     assert len(lines) == 1 and lines[0].startswith(f"imgbundle: error: cannot write {output}: {reason}"), lines
+    assert re.search(r"\(\d+ bytes written, up to \d+ more needed\)$", lines[0]), lines
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +91,17 @@ def test_no_space_left_on_a_small_filesystem(image_list: Path, small_filesystem:
     assert_disk_full(done, small_filesystem / "b.tar.zst", "No space left on device")
     assert os.listdir(small_filesystem) == []
     assert os.statvfs(small_filesystem).f_bfree == os.statvfs(small_filesystem).f_blocks, "space still in use"
+
+
+def test_a_full_cache_costs_only_the_cache(image_list: Path, small_filesystem: Path, tmp_path: Path) -> None:
+    """The blob cache on a full filesystem: the pack goes on without it (the cache is an optimisation), its
+    bundle is whole, and the cache holds no entry whose bytes do not hash to its name, nor a temp file."""
+    out = tmp_path / "out"
+    out.mkdir()
+    done = pack(image_list, out / "b.tar.zst", small_filesystem / "cache")
+    assert done.code == 0, done.stderr
+    assert run_cli("verify", "-q", str(out / "b.tar.zst"), expect=None).code == 0
+    cache = small_filesystem / "cache"
+    for path in (cache / "blobs" / "sha256").glob("*"):
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name, f"torn cache entry {path}"
+    assert list((cache / "tmp").glob("*")) == []

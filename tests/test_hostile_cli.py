@@ -211,6 +211,38 @@ def _manifest(config_digest: str, size: int = 10) -> bytes:
         "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": size}}).encode()
 
 
+def deep(levels: int) -> bytes:
+    """A JSON value nested ``levels`` deep: valid, but past any decoder's recursion limit."""
+    return b"[" * levels + b"]" * levels
+
+
+def deep_index(inputs: Inputs) -> bytes:
+    """``imgbundle.json`` with an extra field nested 1,000 deep (readers ignore unknown fields)."""
+    return rebuild(inputs.good, lambda m: [(m[0][0], m[0][1][:-1] + b',"x":' + deep(1000) + b"}"), *m[1:]])
+
+
+def deep_oci_index(inputs: Inputs) -> bytes:
+    """``index.json`` with an extra field nested 100,000 deep; ``imgbundle.json`` offsets moved to match."""
+    members = split_members(inputs.good)
+    grown = members[2][1][:-1] + b',"x":' + deep(100_000) + b"}"
+    shift = len(member_bytes("index.json", grown)) - len(member_bytes("index.json", members[2][1]))
+
+    def move(document: dict) -> None:
+        for entry in [*document["manifests"], *document["blobs"]]:
+            entry["offset"] += shift
+
+    members = rewrite_index([*members[:2], ("index.json", grown), *members[3:]], move)
+    return craft([member_bytes(name, data) for name, data in members])
+
+
+def config_as_child(inputs: Inputs) -> bytes:
+    """An image index whose child descriptor points at a config blob the bundle carries."""
+    config = next(d for d, (_, media_type) in sorted(inputs.images.blobs.items()) if media_type.endswith("config.v1+json"))
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": config, "size": len(inputs.blob_data(config))}]}).encode()
+    return with_evil_image("configchild", index, OCI_INDEX)(inputs)
+
+
 MISSING = "sha256:" + "ab" * 32
 MISSING_CHILD_INDEX = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
     {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "cd" * 32, "size": 100}]}).encode()
@@ -302,6 +334,12 @@ CASES = [
          pipe=True, push=True),
     Case("manifest-json-array", with_evil_image("jsonarray", b"[" * 5000 + b"]" * 5000), 23, BROKEN,
          "evil:jsonarray"),
+    Case("manifest-nested-100000-deep", with_evil_image("deep", b'{"schemaVersion":2,"x":' + deep(100_000) + b"}"),
+         23, BROKEN, "evil:deep", pipe=True, push=True),
+    Case("bundle-index-nested-1000-deep", deep_index, 23, "imgbundle.json: JSON nested too deeply", list_code=23,
+         unpack=23, pipe=True, push=True),
+    Case("index-json-nested-100000-deep", deep_oci_index, 23, "damaged: index.json", unpack=0, push=True),
+    Case("index-child-is-a-config-blob", config_as_child, 23, BROKEN, "evil:configchild", pipe=True, push=True),
     Case("manifest-with-path-as-digest", with_evil_image("pathdigest", _manifest("../../etc/passwd")), 23, BROKEN,
          "evil:pathdigest", push=True),
 ]
@@ -440,7 +478,7 @@ def test_list_reads_the_index_and_seek_table(outcomes: dict[str, Outcome], case:
         assert all(reference in outcome.runs["list"].stdout for reference in outcome.references)
     if case.pipe:  # a pipe has no seek table: only what the start of the stream shows can be refused
         _assert_clean(outcome.runs["list-pipe"], case.list_code if case.list_code in (21, 22) or case.name.startswith(
-            ("zstd-magic", "zstd-bomb-as")) else 0)
+            ("zstd-magic", "zstd-bomb-as", "bundle-index")) else 0)
 
 
 @_cases([case for case in CASES if case.push])

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from bundler.threads import CANCEL_GRACE
 from support.cli import CliRun, files_in, run_cli, start_cli
 from support.registry import RunningRegistry, registry_catalog, start_registry
 from support.servers import starts_server
+from support.slowproxy import SlowProxy
 from support.sources import SourceSet, assert_registry_holds, expected_state, registry_tags_state, stored_blob_digests
 
 CREATED = "2026-02-03T04:05:06Z"
@@ -37,98 +36,6 @@ EXIT_BOUND = CANCEL_GRACE + 8
 """Seconds from the signal to the exit, with room for a loaded machine; a read timeout is 60."""
 SIGNALS = [pytest.param(signal.SIGINT, 130, "interrupted", id="SIGINT"),
            pytest.param(signal.SIGTERM, 143, "terminated", id="SIGTERM")]
-
-
-# --- a pacing, stalling TCP proxy ----------------------------------------------------------------
-
-
-class SlowProxy:
-    """Forwards 127.0.0.1:port to a registry, ``rate`` bytes per second per connection and direction
-    (``None``: full speed). With ``stall_after``, once that many bytes came from the registry in all,
-    nothing more is forwarded either way: connections stay open and silent.
-
-    ``reset`` cuts every connection opened before it, and their bytes are never counted again: a stalled
-    connection of an earlier, finished command holds a chunk, and once the stall lifts that chunk must
-    not count as the next command's (it would make its transfer look under way before it even started).
-    """
-
-    def __init__(self, backend: str) -> None:
-        host, port = backend.rsplit(":", 1)
-        self._backend = (host, int(port))
-        self.rate: float | None = None
-        self.stall_after: int | None = None
-        self.from_backend = 0
-        self.to_backend = 0
-        self._lock = threading.Lock()
-        self._stopped = threading.Event()
-        self._sockets: list[socket.socket] = []
-        self._generation = 0
-        """Bumped by ``reset``: a connection counts only while its generation is the current one."""
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.host = f"127.0.0.1:{self._server.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def stalled(self) -> bool:
-        return self.stall_after is not None and self.from_backend >= self.stall_after
-
-    def _accept(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                client, _ = self._server.accept()
-                upstream = socket.create_connection(self._backend)
-            except OSError:
-                return
-            with self._lock:
-                self._sockets += [client, upstream]
-                generation = self._generation
-            for source, sink, from_backend in ((client, upstream, False), (upstream, client, True)):
-                pump = threading.Thread(target=self._pump, args=(source, sink, from_backend, generation), daemon=True)
-                pump.start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, from_backend: bool, generation: int) -> None:
-        try:
-            while data := source.recv(16 * 1024):
-                while self.stalled and not self._stopped.is_set():
-                    time.sleep(0.05)
-                sink.sendall(data)
-                with self._lock:
-                    if generation != self._generation:
-                        return  # cut by reset(): these bytes belong to an earlier command
-                    if from_backend:
-                        self.from_backend += len(data)
-                    else:
-                        self.to_backend += len(data)
-                if self.rate:
-                    time.sleep(len(data) / self.rate)
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                _shutdown(end)
-
-    def reset(self) -> None:
-        """Full speed, no stall, counters at zero, and every connection so far cut and no longer counted."""
-        with self._lock:
-            self._generation += 1
-            self.rate, self.stall_after, self.from_backend, self.to_backend = None, None, 0, 0
-            earlier = list(self._sockets)
-        for end in earlier:  # shut down, not closed: a pump may be inside recv() on it (stop() closes)
-            _shutdown(end)
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._server.close()
-        for end in self._sockets:
-            _shutdown(end)
-            end.close()
-
-
-def _shutdown(end: socket.socket) -> None:
-    try:
-        end.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 @pytest.fixture

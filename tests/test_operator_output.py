@@ -21,7 +21,7 @@ from rich.console import Console
 from bundler.bundle import BundleIndex, ImageEntry, SkippedEntry, Totals
 from bundler.cli import main
 from bundler.cli.output import _RichProgress
-from bundler.cli.tables import image_table, skipped_lines, verify_lines, volumes_line
+from bundler.cli.tables import image_lines, skipped_lines, verify_lines, volumes_line
 from bundler.cli.unpack_view import render_unpack
 from bundler.errors import AuthError, InputError, LocalIOError, NotABundleError, NotFoundError, UnreachableError
 from bundler.pack import ImageRequest
@@ -114,14 +114,8 @@ def listed_index() -> BundleIndex:
                        manifests=[], blobs=[], totals=Totals(2, 3, 4, 5, 6))
 
 
-def rendered(table: object, width: int) -> list[str]:
-    console = Console(file=io.StringIO(), width=width, highlight=False)
-    console.print(table)
-    return console.file.getvalue().splitlines()  # type: ignore[attr-defined]
-
-
 def test_list_fits_80_columns_with_short_digests_and_counted_platforms() -> None:
-    lines = rendered(image_table(listed_index(), 80), 80)
+    lines = list(image_lines(listed_index(), 80))
     assert max(map(len, lines)) <= 80
     text = "\n".join(lines)
     assert DIGEST not in text and "83" * 6 in text  # 12 hex characters, as docker images shows them
@@ -132,12 +126,12 @@ def test_list_fits_80_columns_with_short_digests_and_counted_platforms() -> None
 
 
 def test_list_on_a_wide_terminal_lists_every_platform() -> None:
-    text = "\n".join(rendered(image_table(listed_index(), 160), 160))
+    text = "\n".join(image_lines(listed_index(), 160))
     assert ", ".join(PLATFORMS) in text and DIGEST not in text
 
 
 def test_list_without_truncation_is_complete() -> None:
-    text = "\n".join(rendered(image_table(listed_index()), 400))
+    text = "\n".join(image_lines(listed_index()))
     assert DIGEST in text and ", ".join(PLATFORMS) in text and f"registry.k8s.io/pause@{DIGEST}" in text
     assert skipped_lines(listed_index()) == ["skipped quay.io/gone:1: not found on quay.io"]
 

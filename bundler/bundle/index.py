@@ -19,7 +19,7 @@ import msgspec
 
 from bundler.bundle.tar import member_length
 from bundler.errors import CorruptBundleError, NotABundleError, UnsupportedVersionError
-from bundler.oci import MAX_MANIFEST_BYTES
+from bundler.oci import MAX_MANIFEST_BYTES, JsonTooDeepError, decode_json
 
 __all__ = [
     "BASES_VERSION",
@@ -28,6 +28,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "INDEX_NAME",
+    "MAX_IMAGES",
     "REFERRERS_VERSION",
     "BaseEntry",
     "BundleIndex",
@@ -62,6 +63,9 @@ INDEX_NAME = "imgbundle.json"
 
 DigestText = Annotated[str, msgspec.Meta(pattern=r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
+MAX_IMAGES = 65_536
+"""Images, and skipped lines, one bundle may list (``index.json``, at most 16 MiB, holds a descriptor
+for each image); refused while decoding, so neither list can grow a reader's memory past it."""
 _VERSION_RE = re.compile(r"^([0-9]{1,6})\.([0-9]{1,6})$")
 
 
@@ -175,8 +179,8 @@ class BundleIndex(msgspec.Struct, frozen=True, rename="camel", omit_defaults=Tru
     version: str
     created: str
     tool: str
-    images: list[ImageEntry]
-    skipped: list[SkippedEntry]
+    images: Annotated[list[ImageEntry], msgspec.Meta(max_length=MAX_IMAGES)]
+    skipped: Annotated[list[SkippedEntry], msgspec.Meta(max_length=MAX_IMAGES)]
     manifests: list[MemberEntry]
     blobs: list[MemberEntry]
     totals: Totals
@@ -249,14 +253,16 @@ def decode_index(data: bytes) -> BundleIndex:
     for an unknown major version and ``CorruptBundleError`` for anything malformed.
     """
     try:
-        head = _head_decoder.decode(data)
+        head = decode_json(_head_decoder, data)
+    except JsonTooDeepError as error:  # our member, its JSON crafted: damage, not another format
+        raise CorruptBundleError(f"{INDEX_NAME}: {error}") from None
     except msgspec.DecodeError:
         raise NotABundleError(f"{INDEX_NAME}: not a JSON object") from None
     if head.format != FORMAT_NAME:
         raise NotABundleError(f"{INDEX_NAME}: format is {head.format!r}, not {FORMAT_NAME!r}")
     _check_version(head.version)
     try:
-        index = _index_decoder.decode(data)
+        index = decode_json(_index_decoder, data)
     except msgspec.DecodeError as error:
         raise CorruptBundleError(f"{INDEX_NAME}: {error}") from None
     check_index(index)

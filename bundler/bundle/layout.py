@@ -32,16 +32,18 @@ from bundler.bundle.index import (
 from bundler.bundle.tar import member_length
 from bundler.digest import Digest
 from bundler.errors import BundleError, CorruptBundleError, InputError
-from bundler.oci import MAX_MANIFEST_BYTES, OCI_INDEX, REF_NAME_ANNOTATION, RawManifest
+from bundler.oci import MAX_MANIFEST_BYTES, OCI_INDEX, REF_NAME_ANNOTATION, RawManifest, decode_json
 
 __all__ = [
     "LAYOUT_NAME",
+    "MAX_METADATA_LENGTH",
     "MAX_OCI_INDEX_BYTES",
     "OCI_INDEX_NAME",
     "OCI_LAYOUT_BYTES",
     "BlobSpec",
     "BundlePlan",
     "check_created",
+    "check_metadata_length",
     "check_oci_index",
     "check_oci_layout",
     "oci_index_bytes",
@@ -55,6 +57,8 @@ MAX_LAYOUT_BYTES = 4096
 MAX_OCI_INDEX_BYTES = 16 * 1024 * 1024
 MAX_INDEX_BYTES = 64 * 1024 * 1024
 """Caps on the metadata members a reader holds in memory (about 300,000 blobs fit)."""
+MAX_METADATA_LENGTH = member_length(LAYOUT_NAME, MAX_LAYOUT_BYTES) + member_length(OCI_INDEX_NAME, MAX_OCI_INDEX_BYTES)
+"""The most tar-stream bytes ``oci-layout`` and ``index.json`` may take, before the first manifest."""
 
 _CREATED_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z$")
 
@@ -215,10 +219,24 @@ class _RefIndex(msgspec.Struct):
     manifests: list[_RefDescriptor]
 
 
+_layout_decoder = msgspec.json.Decoder(_Layout)
+_ref_index_decoder = msgspec.json.Decoder(_RefIndex)
+
+
+def check_metadata_length(index: BundleIndex) -> None:
+    """The first manifest's offset is the length of ``oci-layout`` and ``index.json``: refuse an index
+    that leaves them more room than their caps, before any command reads them (or works at all)."""
+    entries = index.manifests or index.blobs
+    if entries and entries[0].offset > MAX_METADATA_LENGTH:
+        raise CorruptBundleError(
+            f"{OCI_INDEX_NAME}: {INDEX_NAME} places the first member at {entries[0].offset}, leaving "
+            f"{OCI_INDEX_NAME} more than the {MAX_OCI_INDEX_BYTES} bytes allowed")
+
+
 def check_oci_layout(data: bytes) -> None:
     """``oci-layout`` must be an OCI layout 1.x marker."""
     try:
-        layout = msgspec.json.decode(data, type=_Layout)
+        layout = decode_json(_layout_decoder, data)
     except msgspec.DecodeError as error:
         raise CorruptBundleError(f"{LAYOUT_NAME}: {error}") from None
     if not layout.imageLayoutVersion.startswith("1."):
@@ -228,7 +246,7 @@ def check_oci_layout(data: bytes) -> None:
 def check_oci_index(data: bytes, index: BundleIndex) -> None:
     """``index.json`` must name every image of the index with its digest, and nothing else."""
     try:
-        oci_index = msgspec.json.decode(data, type=_RefIndex)
+        oci_index = decode_json(_ref_index_decoder, data)
     except msgspec.DecodeError as error:
         raise CorruptBundleError(f"{OCI_INDEX_NAME}: {error}") from None
     manifests = {entry.digest: entry for entry in index.manifests}

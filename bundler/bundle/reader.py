@@ -36,13 +36,15 @@ from bundler.bundle.layout import (
     LAYOUT_NAME,
     MAX_INDEX_BYTES,
     MAX_LAYOUT_BYTES,
+    MAX_METADATA_LENGTH,
     MAX_OCI_INDEX_BYTES,
     OCI_INDEX_NAME,
+    check_metadata_length,
     check_oci_index,
     check_oci_layout,
 )
 from bundler.bundle.pagecache import DirectReader, read_fully
-from bundler.bundle.seektable import SeekTable, SeekTableError, parse_seek_table
+from bundler.bundle.seektable import MAX_FRAMES, SeekTable, SeekTableError, parse_seek_table
 from bundler.bundle.tar import (
     BLOCK,
     END_OF_ARCHIVE,
@@ -161,7 +163,7 @@ class BundleReader:
             file.seek(0)
         index_bytes, index_length, cursor = _read_index_member(file, read_ahead=not seekable)
         try:
-            index = decode_index(index_bytes)
+            index = _decode(index_bytes)
             table = _read_seek_table(file, index, index_length) if seekable else None
         except BaseException:
             cursor.close()
@@ -448,10 +450,17 @@ def read_index(location: Location) -> BundleIndex:
         if _is_seekable(file):
             file.seek(0)
         index_bytes, _, _ = _read_index_member(file)
-        return decode_index(index_bytes)
+        return _decode(index_bytes)
     finally:
         if owns_file:
             file.close()
+
+
+def _decode(index_bytes: bytes) -> BundleIndex:
+    """The checked index, and the room it leaves for ``index.json``: caps refused before any command works."""
+    index = decode_index(index_bytes)
+    check_metadata_length(index)
+    return index
 
 
 def _open_file(location: Location) -> tuple[BinaryIO, bool, Path | None]:
@@ -588,6 +597,16 @@ def _read_header(cursor: Cursor) -> TarHeader | None:
         raise CorruptBundleError(f"bad tar header ({error})", subject=cursor.label) from None
 
 
+def _most_frames(index: BundleIndex, index_length: int) -> int:
+    """How many frames a bundle with this index can have: each member in frames of at most ``FRAME_SIZE``,
+    ``oci-layout`` and ``index.json`` in up to one more than their joint length needs, and the end of archive.
+    A seek table claiming more is refused before it is read."""
+    entries = [*index.manifests, *index.blobs]
+    metadata = entries[0].offset if entries else MAX_METADATA_LENGTH
+    members = sum(-(-member_length(blob_path(entry.digest), entry.size) // FRAME_SIZE) for entry in entries)
+    return min(MAX_FRAMES, -(-index_length // FRAME_SIZE) + -(-metadata // FRAME_SIZE) + 1 + members + 1)
+
+
 def _read_seek_table(file: BinaryIO, index: BundleIndex, index_length: int) -> SeekTable:
     """Parse the seek table and check it agrees with the index on where members start and end."""
 
@@ -596,7 +615,8 @@ def _read_seek_table(file: BinaryIO, index: BundleIndex, index_length: int) -> S
 
     try:
         file_size = file.seek(0, os.SEEK_END)
-        table = parse_seek_table(read_at, file_size, max_compressed=MAX_FRAME_COMPRESSED, max_decompressed=FRAME_SIZE)
+        table = parse_seek_table(read_at, file_size, max_compressed=MAX_FRAME_COMPRESSED, max_decompressed=FRAME_SIZE,
+                                 max_frames=_most_frames(index, index_length))
     except SeekTableError as error:
         raise CorruptBundleError(f"seek table: {error}") from None
     except OSError as error:

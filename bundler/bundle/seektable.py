@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import bisect
 import struct
+import sys
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
 __all__ = [
     "FOOTER_SIZE",
+    "MAX_FRAMES",
     "SEEKABLE_MAGIC",
     "SKIPPABLE_MAGIC",
     "SeekTable",
@@ -35,6 +38,9 @@ SEEKABLE_MAGIC = 0x8F92EAB1
 FOOTER_SIZE = 9
 _SKIPPABLE_HEADER = 8
 _ENTRY = 8
+MAX_FRAMES = 1 << 22
+"""Frames a seek table may list: 16 TiB of tar stream in 4 MiB frames. Held as compact arrays (24 bytes a
+frame), so the table of the largest bundle allowed costs at most 96 MiB."""
 
 
 class SeekTableError(Exception):
@@ -53,10 +59,10 @@ class SeekTable:
     """Frame sizes plus running offsets: ``compressed_offsets[i]`` is where frame ``i`` starts in
     the file, ``decompressed_offsets[i]`` where its output starts in the tar stream."""
 
-    compressed_sizes: tuple[int, ...]
-    decompressed_sizes: tuple[int, ...]
-    compressed_offsets: tuple[int, ...]
-    decompressed_offsets: tuple[int, ...]
+    compressed_sizes: array[int]
+    decompressed_sizes: array[int]
+    compressed_offsets: array[int]
+    decompressed_offsets: array[int]
     table_size: int
 
     @property
@@ -81,9 +87,11 @@ def parse_seek_table(
     *,
     max_compressed: int,
     max_decompressed: int,
+    max_frames: int = MAX_FRAMES,
 ) -> SeekTable:
     """Read and check the seek table at the end of a file of ``file_size`` bytes.
 
+    The frame count is checked against ``max_frames`` and the file size before the table is read.
     Frame sizes are bounded (``max_compressed``, ``max_decompressed``, both non-zero) and must add
     up to exactly the bytes before the table, so a reader can trust every offset it derives.
     """
@@ -97,26 +105,41 @@ def parse_seek_table(
     table_size = _SKIPPABLE_HEADER + count * _ENTRY + FOOTER_SIZE
     if table_size > file_size:
         raise SeekTableError(f"seek table claims {count} frames, more than the file holds")
+    if count > max_frames:
+        raise SeekTableError(f"seek table claims {count} frames, more than the {max_frames} the index allows")
     table = read_at(file_size - table_size, table_size)
     skippable, frame_size = struct.unpack_from("<II", table)
     if skippable != SKIPPABLE_MAGIC or frame_size != table_size - _SKIPPABLE_HEADER:
         raise SeekTableError("seek table frame header is wrong")
-    pairs = list(struct.iter_unpack("<II", table[_SKIPPABLE_HEADER : _SKIPPABLE_HEADER + count * _ENTRY]))
-    compressed = tuple(pair[0] for pair in pairs)
-    decompressed = tuple(pair[1] for pair in pairs)
+    entries = array("I", bytes(table[_SKIPPABLE_HEADER : _SKIPPABLE_HEADER + count * _ENTRY]))
+    del table
+    if sys.byteorder == "big":
+        entries.byteswap()
+    compressed, decompressed = entries[0::2], entries[1::2]
+    del entries
     _check_sizes(compressed, decompressed, max_compressed, max_decompressed)
     if sum(compressed) != file_size - table_size:
         raise SeekTableError("frame sizes in the seek table do not add up to the file size")
     return SeekTable(
         compressed,
         decompressed,
-        tuple(accumulate(compressed, initial=0))[:-1],
-        tuple(accumulate(decompressed, initial=0))[:-1],
+        _starts(compressed),
+        _starts(decompressed),
         table_size,
     )
 
 
-def _check_sizes(compressed: tuple[int, ...], decompressed: tuple[int, ...], max_c: int, max_d: int) -> None:
+def _starts(sizes: array[int]) -> array[int]:
+    """Where each frame starts: the running sum of the sizes before it."""
+    starts = array("Q", accumulate(sizes, initial=0))
+    starts.pop()
+    return starts
+
+
+def _check_sizes(compressed: array[int], decompressed: array[int], max_c: int, max_d: int) -> None:
+    if not compressed or (0 < min(compressed) and max(compressed) <= max_c
+                          and 0 < min(decompressed) and max(decompressed) <= max_d):
+        return
     for number, (csize, dsize) in enumerate(zip(compressed, decompressed)):
         if not 0 < csize <= max_c or not 0 < dsize <= max_d:
             raise SeekTableError(f"seek table entry {number} has impossible sizes {csize}/{dsize}")

@@ -96,7 +96,7 @@ def write_bundle(
     volume_writer = VolumeWriter(path, split - 1, TempFile) if split else None
     bundle_temp = volume_writer if volume_writer is not None else TempFile(path)
     with bundle_temp:
-        output = _FrameOutput(bundle_temp.file, path)
+        output = _FrameOutput(bundle_temp.file, path, _stream_bytes(plan))
         pipeline = BlobPipeline(plan.blobs, open_blob, level=level, jobs=jobs, verify=verify_digests,
                                 spill_dir=path.parent)
         _write_members(output, plan, pipeline, level=level)
@@ -134,6 +134,12 @@ def _write_members(output: _FrameOutput, plan: BundlePlan, pipeline: BlobPipelin
     output.write_frame(compressor.compress(END_OF_ARCHIVE), len(END_OF_ARCHIVE))
 
 
+def _stream_bytes(plan: BundlePlan) -> int:
+    """The members' bytes before compression: at most what the bundle needs on disk, give or take headers."""
+    totals = plan.index.totals
+    return len(plan.index_bytes) + len(plan.oci_index_bytes) + totals.manifest_bytes + totals.blob_bytes
+
+
 def _expect_position(output: _FrameOutput, position: int, digest: str) -> None:
     if output.position != position:
         raise ImgbundleError(f"internal error: {digest} written at {output.position}, planned at {position}")
@@ -142,9 +148,11 @@ def _expect_position(output: _FrameOutput, position: int, digest: str) -> None:
 class _FrameOutput:
     """The bundle file as it is written: frames, their sizes for the seek table, a running sha256."""
 
-    def __init__(self, file: WritableFile, path: Path) -> None:
+    def __init__(self, file: WritableFile, path: Path, planned: int) -> None:
         self._file = file
         self._path = path
+        self._planned = planned
+        """Uncompressed bytes the members take: on a full disk, what may still be needed."""
         self._hash = hashlib.sha256()
         self.frames: list[tuple[int, int]] = []
         self.size = 0
@@ -168,13 +176,16 @@ class _FrameOutput:
             self._file.flush()
             os.fsync(self._file.fileno())
         except OSError as error:
-            raise write_error(self._path, error) from None
+            raise self._error(error) from None
         return self._hash.hexdigest()
 
     def _write(self, data: bytes) -> None:
         try:
             self._file.write(data)
         except OSError as error:
-            raise write_error(self._path, error) from None
+            raise self._error(error) from None
         self._hash.update(data)
         self.size += len(data)
+
+    def _error(self, error: OSError) -> LocalIOError:
+        return write_error(self._path, error, written=self.size, needed=max(self._planned - self.position, 0))

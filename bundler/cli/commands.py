@@ -17,7 +17,7 @@ from bundler.bundle.index import bundle_id
 from bundler.bundle.volumes import BundleFiles, bundle_from_paths
 from bundler.cli.errors import ca_file_checked, parsed
 from bundler.cli.output import CliProgress, format_bytes, make_progress, out, parse_size, print_json
-from bundler.cli.tables import image_table, skipped_lines, verify_lines, volumes_line
+from bundler.cli.tables import image_lines, skipped_lines, verify_lines, volumes_line
 from bundler.errors import BundleError, CorruptBundleError, InputError, LocalIOError
 from bundler.words import counted
 
@@ -414,9 +414,10 @@ def list_command(bundle: tuple[Path, ...], as_json: bool, no_trunc: bool) -> Non
     if as_json:
         print_json(index)
         return
-    out.print(image_table(index, None if no_trunc or not out.is_terminal else out.width))
+    for line in image_lines(index, None if no_trunc or not out.is_terminal else out.width):
+        sys.stdout.write(line + "\n")
     for line in skipped_lines(index):
-        out.print(line, markup=False)
+        sys.stdout.write(line + "\n")
     out.print(f"bundle id {bundle_id(index)}", markup=False)
     if index.base:
         out.print(_expects_line(_relative_to(index), index.external), markup=False)

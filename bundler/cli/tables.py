@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-
-from rich.table import Table
+from collections.abc import Iterator
 
 from bundler.bundle import BundleIndex, ImageEntry
 from bundler.cli.output import format_bytes
 from bundler.verify import VerifyReport
 from bundler.words import counted
 
-__all__ = ["SHORT_DIGEST", "attached_summary", "image_table", "skipped_lines", "verify_lines", "volumes_line"]
+__all__ = ["SHORT_DIGEST", "attached_summary", "image_lines", "skipped_lines", "verify_lines", "volumes_line"]
 
 _SIGNATURE_TYPES = frozenset({
     "application/vnd.dev.cosign.simplesigning.v1+json", "application/vnd.dev.cosign.artifact.sig.v1+json",
@@ -30,50 +29,61 @@ _SBOM_FORMATS = {
 SHORT_DIGEST = 12
 """Hex characters of a digest a terminal shows, as ``docker images`` and ``crane`` do."""
 _SIZE_WIDTH = 10
+_COLUMNS = ("REFERENCE", "DIGEST", "PLATFORMS", "SIZE")
 _REFERENCE_MIN = 30
-_ATTACHED_WIDTH = 16
 """Columns a reference keeps before platforms are counted rather than listed (longer ones fold)."""
+_ATTACHED_WIDTH = 16
 
 
-def image_table(index: BundleIndex, width: int | None = None) -> Table:
-    """The images of ``index``: in full without ``width``, else fitted into ``width`` columns (short digests,
-    platforms counted when their list does not fit, long references folded)."""
+def image_lines(index: BundleIndex, width: int | None = None) -> Iterator[str]:
+    """The ``list`` table, one line at a time: in full without ``width``, else fitted into ``width`` columns
+    (short digests, platforms counted when their list does not fit, long references folded). Column widths
+    come from a first pass over the rows, so printing holds one row, not the table (an index may list tens
+    of thousands of images)."""
     totals = index.totals
-    table = Table(
-        title=f"{index.format} {index.version} created {index.created} by {index.tool}",
-        caption=(
-            f"{counted(totals.images, 'image')}, {counted(totals.manifests, 'manifest')}, "
-            f"{counted(totals.blobs, 'blob')}, "
-            f"{format_bytes(totals.blob_bytes + totals.manifest_bytes)}"
-        ),
-        box=None,
-        pad_edge=False,
-    )
-    table.add_column("REFERENCE", overflow="fold")  # a reference is never cut: _folded breaks it
-    table.add_column("DIGEST", no_wrap=width is None)
-    table.add_column("PLATFORMS", no_wrap=True)
-    table.add_column("SIZE", justify="right", no_wrap=True)
     attached = any(image.referrers or image.original_referrers for image in index.images)
-    if attached:
-        table.add_column("ATTACHED")
-    digests = [_digest_cell(image, width) for image in index.images]
-    platforms = _platform_cells(index.images, width)
-    room = None if width is None else width - _widest(digests) - _widest(platforms) - _SIZE_WIDTH - 6
-    if room is not None and attached:
-        room -= _ATTACHED_WIDTH
-    for image, digest, cell in zip(index.images, digests, platforms):
-        table.add_row(_folded(_reference(image.reference, width), room), digest, _platforms_or_type(image, cell),
-                      format_bytes(image.size), *((attached_summary(image) or "-",) if attached else ()))
-    return table
+    columns = (*_COLUMNS, *(("ATTACHED",) if attached else ()))
+    yield f"{index.format} {index.version} created {index.created} by {index.tool}"
+    widths = [len(column) for column in columns]
+    for row in _image_rows(index, width, attached):
+        widths = [max(size, _widest(cell.splitlines())) for size, cell in zip(widths, row)]
+    yield _line(columns, widths)
+    for row in _image_rows(index, width, attached):
+        yield from _row_lines(row, widths)
+    yield (f"{counted(totals.images, 'image')}, {counted(totals.manifests, 'manifest')}, "
+           f"{counted(totals.blobs, 'blob')}, {format_bytes(totals.blob_bytes + totals.manifest_bytes)}")
 
 
-def _platforms_or_type(image: ImageEntry, cell: str) -> str:
-    """An OCI artifact (a Helm chart, say) has no platforms: its type says what it is."""
-    return cell if image.platforms or not image.artifact_type else f"artifact {image.artifact_type}"
+def _image_rows(index: BundleIndex, width: int | None, attached: bool) -> Iterator[tuple[str, ...]]:
+    listed = width is None or _platforms_fit(index.images, width)
+    room = None
+    if width is not None:
+        digests = max((len(line) for image in index.images for line in _digest_cell(image, width).splitlines()),
+                      default=0)
+        platforms = max((len(_platform_cell(image, listed)) for image in index.images), default=0)
+        room = width - digests - platforms - _SIZE_WIDTH - 6 - (_ATTACHED_WIDTH if attached else 0)
+    for image in index.images:
+        row = (_folded(_reference(image.reference, width), room), _digest_cell(image, width),
+               _platform_cell(image, listed), format_bytes(image.size))
+        yield (*row, attached_summary(image) or "-") if attached else row
 
 
-def _widest(cells: list[str]) -> int:
-    return max((len(line) for cell in cells for line in cell.splitlines()), default=0)
+def _row_lines(row: tuple[str, ...], widths: list[int]) -> Iterator[str]:
+    """A row whose cells may hold several lines (a folded reference), as that many lines."""
+    cells = [cell.splitlines() or [""] for cell in row]
+    for number in range(max(map(len, cells))):
+        yield _line(tuple(cell[number] if number < len(cell) else "" for cell in cells), widths)
+
+
+def _line(row: tuple[str, ...], widths: list[int]) -> str:
+    """Cells two spaces apart, SIZE (the fourth) right-aligned."""
+    cells = [cell.rjust(size) if column == 3 else cell.ljust(size)
+             for column, (cell, size) in enumerate(zip(row, widths))]
+    return "  ".join(cells).rstrip()
+
+
+def _widest(lines: list[str]) -> int:
+    return max(map(len, lines), default=0)
 
 
 def skipped_lines(index: BundleIndex) -> list[str]:
@@ -113,17 +123,20 @@ def _digest_cell(image: ImageEntry, width: int | None) -> str:
     return _short(image.digest) + (f"\nwas {_short(image.original_digest)}" if image.original_digest else "")
 
 
-def _platform_cells(images: list[ImageEntry], width: int | None) -> list[str]:
-    """Every image's platforms listed, or, when the longest list does not fit beside the other columns,
-    the first and a count of the rest (``linux/amd64 +3``)."""
-    listed = [", ".join(image.platforms) or "-" for image in images]
-    if width is None:
-        return listed
+def _platforms_fit(images: list[ImageEntry], width: int) -> bool:
+    """Whether the longest list of platforms fits beside the other columns (else each is counted)."""
     room = width - _REFERENCE_MIN - SHORT_DIGEST - _SIZE_WIDTH - 6
-    if max(map(len, listed), default=0) <= room:
-        return listed
-    return [image.platforms[0] + (f" +{len(image.platforms) - 1}" if len(image.platforms) > 1 else "")
-            if image.platforms else "-" for image in images]
+    return max((len(", ".join(image.platforms)) for image in images), default=0) <= room
+
+
+def _platform_cell(image: ImageEntry, listed: bool) -> str:
+    """The platforms listed, or the first and a count of the rest (``linux/amd64 +3``); an OCI artifact (a
+    Helm chart, say) has none: its type says what it is."""
+    if not image.platforms:
+        return f"artifact {image.artifact_type}" if image.artifact_type else "-"
+    if listed or len(image.platforms) == 1:
+        return ", ".join(image.platforms)
+    return f"{image.platforms[0]} +{len(image.platforms) - 1}"
 
 
 def volumes_line(names: list[str]) -> str:

@@ -7,6 +7,7 @@ exist so that we can read descriptors out of them, never to re-encode them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import msgspec
 
@@ -29,9 +30,11 @@ __all__ = [
     "REF_NAME_ANNOTATION",
     "Descriptor",
     "Index",
+    "JsonTooDeepError",
     "Manifest",
     "Platform",
     "RawManifest",
+    "decode_json",
     "detect_media_type",
     "parse_index",
     "parse_manifest",
@@ -111,6 +114,23 @@ class _Probe(msgspec.Struct):
     config: msgspec.Raw = msgspec.Raw()  # msgspec cannot decode an object into ``Raw | None``
 
 
+_T = TypeVar("_T")
+
+
+class JsonTooDeepError(msgspec.DecodeError):
+    """JSON nested deeper than the decoder's recursion limit: crafted, since no manifest or index needs it."""
+
+
+def decode_json(decoder: msgspec.json.Decoder[_T], data: bytes) -> _T:
+    """``decoder.decode(data)``, where JSON nested deeper than the decoder's recursion limit is a
+    ``msgspec.DecodeError`` (``JsonTooDeepError``) like any other bad JSON: hostile bytes end in the
+    caller's refusal, not a crash."""
+    try:
+        return decoder.decode(data)
+    except RecursionError:
+        raise JsonTooDeepError("JSON nested too deeply") from None
+
+
 _probe_decoder = msgspec.json.Decoder(_Probe)
 _index_decoder = msgspec.json.Decoder(Index)
 _manifest_decoder = msgspec.json.Decoder(Manifest)
@@ -121,7 +141,7 @@ def detect_media_type(data: bytes, declared: str = "") -> str:
 
     Raises ``msgspec.DecodeError`` for bytes that are not a JSON object.
     """
-    probe = _probe_decoder.decode(data)
+    probe = decode_json(_probe_decoder, data)
     if probe.mediaType:
         return probe.mediaType
     if probe.schemaVersion == 1:
@@ -136,11 +156,11 @@ def detect_media_type(data: bytes, declared: str = "") -> str:
 
 
 def parse_index(data: bytes) -> Index:
-    return _index_decoder.decode(data)
+    return decode_json(_index_decoder, data)
 
 
 def parse_manifest(data: bytes) -> Manifest:
-    return _manifest_decoder.decode(data)
+    return decode_json(_manifest_decoder, data)
 
 
 @dataclass(frozen=True)

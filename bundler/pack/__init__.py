@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bundler.bundle import SkippedEntry, WriteResult
+from bundler.bundle.atomic import WriteClaim
 from bundler.bundle.delta import Since
 from bundler.bundle.volumes import existing_outputs
 from bundler.errors import LocalIOError, Remedy
@@ -90,6 +91,7 @@ def pack(
     started = time.monotonic()
     check_output(output, overwrite=overwrite)
     with ExitStack() as stack:
+        stack.enter_context(WriteClaim(output))  # a second pack of this output refuses now, not after downloading
         inner = stores if stores is not None else stack.enter_context(RegistryPool(options))
         pool = CachedPool(inner, cache, progress.warn)
         images, skipped = resolve_images(

@@ -9,7 +9,8 @@ the chunks come from a source that verifies as it streams and raises before the 
 match (as the bundle writer, the cache trusts that; a second sha256 would cost CPU on every byte),
 and a wrong entry would be caught when it is read anyway. The cache is an optimisation: when it
 cannot be written (disk full, read-only) the pack goes on without it. Least recently used entries
-(by mtime, refreshed on every hit) go first when ``prune`` caps its size.
+(by mtime, refreshed on every hit) go first when ``prune`` caps its size. A temp file is locked while
+it is filled; those a killed pack left are removed by the next pack that writes here, or by ``prune``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import logging
 import os
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import platformdirs
 
+from bundler.bundle.atomic import hold_while_written, remove_if_abandoned
 from bundler.digest import Digest, DigestVerifier
 from bundler.errors import ContentMismatchError, LocalIOError
 from bundler.oci import Descriptor, RawManifest
@@ -40,8 +41,6 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "IMGBUNDLE_CACHE_DIR"
 READ_CHUNK = 1024 * 1024
-STALE_TEMP_SECONDS = 24 * 3600
-"""Temp files older than this belong to a pack that died; ``prune`` removes them."""
 
 
 def default_cache_dir() -> Path:
@@ -79,6 +78,8 @@ class BlobCache:
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
+        self._swept = False
+        self._sweep_lock = threading.Lock()
 
     def blobs_dir(self, algorithm: str = "sha256") -> Path:
         return self.root / "blobs" / algorithm
@@ -135,11 +136,20 @@ class BlobCache:
         directory = self.root / "tmp"
         try:
             directory.mkdir(parents=True, exist_ok=True)
+            self._sweep_once()
             fd, name = tempfile.mkstemp(prefix=f"{digest.hex[:16]}.", suffix=".part", dir=directory)
         except OSError as error:
             log.warning("blob cache %s is not writable (%s); packing without it", self.root, error)
             return None
+        hold_while_written(fd)
         return os.fdopen(fd, "wb"), Path(name)
+
+    def _sweep_once(self) -> None:
+        """Before this process first writes here: remove the temp files that killed packs left."""
+        with self._sweep_lock:
+            if not self._swept:
+                self._swept = True
+                self._drop_abandoned_temps()
 
     # Housekeeping --------------------------------------------------------------------------------
 
@@ -162,7 +172,7 @@ class BlobCache:
 
     def prune(self, max_bytes: int) -> PruneResult:
         """Delete least recently used entries until at most ``max_bytes`` remain; drop stale temp files."""
-        self._drop_stale_temps()
+        self._drop_abandoned_temps()
         entries = sorted(self._entries(), key=lambda e: (e.used, e.path.name))
         total = sum(e.size for e in entries)
         removed = removed_bytes = 0
@@ -174,16 +184,12 @@ class BlobCache:
             removed_bytes += entry.size
         return PruneResult(removed, removed_bytes, len(entries) - removed, total - removed_bytes)
 
-    def _drop_stale_temps(self) -> None:
+    def _drop_abandoned_temps(self) -> None:
+        """Temp files no live fill holds and nobody wrote to for a while (``remove_if_abandoned``)."""
         directory = self.root / "tmp"
-        cutoff = time.time() - STALE_TEMP_SECONDS
         for name in _listdir(directory):
-            path = directory / name
-            try:
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
-            except FileNotFoundError:
-                pass
+            if remove_if_abandoned(directory / name):
+                log.info("removed %s, left by an interrupted pack", directory / name)
 
 
 class _Filling:

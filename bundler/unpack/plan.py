@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bundler.bundle.links import check_children, manifest_links
 from bundler.digest import Digest
-from bundler.errors import BundleError, CorruptBundleError, ImgbundleError, NotFoundError
-from bundler.oci import IMAGE_MANIFEST_TYPES, INDEX_TYPES, RawManifest
+from bundler.errors import CorruptBundleError, ImgbundleError, NotFoundError
 from bundler.stores.bundle import BundleStore
 from bundler.unpack.mapping import Target
 
@@ -22,9 +22,9 @@ MAX_INDEX_DEPTH = 4
 
 @dataclass(frozen=True)
 class ManifestNode:
-    """One manifest as it will be pushed: raw bytes, and what must be in the repository first."""
+    """One manifest as it will be pushed: what must be in the repository first. Its bytes stay in the
+    bundle and are read again when pushed, so a plan's memory does not grow with manifest sizes."""
 
-    raw: RawManifest
     children: tuple[Digest, ...] = ()
     blobs: tuple[Digest, ...] = ()
 
@@ -90,7 +90,10 @@ class _Walker:
 
     def __init__(self, bundle: BundleStore) -> None:
         self.bundle = bundle
-        self.bundle_blobs = {Digest(b.digest): b.size for b in bundle.index.blobs}
+        index = bundle.index
+        self.bundle_blobs = {Digest(b.digest): b.size for b in index.blobs}
+        self.media_types = {entry.digest: entry.media_type for entry in index.manifests}
+        self.carried = self.media_types.keys() | self.bundle_blobs.keys()
         self.nodes: dict[Digest, ManifestNode] = {}
 
     def image(self, target: Target) -> ImagePlan:
@@ -122,19 +125,18 @@ class _Walker:
         return node
 
     def _read(self, digest: Digest, target: Target) -> ManifestNode:
+        """The manifest's links, by the rules verify applies too (``bundler.bundle.links``)."""
         source = target.source_ref
         try:
             raw = self.bundle.manifest_get(target.source_name, digest)
         except NotFoundError:
             raise CorruptBundleError(f"{source}: the bundle lacks manifest {digest}") from None
+        try:
+            links = manifest_links(raw.data, self.media_types[digest])
         except CorruptBundleError as error:
-            raise CorruptBundleError(f"{source}: {error}") from None
-        return self._node_of(raw, source)
-
-    def _node_of(self, raw: RawManifest, source: str) -> ManifestNode:
-        if raw.media_type in INDEX_TYPES:
-            return ManifestNode(raw, children=tuple(Digest(c.digest) for c in raw.index().manifests))
-        if raw.media_type in IMAGE_MANIFEST_TYPES:
-            needed = [b for b in raw.manifest().blobs if not (b.urls and Digest(b.digest) not in self.bundle_blobs)]
-            return ManifestNode(raw, blobs=tuple(dict.fromkeys(Digest(b.digest) for b in needed)))
-        raise BundleError(f"{source}: manifest {raw.digest} has unsupported media type {raw.media_type!r}")
+            raise CorruptBundleError(f"{source}: manifest {digest}: {error}") from None
+        broken = check_children(digest, links, self.media_types, self.carried)
+        if broken:
+            raise CorruptBundleError(f"{source}: {broken[0].digest}: {broken[0].message}")
+        needed = (blob for blob in links.blobs if blob not in links.foreign or blob in self.bundle_blobs)
+        return ManifestNode(children=links.children, blobs=tuple(needed))

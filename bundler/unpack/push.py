@@ -256,8 +256,7 @@ class _Push:
                 fact = ManifestFact(repository, digest)
                 if fact in self.known or fact in jobs or fact in carried:
                     continue
-                raw = self.plan.manifests[digest].raw
-                jobs[fact] = Job(f"manifest {fact.label}", partial(self.steps.put_manifest, fact, raw),
+                jobs[fact] = Job(f"manifest {fact.label}", partial(self.steps.put_manifest, fact),
                                  needs=self._needs(repository, digest), produces=(fact,), rank=(1, rank[fact]))
         return list(jobs.values())
 
@@ -271,7 +270,6 @@ class _Push:
             fact = TagFact(target.repository, target.tag)
             if fact in self.known or fact in jobs:
                 continue
-            raw = self.plan.manifests[target.digest].raw
             top = ManifestFact(target.repository, target.digest)
             needs: tuple[Fact, ...]
             produces: tuple[Fact, ...]
@@ -279,7 +277,7 @@ class _Push:
                 needs, produces = self._needs(target.repository, target.digest), (fact, top)
             else:
                 needs, produces = (top,), (fact,)
-            jobs[fact] = Job(f"tag {target.display}", partial(self.steps.put_tag, fact, raw, produces),
+            jobs[fact] = Job(f"tag {target.display}", partial(self.steps.put_tag, fact, target.digest, produces),
                              needs=needs, produces=produces, rank=(0, number))
         return list(jobs.values())
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping
 
+from bundler.digest import Digest
 from bundler.errors import CorruptBundleError, ImgbundleError
-from bundler.oci import RawManifest
 from bundler.progress import Progress
 from bundler.stores import Placement, WriteStore
 from bundler.stores.bundle import BundleStore
@@ -62,17 +62,17 @@ class PushSteps:
             self._count_blob(how, blob.size or 0)
         return results
 
-    def put_manifest(self, fact: ManifestFact, raw: RawManifest) -> Mapping[Fact, Settled]:
-        return self._put(fact.repository, fact.digest, raw, (fact,))
+    def put_manifest(self, fact: ManifestFact) -> Mapping[Fact, Settled]:
+        return self._put(fact.repository, fact.digest, fact.digest, (fact,))
 
-    def put_tag(self, fact: TagFact, raw: RawManifest, produces: tuple[Fact, ...]) -> Mapping[Fact, Settled]:
+    def put_tag(self, fact: TagFact, digest: Digest, produces: tuple[Fact, ...]) -> Mapping[Fact, Settled]:
         """PUT by tag (settling the top manifest too when the tag carries it); warn when the tag moved."""
-        results = self._put(fact.repository, fact.tag, raw, produces)
+        results = self._put(fact.repository, fact.tag, digest, produces)
         previous = self.tag_digests.get(fact)
-        if results[fact] is Outcome.PUSHED and previous is not None and previous != raw.digest:
+        if results[fact] is Outcome.PUSHED and previous is not None and previous != digest:
             with self.lock:
                 self.result.tags_moved.append(fact.label)
-            self.progress.warn(f"{self.result.registry}/{fact.label} moved from {previous} to {raw.digest}")
+            self.progress.warn(f"{self.result.registry}/{fact.label} moved from {previous} to {digest}")
         return results
 
     def _already_there(self, fact: BlobFact, size: int) -> bool:
@@ -114,11 +114,12 @@ class PushSteps:
 
         return chunks
 
-    def _put(self, repository: str, reference: str, raw: RawManifest,
+    def _put(self, repository: str, reference: str, digest: Digest,
              produces: tuple[Fact, ...]) -> Mapping[Fact, Settled]:
-        """PUT ``raw`` under ``reference`` (a digest or a tag); settles every fact of ``produces``."""
+        """PUT the manifest ``digest``, read again from the bundle, under ``reference`` (a digest or a tag);
+        settles every fact of ``produces``."""
         try:
-            self.client.manifest_put(repository, reference, raw)
+            self.client.manifest_put(repository, reference, self.bundle.manifest_get(repository, digest))
         except ImgbundleError as error:
             return dict.fromkeys(produces, error)
         with self.lock:

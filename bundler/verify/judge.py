@@ -6,7 +6,9 @@ from pathlib import Path
 
 from bundler.bundle import BundleIndex, FoundBy
 from bundler.bundle.layout import OCI_INDEX_NAME
+from bundler.bundle.links import Links, check_links
 from bundler.bundle.volumes import BundleFiles
+from bundler.digest import Digest
 from bundler.verify.report import CHECKSUM, Problem, ProblemKind, SidecarCheck, SidecarState, VerifyReport
 from bundler.verify.scan import Finding, Scan
 
@@ -37,12 +39,11 @@ def _findings(index: BundleIndex, scan: Scan, sidecar: SidecarCheck) -> dict[str
     for entry in [*index.manifests, *index.blobs]:
         if entry.digest not in scan.seen and entry.digest not in findings:
             findings[entry.digest] = scan.unchecked
+    manifests = {e.digest for e in index.manifests}
     external = {e.digest for e in index.external}  # a delta's blobs that the target holds, not missing
-    for parent, children in scan.children.items():
-        for child in children:
-            if child not in present and child not in external:
-                findings.setdefault(child, Finding(ProblemKind.DANGLING_REFERENCE,
-                                                   f"referenced by {parent} but not in the bundle"))
+    for parent, links in scan.children.items():
+        for broken in check_links(Digest(parent), links, manifests, present, external):
+            findings.setdefault(str(broken.digest), Finding(ProblemKind.DANGLING_REFERENCE, broken.message))
     for image in index.images:
         if image.digest not in present:
             findings.setdefault(image.digest, Finding(ProblemKind.IMAGE_MISSING,
@@ -75,7 +76,8 @@ def _check_referrers(index: BundleIndex, scan: Scan, findings: dict[str, Finding
         if not attached.isdisjoint(findings):
             continue
         for referrer in image.referrers:
-            named = scan.subjects.get(referrer.digest)
+            links = scan.children.get(referrer.digest)
+            named = links.subject if links is not None else None
             if referrer.subject not in attached:
                 problem = f"recorded as attached to {referrer.subject}, which is not part of {image.reference}"
             elif referrer.found_by is not FoundBy.COSIGN_TAG and named != referrer.subject:
@@ -85,12 +87,14 @@ def _check_referrers(index: BundleIndex, scan: Scan, findings: dict[str, Finding
             findings.setdefault(referrer.digest, Finding(ProblemKind.REFERRER_MISMATCH, problem))
 
 
-def _closure(tops: list[str], children: dict[str, list[str]]) -> set[str]:
+def _closure(tops: list[str], children: dict[str, Links]) -> set[str]:
     """Every digest an image needs, following manifests as far as they were readable."""
     needed, stack = set(), list(tops)
     while stack:
         digest = stack.pop()
         if digest not in needed:
             needed.add(digest)
-            stack.extend(children.get(digest, []))
+            links = children.get(digest)
+            if links is not None:
+                stack.extend([*links.children, *links.blobs])
     return needed

@@ -10,10 +10,11 @@ import msgspec
 
 from bundler.bundle import BundleIndex, Member, MemberEntry, MemberKind, blob_path
 from bundler.bundle.layout import OCI_INDEX_NAME
+from bundler.bundle.links import Links, manifest_links
 from bundler.bundle.volumes import BundleFiles
 from bundler.digest import Digest
 from bundler.errors import BundleError, CorruptBundleError
-from bundler.oci import REF_NAME_ANNOTATION, Index, parse_index, parse_manifest
+from bundler.oci import REF_NAME_ANNOTATION, parse_index
 from bundler.progress import Progress
 from bundler.stores.bundle import BundleStore
 from bundler.verify.report import SEEK_TABLE, STREAM, ProblemKind
@@ -37,9 +38,8 @@ class Scan:
     """What the members said: which digests came through whole, and what each manifest refers to."""
 
     seen: set[str] = field(default_factory=set)
-    children: dict[str, list[str]] = field(default_factory=dict)
-    subjects: dict[str, str] = field(default_factory=dict)
-    """By manifest: the manifest its ``subject`` names (OCI 1.1 referrers have one)."""
+    children: dict[str, Links] = field(default_factory=dict)
+    """By manifest digest, what it links to (the rules of ``bundler.bundle.links``, as unpack applies them)."""
     layout_refs: dict[str, str] | None = None
     problems: dict[str, Finding] = field(default_factory=dict)
     """By member: a digest, or what is damaged when it is no member (``STREAM``, ``SEEK_TABLE``, index.json)."""
@@ -108,7 +108,7 @@ def _check_member(member: Member, scan: Scan, progress: Progress) -> None:
     size = 0
     if member.kind is MemberKind.MANIFEST:
         data = b"".join(member.chunks)
-        _read_manifest(scan, member.digest, data)
+        scan.children[member.digest] = manifest_links(data, member.media_type)
         size = len(data)
         progress.advance(size)
     else:
@@ -118,18 +118,6 @@ def _check_member(member: Member, scan: Scan, progress: Progress) -> None:
     scan.seen.add(member.digest)
     scan.bytes_checked += size
     progress.item_done(member.digest)
-
-
-def _read_manifest(scan: Scan, digest: str, data: bytes) -> None:
-    """Record the digests a manifest or index refers to, and its subject; unparseable manifests are corrupt."""
-    try:
-        document = msgspec.json.decode(data, type=dict)
-        parsed = parse_index(data) if "manifests" in document else parse_manifest(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as error:
-        raise CorruptBundleError(f"manifest does not parse: {error}") from None
-    scan.children[digest] = [d.digest for d in (parsed.manifests if isinstance(parsed, Index) else parsed.blobs)]
-    if parsed.subject is not None:
-        scan.subjects[digest] = parsed.subject.digest
 
 
 def _layout_refs(data: bytes) -> dict[str, str]:
@@ -170,7 +158,7 @@ def _check_entry(store: BundleStore, entry: MemberEntry, is_manifest: bool, scan
         chunks = store.blob_chunks(_ANY_REPOSITORY, Digest(entry.digest), entry.size)
         if is_manifest:
             data = b"".join(chunks)
-            _read_manifest(scan, entry.digest, data)
+            scan.children[entry.digest] = manifest_links(data, entry.media_type)
             size = len(data)
         else:
             size = sum(len(chunk) for chunk in chunks)

@@ -38,6 +38,8 @@ class CliRun:
     stdout: str
     stderr: str
     seconds: float
+    peak_mib: float = 0.0
+    """The command's peak resident memory, when ``run_cli`` was asked to measure it."""
 
     @property
     def error_lines(self) -> list[str]:
@@ -61,6 +63,15 @@ os.execv(sys.argv[end + 1], sys.argv[end + 1 :])
 """
 
 
+_MEASURE = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "w") as report:
+    report.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code)
+"""
+
+
 def limited(argv: list[str], **limits: int) -> list[str]:
     """``argv`` under resource limits (``RLIMIT_AS=…``), set by a small Python that then execs it:
     ``preexec_fn`` is not safe in a process with threads, and these tests start commands from several."""
@@ -79,18 +90,24 @@ def cli_environment(env: dict[str, str] | None = None) -> dict[str, str]:
 
 def run_cli(*args: str, expect: int | None = 0, stdin: str | None = None, stdin_file: Path | None = None,
             env: dict[str, str] | None = None, cwd: Path | None = None, limits: dict[str, int] | None = None,
-            timeout: float = TIMEOUT_S) -> CliRun:
+            timeout: float = TIMEOUT_S, measure: Path | None = None) -> CliRun:
     """``imgbundle ARGS`` to its end. ``expect``: the exit code the test requires (None: the test checks it).
 
     ``stdin`` is text to feed, ``stdin_file`` a file to read from; without either, stdin is empty.
     ``env`` adds to this process's environment; ``limits`` are resource limits (see ``limited``).
+    ``measure`` is a scratch file through which a small parent process reports the command's peak
+    memory (``CliRun.peak_mib``): the command's own, not the test's.
     """
     started = time.monotonic()
+    argv = _argv(args, limits)
+    if measure is not None:
+        argv = [sys.executable, "-c", _MEASURE, str(measure), *argv]
     with open(stdin_file or os.devnull, "rb") as source:
         feed: dict[str, Any] = {"input": stdin} if stdin is not None else {"stdin": source}
-        proc = subprocess.run(_argv(args, limits), **feed, capture_output=True, text=True, env=cli_environment(env),
+        proc = subprocess.run(argv, **feed, capture_output=True, text=True, env=cli_environment(env),
                               cwd=cwd, timeout=timeout, check=False)
-    run = CliRun(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+    peak = int(measure.read_text()) / 1024 if measure is not None else 0.0
+    run = CliRun(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started, peak)
     if expect is not None:
         assert run.code == expect, f"exit {run.code}, expected {expect}\n{run.stdout}\n{run.stderr}"
     assert "Traceback" not in run.stderr, run.stderr
