@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from bundler.bundle import read_index
+
 from support.cli import CliRun, files_in, run_cli, start_cli
-from support.slowproxy import SlowProxy
+from support.slowproxy import SlowProxy, proxied_list
 from support.sources import SourceSet, assert_registry_holds, expected_state
 
 CREATED = "2026-02-03T04:05:06Z"
@@ -36,10 +36,8 @@ def finished(process: subprocess.Popen[str]) -> CliRun:
 def site(seeded_registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SlowProxy, Path, bytes]]:
     """The small set behind a pacing proxy, its image list, and the bundle one pack alone makes."""
     registry, image_set = seeded_registry
-    proxy = SlowProxy(registry.host)
     directory = tmp_path_factory.mktemp("concurrent")
-    image_list = directory / "images.list"
-    image_list.write_text(image_set.image_list(proxy.host))
+    proxy, image_list = proxied_list(registry, image_set, directory)
     reference = directory / "reference.tar.zst"
     run_cli(*_pack_args(image_list, reference), env={"IMGBUNDLE_CACHE_DIR": str(directory / "cache")})
     yield proxy, image_list, reference.read_bytes()

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-
 from bundler.threads import CANCEL_GRACE
+
 from support.cli import CliRun, files_in, run_cli, start_cli
 from support.registry import RunningRegistry, registry_catalog, start_registry
 from support.servers import starts_server
-from support.slowproxy import SlowProxy
+from support.slowproxy import SlowProxy, proxied_list
 from support.sources import SourceSet, assert_registry_holds, expected_state, registry_tags_state, stored_blob_digests
 
 CREATED = "2026-02-03T04:05:06Z"
@@ -104,10 +104,8 @@ class PackSite:
 def pack_site(seeded_registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PackSite]:
     """The small image set behind a proxy, and the bundle an uninterrupted pack makes of it."""
     registry, image_set = seeded_registry
-    proxy = SlowProxy(registry.host)
     directory = tmp_path_factory.mktemp("pack-site")
-    image_list = directory / "images.list"
-    image_list.write_text(image_set.image_list(proxy.host))
+    proxy, image_list = proxied_list(registry, image_set, directory)
     reference = directory / "reference.tar.zst"
     run(["pack", "-q", "-f", str(image_list), "-o", str(reference), "--created", CREATED], directory / "cache")
     yield PackSite(proxy, image_list, reference.read_bytes())

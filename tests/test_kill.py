@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-
 from bundler.bundle import read_index
 from bundler.bundle.atomic import ABANDONED_AFTER
+
 from support.cli import files_in, run_cli, start_cli
 from support.registry import RunningRegistry, start_registry
 from support.servers import starts_server
-from support.slowproxy import SlowProxy
+from support.slowproxy import SlowProxy, proxied_list
 from support.sources import SourceSet, assert_registry_holds, expected_state, stored_blob_digests
 
 CREATED = "2026-02-03T04:05:06Z"
@@ -78,10 +78,8 @@ class PackSite:
 @pytest.fixture(scope="module")
 def pack_site(seeded_registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PackSite]:
     registry, image_set = seeded_registry
-    proxy = SlowProxy(registry.host)
     directory = tmp_path_factory.mktemp("kill-pack")
-    image_list = directory / "images.list"
-    image_list.write_text(image_set.image_list(proxy.host))
+    proxy, image_list = proxied_list(registry, image_set, directory)
     reference = directory / "reference.tar.zst"
     run_cli(*_pack_args(image_list, reference), env={"IMGBUNDLE_CACHE_DIR": str(directory / "cache")})
     blobs = {entry.digest for entry in read_index(reference).blobs}

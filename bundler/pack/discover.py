@@ -53,9 +53,7 @@ def list_repositories(
 
     When the catalog is closed (401/403/404, as Harbor's is for non-admins), ``closed_catalog`` is
     asked instead; without one the refusal is raised with a hint. A refusal for want of credentials
-    is raised as it is: logging in is the fix, not another way to list. A repository without tags
-    contributes nothing (it holds no image a tag names). Referrer tags (``sha256-….sig``, the fallback
-    ``sha256-…``) are no images: they come along with the image they are attached to.
+    is raised as it is: logging in is the fix, not another way to list.
     """
     try:
         repositories = store.catalog()
@@ -86,7 +84,9 @@ def discover(
 ) -> list[Reference]:
     """``host/repository:tag`` for every tag of every repository ``list_repositories`` finds, sorted.
 
-    A repository without tags contributes nothing (it holds no image a tag names).
+    A repository without tags contributes nothing (it holds no image a tag names). Referrer tags
+    (``sha256-….sig``, the fallback ``sha256-…``) are no images: they come along with the image they are
+    attached to.
     """
     chosen = list_repositories(store, host, prefix=prefix, patterns=patterns, closed_catalog=closed_catalog)
     return _tagged(store, host, chosen, _where(host, prefix))

@@ -7,8 +7,12 @@ import re
 import socket
 import threading
 import time
+from pathlib import Path
 
-__all__ = ["SlowProxy"]
+from imageset import ImageSet
+from support.registry import RunningRegistry
+
+__all__ = ["SlowProxy", "proxied_list"]
 
 _BLOB_GET = re.compile(rb"GET /v2/[^ ]*/blobs/(sha256:[0-9a-f]{64}) HTTP")
 """A blob download's request line (client requests are small: each arrives whole in one read)."""
@@ -115,3 +119,11 @@ def _shutdown(end: socket.socket) -> None:
 def _unquote(digest: bytes) -> str:
     algorithm, _, hex_digits = digest.decode().replace("%3A", ":").replace("%3a", ":").partition(":")
     return f"{algorithm}:{hex_digits}"
+
+
+def proxied_list(registry: RunningRegistry, image_set: ImageSet, directory: Path) -> tuple[SlowProxy, Path]:
+    """A pacing proxy in front of ``registry`` and the list of ``image_set``'s references through it."""
+    proxy = SlowProxy(registry.host)
+    image_list = directory / "images.list"
+    image_list.write_text(image_set.image_list(proxy.host))
+    return proxy, image_list
