@@ -24,13 +24,13 @@ from bundler.cli.output import _RichProgress
 from bundler.cli.tables import image_table, skipped_lines, verify_lines, volumes_line
 from bundler.cli.unpack_view import render_unpack
 from bundler.errors import AuthError, InputError, LocalIOError, NotABundleError, NotFoundError, UnreachableError
+from bundler.mapping import plan_targets
 from bundler.pack import ImageRequest
 from bundler.platforms import PlatformFilter
 from bundler.reference import parse_reference
 from bundler.registry.errors import map_status
 from bundler.registry.options import RegistryOptions, RetryNotice
 from bundler.unpack import UnpackResult
-from bundler.unpack.mapping import plan_targets
 from bundler.unpack.plan import ImagePlan, PushPlan
 from bundler.unpack.result import ImageOutcome
 from bundler.verify import verify_bundle

@@ -469,8 +469,8 @@ def unpack_command(bundle, target, keep_host, flatten, maps, dry_run, report, cr
     bare NAME of NAME.000, NAME.001 …). Several bundles are unpacked by one command each.
     """
     from bundler.cli.unpack_view import render_unpack
+    from bundler.mapping import parse_to
     from bundler.unpack import UnpackOptions, unpack
-    from bundler.unpack.mapping import parse_to
     from bundler.unpack.result import report_format
 
     if public and not create_projects:
@@ -530,8 +530,8 @@ def serve_command(bundles, listen, prefix, keep_host, flatten, maps, tls_cert, t
     import logging
 
     from bundler.errors import Interrupted
+    from bundler.mapping import normalise_map
     from bundler.serve import Naming, ServeSettings, parse_listen, serve, verify_all
-    from bundler.unpack.mapping import normalise_map
 
     if (tls_cert is None) != (tls_key is None):
         raise InputError("--tls-cert and --tls-key go together")

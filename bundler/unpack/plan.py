@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 from bundler.digest import Digest
 from bundler.errors import BundleError, CorruptBundleError, ImgbundleError, NotFoundError
+from bundler.mapping import Target
 from bundler.oci import IMAGE_MANIFEST_TYPES, INDEX_TYPES, RawManifest
 from bundler.stores.bundle import BundleStore
-from bundler.unpack.mapping import Target
 
 __all__ = ["MAX_INDEX_DEPTH", "BlobPlan", "ImagePlan", "ManifestNode", "PushPlan", "build_plan"]
 
