@@ -20,7 +20,7 @@ from rich.console import Console
 
 from bundler.bundle import BundleIndex, ImageEntry, SkippedEntry, Totals
 from bundler.cli import main
-from bundler.cli.output import _RichProgress
+from bundler.cli.bars import RichProgress
 from bundler.cli.tables import image_table, skipped_lines, verify_lines, volumes_line
 from bundler.cli.unpack_view import render_unpack
 from bundler.errors import AuthError, InputError, LocalIOError, NotABundleError, NotFoundError, UnreachableError
@@ -181,7 +181,7 @@ def test_a_skipped_or_failed_image_is_named_once() -> None:
 
 def test_progress_counts_references_and_retries_and_speaks_binary_units() -> None:
     console = Console(file=io.StringIO(), width=120, force_terminal=True, color_system=None)
-    with _RichProgress(console) as progress:
+    with RichProgress(console) as progress:
         progress.phase("resolve", total_items=3)
         for name in "abc":
             progress.item_done(name)

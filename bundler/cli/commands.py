@@ -17,7 +17,6 @@ from bundler.bundle.index import bundle_id
 from bundler.bundle.volumes import BundleFiles, bundle_from_paths
 from bundler.cli.errors import ca_file_checked, parsed
 from bundler.cli.output import CliProgress, format_bytes, make_progress, out, parse_size, print_json
-from bundler.cli.tables import image_table, skipped_lines, verify_lines, volumes_line
 from bundler.errors import BundleError, CorruptBundleError, InputError, LocalIOError
 from bundler.words import counted
 
@@ -32,8 +31,8 @@ if TYPE_CHECKING:
     from bundler.stores import StorePool
     from bundler.verify import VerifyReport
 
-# The plans and the HTTP stack are imported by the commands that run them: ``verify`` and ``list`` start
-# sooner without httpx (docs/benchmark.md).
+# The plans, the HTTP stack and the tables are imported by the commands that run them: ``verify``, ``list``
+# and ``serve`` start sooner without what they do not use (docs/benchmark.md).
 
 __all__ = ["list_command", "pack_command", "serve_command", "unpack_command", "verify_command"]
 
@@ -329,6 +328,8 @@ def _volumes_and_delta_json(write: WriteResult) -> dict:
 
 
 def _volumes_and_delta_lines(write: WriteResult) -> list[str]:
+    from bundler.cli.tables import volumes_line
+
     lines = []
     if write.volumes:
         lines.append(volumes_line([path.name for path in write.volumes]))
@@ -403,6 +404,7 @@ def list_command(bundle: tuple[Path, ...], as_json: bool, no_trunc: bool) -> Non
     when their list does not fit. Piped, or with --no-trunc, everything is in full.
     """
     from bundler.bundle import BundleReader, read_index
+    from bundler.cli.tables import image_table, skipped_lines
 
     source, stream = _stdin_if_dash(_bundle_files(bundle))
     with _naming(source):
@@ -431,6 +433,7 @@ def verify_command(bundle: tuple[Path, ...], verbose: bool, quiet: bool, as_json
 
     BUNDLE... is one bundle: its file, or a split bundle's volumes (all, the first, or the bare NAME).
     """
+    from bundler.cli.tables import verify_lines
     from bundler.verify import verify_bundle
 
     source, stream = _stdin_if_dash(_bundle_files(bundle))
