@@ -28,7 +28,8 @@ two ends take. Every run times, against the same seeded source registry:
 6. ``imgbundle serve`` (a section of its own, ``--serve-only`` runs just it): the set packed once, then per
    run ``skopeo copy --all --preserve-digests`` of every reference into ``dir:`` from serve and from the
    source Distribution (which serves the same images from its disk), the order swapped every other run;
-   the seconds from spawning ``serve`` to its listening line, beside ``imgbundle --version`` (the
+   ``ctr content fetch --plain-http --all-platforms`` of every reference from serve into a containerd of its
+   own, each image it records checked against the source digest; the seconds from spawning ``serve`` to its listening line, beside ``imgbundle --version`` (the
    interpreter and imports); and the peak RSS (VmHWM) of a fresh server while 8 connections GET and hash
    every blob at once. Appended to ``bench.md``, and written to ``bench-serve.json``.
 
@@ -74,6 +75,7 @@ from typing import BinaryIO, TypeVar
 import httpx
 
 import imageset
+import localcontainerd
 import localregistry
 
 MiB = 1024 * 1024
@@ -809,6 +811,27 @@ def serve_pull(name: str, host: str, refs: Sequence[Expected], dest: Path, *, lo
     return phase
 
 
+def containerd_fetch(host: str, refs: Sequence[Expected], directory: Path, *, log: Path, moved: int,
+                     server_pid: int) -> Phase:
+    """``ctr content fetch --plain-http --all-platforms`` of every reference from serve into a containerd of its
+    own; the image each fetch records must carry the source digest (containerd checks every blob as it ingests)."""
+    namespace = "bench"
+    with localcontainerd.local_containerd(directory) as daemon:
+        fetches = [["ctr", "--address", str(daemon.socket), "-n", namespace, "content", "fetch", "--plain-http",
+                    "--all-platforms", f"{host}/{ref.path}"] for ref in refs]
+        before = _cpu_of(server_pid)
+        phase = measure("ctr fetch from serve", fetches, log=log, moved=moved)
+        phase.registry_cpu = _cpu_of(server_pid) - before
+        listed = daemon.ctr("-n", namespace, "images", "ls").stdout.splitlines()[1:]
+    fetched = {columns[0]: columns[2] for columns in (line.split() for line in listed)}
+    wrong = [f"{ref.path}: {fetched.get(f'{host}/{ref.path}', 'not recorded')}" for ref in refs
+             if fetched.get(f"{host}/{ref.path}") != ref.digest]
+    if wrong:
+        raise BenchError(f"ctr fetch from serve: {len(wrong)} of {len(refs)} references with another digest: "
+                         f"{wrong[:5]}")
+    return phase
+
+
 def serve_run(bench: Bench, bundle: Path, number: int) -> ServeRun:
     """Serve against Distribution: every reference pulled by skopeo from each (the order swapped every other
     run), the start-up, and the peak RSS of a fresh server while 8 connections GET every blob at once."""
@@ -828,6 +851,9 @@ def serve_run(bench: Bench, bundle: Path, number: int) -> ServeRun:
         for name, host, pid in pulls if number % 2 else reversed(pulls):
             phases[name] = serve_pull(name, host, refs, run_dir / "pulled", log=log, moved=bench.unique,
                                       server_pid=pid)
+        fetch = containerd_fetch(served.host, refs, run_dir / "ctd", log=log, moved=bench.unique,
+                                 server_pid=served.process.pid)
+        phases[fetch.name] = fetch
     with serving(bench.imgbundle, bundle, log) as served:
         before = _cpu_of(served.process.pid)
         clients = measure("serve GET, 8 clients", [[*me, "floor-get", served.host, str(bench.image_set.layout), "8"]],

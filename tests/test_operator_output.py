@@ -20,17 +20,17 @@ from rich.console import Console
 
 from bundler.bundle import BundleIndex, ImageEntry, SkippedEntry, Totals
 from bundler.cli import main
-from bundler.cli.output import _RichProgress
+from bundler.cli.bars import RichProgress
 from bundler.cli.tables import image_lines, skipped_lines, verify_lines, volumes_line
 from bundler.cli.unpack_view import render_unpack
 from bundler.errors import AuthError, InputError, LocalIOError, NotABundleError, NotFoundError, UnreachableError
+from bundler.mapping import plan_targets
 from bundler.pack import ImageRequest
 from bundler.platforms import PlatformFilter
 from bundler.reference import parse_reference
 from bundler.registry.errors import map_status
 from bundler.registry.options import RegistryOptions, RetryNotice
 from bundler.unpack import UnpackResult
-from bundler.unpack.mapping import plan_targets
 from bundler.unpack.plan import ImagePlan, PushPlan
 from bundler.unpack.result import ImageOutcome
 from bundler.verify import verify_bundle
@@ -175,7 +175,7 @@ def test_a_skipped_or_failed_image_is_named_once() -> None:
 
 def test_progress_counts_references_and_retries_and_speaks_binary_units() -> None:
     console = Console(file=io.StringIO(), width=120, force_terminal=True, color_system=None)
-    with _RichProgress(console) as progress:
+    with RichProgress(console) as progress:
         progress.phase("resolve", total_items=3)
         for name in "abc":
             progress.item_done(name)

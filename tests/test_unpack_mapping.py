@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from bundler.bundle.index import ImageEntry
 from bundler.errors import InputError
+from bundler.mapping import host_component, parse_to, plan_targets, unused_maps
 from bundler.reference import parse_reference
-from bundler.unpack.mapping import host_component, parse_to, plan_targets, unused_maps
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64

@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from bundler.cli.output import format_bytes, out, parse_size, print_json
-from bundler.stores.cache import BlobCache
 from bundler.words import counted
+
+# The cache's modules are imported by the commands that use it: every other command starts without them.
 
 __all__ = ["cache_group"]
 
@@ -25,6 +26,8 @@ def cache_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def cache_info(as_json: bool) -> None:
     """Where the cache is, how many blobs it holds and their size."""
+    from bundler.stores.cache import BlobCache
+
     info = BlobCache().info()
     if as_json:
         print_json({"path": str(info.root), "blobs": info.entries, "bytes": info.bytes})
@@ -39,6 +42,8 @@ def cache_info(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def cache_prune(max_size: str, everything: bool, as_json: bool) -> None:
     """Cap the cache's size, removing least recently used blobs first."""
+    from bundler.stores.cache import BlobCache
+
     cache = BlobCache()
     result = cache.prune(0 if everything else parse_size(max_size))
     if as_json:

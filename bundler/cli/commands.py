@@ -17,7 +17,6 @@ from bundler.bundle.index import bundle_id
 from bundler.bundle.volumes import BundleFiles, bundle_from_paths
 from bundler.cli.errors import ca_file_checked, parsed
 from bundler.cli.output import CliProgress, format_bytes, make_progress, out, parse_size, print_json
-from bundler.cli.tables import image_lines, skipped_lines, verify_lines, volumes_line
 from bundler.errors import BundleError, CorruptBundleError, InputError, LocalIOError
 from bundler.words import counted
 
@@ -32,8 +31,8 @@ if TYPE_CHECKING:
     from bundler.stores import StorePool
     from bundler.verify import VerifyReport
 
-# The plans and the HTTP stack are imported by the commands that run them: ``verify`` and ``list`` start
-# sooner without httpx (docs/benchmark.md).
+# The plans, the HTTP stack and the tables are imported by the commands that run them: ``verify``, ``list``
+# and ``serve`` start sooner without what they do not use (docs/benchmark.md).
 
 __all__ = ["list_command", "pack_command", "serve_command", "unpack_command", "verify_command"]
 
@@ -329,6 +328,8 @@ def _volumes_and_delta_json(write: WriteResult) -> dict:
 
 
 def _volumes_and_delta_lines(write: WriteResult) -> list[str]:
+    from bundler.cli.tables import volumes_line
+
     lines = []
     if write.volumes:
         lines.append(volumes_line([path.name for path in write.volumes]))
@@ -403,6 +404,7 @@ def list_command(bundle: tuple[Path, ...], as_json: bool, no_trunc: bool) -> Non
     when their list does not fit. Piped, or with --no-trunc, everything is in full.
     """
     from bundler.bundle import BundleReader, read_index
+    from bundler.cli.tables import image_lines, skipped_lines
 
     source, stream = _stdin_if_dash(_bundle_files(bundle))
     with _naming(source):
@@ -432,6 +434,7 @@ def verify_command(bundle: tuple[Path, ...], verbose: bool, quiet: bool, as_json
 
     BUNDLE... is one bundle: its file, or a split bundle's volumes (all, the first, or the bare NAME).
     """
+    from bundler.cli.tables import verify_lines
     from bundler.verify import verify_bundle
 
     source, stream = _stdin_if_dash(_bundle_files(bundle))
@@ -470,8 +473,8 @@ def unpack_command(bundle, target, keep_host, flatten, maps, dry_run, report, cr
     bare NAME of NAME.000, NAME.001 …). Several bundles are unpacked by one command each.
     """
     from bundler.cli.unpack_view import render_unpack
+    from bundler.mapping import parse_to
     from bundler.unpack import UnpackOptions, unpack
-    from bundler.unpack.mapping import parse_to
     from bundler.unpack.result import report_format
 
     if public and not create_projects:
@@ -531,8 +534,8 @@ def serve_command(bundles, listen, prefix, keep_host, flatten, maps, tls_cert, t
     import logging
 
     from bundler.errors import Interrupted
+    from bundler.mapping import normalise_map
     from bundler.serve import Naming, ServeSettings, parse_listen, serve, verify_all
-    from bundler.unpack.mapping import normalise_map
 
     if (tls_cert is None) != (tls_key is None):
         raise InputError("--tls-cert and --tls-key go together")

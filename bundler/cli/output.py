@@ -9,15 +9,17 @@ from typing import TYPE_CHECKING, final
 
 import msgspec
 from rich.console import Console
-from rich.progress import BarColumn, ProgressColumn, Task, TaskID, TextColumn, TimeRemainingColumn
-from rich.progress import Progress as RichBars
-from rich.text import Text
 
 from bundler.errors import InputError
 from bundler.words import counted
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from bundler.cli.bars import RichProgress
     from bundler.registry.options import RetryNotice
+
+# The bars (rich.progress) are imported when a terminal shows them: ``serve`` and piped runs start without.
 
 __all__ = ["CliProgress", "err", "format_bytes", "make_progress", "out", "parse_size", "print_json"]
 
@@ -51,87 +53,6 @@ def parse_size(text: str) -> int:
 
 def print_json(value: object) -> None:
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
-
-
-class _BytesColumn(ProgressColumn):
-    """``1.2 MiB of 4.0 MiB`` in ``format_bytes``' binary units; blank for a phase that moves no bytes
-    (resolve counts references, in the label)."""
-
-    def render(self, task: Task) -> Text:
-        if not task.fields.get("bytes"):
-            return Text("")
-        return Text(f"{format_bytes(task.completed)} of {format_bytes(task.total or 0)}")
-
-
-class _RateColumn(ProgressColumn):
-    """``12.3 MiB/s``, the same units as the sizes beside it."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{format_bytes(speed)}/s" if task.fields.get("bytes") and speed is not None else "")
-
-
-@final
-class _RichProgress:
-    """Bars on a terminal: per phase the items done in the label, and bytes, rate (binary units) and ETA
-    when the phase moves bytes; a phase that moves none (resolve) fills its bar by items."""
-
-    def __init__(self, console: Console = err) -> None:
-        self._bars = RichBars(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            _BytesColumn(),
-            _RateColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
-        self._task: TaskID | None = None
-        self._name = ""
-        self._items = (0, 0)
-        self._by_items = False
-        self._retries = 0
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> _RichProgress:
-        self._bars.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._bars.stop()
-
-    def phase(self, name: str, total_bytes: int = 0, total_items: int = 0) -> None:
-        with self._lock:
-            self._name, self._items, self._by_items = name, (0, total_items), not total_bytes
-            self._task = self._bars.add_task(self._label(), total=total_bytes or total_items or None,
-                                             bytes=bool(total_bytes))
-
-    def advance(self, nbytes: int) -> None:
-        if self._task is not None and not self._by_items:
-            self._bars.update(self._task, advance=nbytes)
-
-    def item_done(self, name: str, ok: bool = True) -> None:
-        with self._lock:
-            self._items = (self._items[0] + 1, self._items[1])
-            if self._task is not None:
-                self._bars.update(self._task, description=self._label(), advance=1 if self._by_items else 0)
-
-    def warn(self, message: str) -> None:
-        self._bars.console.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
-
-    def retried(self, notice: RetryNotice, *, shown: bool) -> None:
-        """Their count in the label; a line above the bars when ``shown`` or the registry cannot be reached."""
-        with self._lock:
-            self._retries += 1
-            if self._task is not None:
-                self._bars.update(self._task, description=self._label())
-        if shown or notice.unreachable:
-            self._bars.console.print(str(notice), markup=False, highlight=False)
-
-    def _label(self) -> str:
-        done, total = self._items
-        label = f"{self._name:<9} {done}/{total}" if total else f"{self._name:<9}"
-        return label + (f" ({counted(self._retries, 'retry', 'retries')})" if self._retries else "")
 
 
 @final
@@ -200,12 +121,14 @@ class _PlainProgress:
         err.print(" ".join(parts), markup=False)
 
 
-CliProgress = _RichProgress | _PlainProgress
+CliProgress: TypeAlias = "RichProgress | _PlainProgress"
 """The plans' ``Progress``, plus ``retried`` for the registry client's retry notices."""
 
 
 def make_progress(quiet: bool) -> CliProgress:
     """Bars on an interactive terminal, plain lines otherwise, only warnings with ``--quiet``."""
     if not quiet and err.is_terminal:
-        return _RichProgress()
+        from bundler.cli.bars import RichProgress
+
+        return RichProgress()
     return _PlainProgress(quiet)

@@ -1,6 +1,6 @@
 """What serve shows: the images of one or more bundles under the names unpack would push them to.
 
-Repositories are named by ``bundler.unpack.mapping`` (the reference without its host, or with
+Repositories are named by ``bundler.mapping`` (the reference without its host, or with
 ``keep_host``, ``flatten``, ``maps`` and a prefix), so what a client pulls from serve is what it would
 pull after an unpack. Manifests and blobs are content-addressed: any served bundle that carries one
 serves it, so a delta served with its base finds the blobs it leaves out in the base. When two bundles
@@ -16,9 +16,9 @@ import msgspec
 
 from bundler.digest import Digest
 from bundler.errors import BundleError, InputError, NotFoundError
+from bundler.mapping import Target, plan_targets
 from bundler.oci import Descriptor, RawManifest
 from bundler.stores.bundle import BundleStore
-from bundler.unpack.mapping import Target, plan_targets
 
 __all__ = ["Naming", "ServedView", "page"]
 

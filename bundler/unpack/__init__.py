@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 from bundler.bundle.volumes import BundleFiles
 from bundler.digest import Digest
 from bundler.errors import InputError
+from bundler.mapping import Target, parse_to, plan_targets, unused_maps
 from bundler.progress import NullProgress, Progress
 from bundler.reference import DOCKER_HUB
 from bundler.stores import WriteStore
 from bundler.stores.bundle import BundleStore
 from bundler.unpack.expected import check_expected
-from bundler.unpack.mapping import Target, parse_to, plan_targets, unused_maps
 from bundler.unpack.plan import PushPlan, build_plan
 from bundler.unpack.push import push_plan
 from bundler.unpack.referrers import push_referrers
@@ -33,8 +33,7 @@ from bundler.unpack.result import ImageOutcome, UnpackResult, write_report
 if TYPE_CHECKING:
     from bundler.registry import RegistryOptions
 
-# The HTTP stack is imported when a push runs: serve names repositories with unpack.mapping, which
-# imports this package, and starts sooner without httpx.
+# The HTTP stack is imported when a push runs, not with this package.
 
 __all__ = [
     "ImageOutcome",

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from bundler.bundle.links import check_children, manifest_links
 from bundler.digest import Digest
 from bundler.errors import CorruptBundleError, ImgbundleError, NotFoundError
+from bundler.mapping import Target
 from bundler.stores.bundle import BundleStore
-from bundler.unpack.mapping import Target
 
 __all__ = ["MAX_INDEX_DEPTH", "BlobPlan", "ImagePlan", "ManifestNode", "PushPlan", "build_plan"]
 

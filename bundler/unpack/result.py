@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 
 from bundler.errors import ImgbundleError, InputError, LocalIOError, PartialFailureError
-from bundler.unpack.mapping import Target
+from bundler.mapping import Target
 from bundler.unpack.plan import PushPlan
 from bundler.words import counted
 

@@ -2,14 +2,13 @@
 
     start_serve(*bundles, *options)   the real command on 127.0.0.1 and a free port; stopped by SIGTERM, which
                                       must end it with exit 0; its log (access lines, damage) kept for assertions
-    start_containerd(directory)       a containerd of its own (root, state dir, socket) for ``ctr``; None with the
-                                      reason when this machine cannot run one
+    start_containerd(directory)       a containerd of its own (root, state dir, socket) for ``ctr``; the reason
+                                      instead when this machine cannot run one
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import signal
 import subprocess
 import threading
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from localcontainerd import Containerd, ContainerdStartError, local_containerd
 from support.cli import start_cli
 from support.servers import refuse_unless_marked
 
@@ -93,67 +93,14 @@ def _banner(process: subprocess.Popen[str], log: list[str]) -> str:
     return line.strip()
 
 
-@dataclass
-class Containerd:
-    """A private containerd; ``ctr(*args)`` runs ``ctr`` against its socket."""
-
-    process: subprocess.Popen[bytes]
-    socket: Path
-
-    def ctr(self, *args: str, stdin: int | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ctr", "--address", str(self.socket), *args], stdin=stdin, capture_output=True,
-                              text=True, timeout=timeout, check=False)
-
-
-_CONFIG = """version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{socket}"
-[ttrpc]
-  address = "{socket}.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-"""
-
-
 @contextlib.contextmanager
 def start_containerd(directory: Path) -> Iterator[Containerd | str]:
-    """A containerd with its own root, state dir and socket under ``directory`` (the socket path must stay
-    short); yields the reason instead when containerd is missing or cannot run here (e.g. not root)."""
+    """A containerd of its own under ``directory`` (scripts/localcontainerd.py); yields the reason instead when
+    containerd is missing or cannot run here (e.g. not root)."""
     refuse_unless_marked("containerd")
-    if shutil.which("containerd") is None or shutil.which("ctr") is None:
-        yield "containerd is not installed (Debian package containerd; .ci/install-deps installs it)"
-        return
-    directory.mkdir(parents=True, exist_ok=True)
-    socket = directory / "c.sock"
-    config = directory / "config.toml"
-    config.write_text(_CONFIG.format(root=directory / "root", state=directory / "state", socket=socket))
-    log = (directory / "containerd.log").open("wb")
-    process = subprocess.Popen(["containerd", "--config", str(config)], stdin=subprocess.DEVNULL, stdout=log,
-                               stderr=subprocess.STDOUT)
-    try:
-        daemon = Containerd(process, socket)
-        reason = _wait_ready(daemon, directory / "containerd.log")
-        yield daemon if reason is None else reason
-    finally:
-        process.terminate()
+    with contextlib.ExitStack() as stack:
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-
-
-def _wait_ready(daemon: Containerd, log: Path) -> str | None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if daemon.process.poll() is not None:
-            return f"containerd cannot run here: {log.read_text(errors='replace')[-300:]}"
-        if daemon.socket.exists() and daemon.ctr("version", timeout=10).returncode == 0:
-            return None
-        time.sleep(0.2)
-    return "containerd did not answer within a minute"
+            daemon: Containerd | str = stack.enter_context(local_containerd(directory))
+        except ContainerdStartError as error:
+            daemon = str(error)
+        yield daemon

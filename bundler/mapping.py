@@ -1,4 +1,5 @@
-"""Target naming: where each image of a bundle lands in the target registry. Pure, no I/O.
+"""Target naming: where each image of a bundle lands in the target registry (unpack pushes there, serve
+shows the same names). Pure, no I/O, outside both plans so that serve starts without unpack's modules.
 
 The target ``HOST[/PREFIX]`` plus the source path without its registry host::
 
