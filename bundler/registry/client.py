@@ -107,7 +107,10 @@ class RegistryClient:
         self._outage = _Outage(self.endpoint)
         self._storage: dict[str, httpx.Client] = {}
         self._storage_lock = threading.Lock()
-        self._without_referrers_api = False
+        self._referrers_api: bool | None = None
+        """Whether the host has the referrers API: unknown until its first answer (a 404 says it has none)."""
+        self._referrers_probe = threading.Lock()
+        """Held by the one request that finds out; the others wait for its answer."""
         self._ranged_slot = threading.Lock()
         """Held by the one blob being fetched in ranges."""
 
@@ -486,13 +489,17 @@ class RegistryClient:
         A registry with the API never answers 404 (the spec forbids it), so a 404 means it has none: that
         is remembered, and the host is not asked again (one request per image manifest saved on a pack).
         """
-        if self._without_referrers_api:
-            return []
+        if self._referrers_api is None:
+            with self._referrers_probe:
+                if self._referrers_api is None:
+                    return self._referrer_pages(repository, digest)
+        return self._referrer_pages(repository, digest) if self._referrers_api else []
+
+    def _referrer_pages(self, repository: str, digest: Digest) -> list[Descriptor]:
         what = f"{self._what(repository, digest)} referrers"
         first = lambda: self._url(urls.referrers, repository, digest)
         pages = list(self._pages(first, what, [pull_scope(repository)], ok=(200, 404)))
-        if not pages:
-            self._without_referrers_api = True
+        self._referrers_api = bool(pages)
         return [descriptor for page in pages for descriptor in self._decode(page, _Referrers, what).manifests]
 
     def _paginate(self, first: Callable[[], httpx.URL], what: str, scopes: list[str]) -> list[str]:
