@@ -7,7 +7,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -16,6 +15,7 @@ import click
 from bundler.bundle.index import bundle_id
 from bundler.bundle.volumes import BundleFiles, bundle_from_paths
 from bundler.cli.errors import ca_file_checked, parsed
+from bundler.cli.flags import log_in, make_registry_options, output_flags, registry_options
 from bundler.cli.output import CliProgress, format_bytes, make_progress, out, parse_size, print_json
 from bundler.errors import BundleError, CorruptBundleError, InputError, LocalIOError
 from bundler.words import counted
@@ -37,115 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["list_command", "pack_command", "serve_command", "unpack_command", "verify_command"]
 
 
-def _registry_options(command: Callable) -> Callable:
-    """Options every command that talks to a registry shares."""
-    options = [
-        click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="Extra CA certificate (PEM) to trust, e.g. a self-signed Harbor's."),
-        click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
-                     help="Allow plain HTTP or an unverified certificate for this registry (repeatable); as for "
-                          "docker, HOST alone means port 443."),
-        click.option("--username", envvar="IMGBUNDLE_USERNAME",
-                     help="Registry user; the password comes from --password-stdin, IMGBUNDLE_PASSWORD or a prompt. "
-                          "Without it: docker's config.json ($DOCKER_CONFIG, else ~/.docker) and its credential "
-                          "helpers, then podman's auth.json ($REGISTRY_AUTH_FILE, else the usual places)."),
-        click.option("--creds", metavar="USER[:PASSWORD]",
-                     help="User and password in one (as skopeo); without :PASSWORD it is asked for, not echoed."),
-        click.option("--password-stdin", is_flag=True, help="Read the password from standard input."),
-        click.option("--authfile", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="PATH",
-                     help="Credentials file as podman and skopeo write it, read before any other."),
-        click.option("--retries", type=click.IntRange(0, 50), default=5, show_default=True,
-                     help="Retries per request on 5xx, 429 and dropped connections, more while the registry "
-                          "moves bytes (see --retry-timeout)."),
-        click.option("--retry-timeout", type=click.FloatRange(0, 86400), default=300.0, show_default=True,
-                     help="Seconds without a byte moved after which a failing request gives up."),
-        click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
-                     help="Seconds without progress before a request is retried."),
-        click.option("-j", "--jobs", type=click.IntRange(1, 64), default=4, show_default=True,
-                     help="Parallel transfers."),
-        click.option("-v", "--verbose", "every_retry", is_flag=True,
-                     help="One line on stderr per retried request (without it, only for a registry that cannot "
-                          "be reached)."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def _log_in(kwargs: dict) -> None:
-    """Read ``--username``/``--creds`` and the password into ``kwargs["login"]``, first thing: a prompt
-    must come before any progress bar."""
-    username, creds, password_stdin = kwargs.pop("username"), kwargs.pop("creds"), kwargs.pop("password_stdin")
-    password: str | None = None
-    if creds is not None:
-        if username:
-            raise InputError("--creds and --username both name a user; give one of them")
-        username, sep, given = creds.partition(":")
-        if not username:
-            raise InputError("--creds: expected USER[:PASSWORD]")
-        password = given if sep else None
-    if username and password is None:
-        password = _password(username, password_stdin)
-    kwargs["login"] = (username, password) if username else None
-
-
-def _password(username: str, from_stdin: bool) -> str:
-    """From standard input, IMGBUNDLE_PASSWORD or, on a terminal, a prompt that does not echo."""
-    if from_stdin:
-        return sys.stdin.readline().rstrip("\n")
-    password = os.environ.get("IMGBUNDLE_PASSWORD")
-    if password is not None:
-        return password
-    if sys.stdin.isatty():
-        return str(click.prompt(f"password for {username}", hide_input=True, err=True))
-    raise InputError(f"no password for {username}: use --password-stdin, IMGBUNDLE_PASSWORD or --creds USER:PASSWORD")
-
-
-def _make_registry_options(kwargs: dict, hosts: set[str], progress: CliProgress, *,
-                           chunk_size: int | None = None) -> RegistryOptions:
-    """RegistryOptions from the shared flags (``_log_in`` has read the credentials).
-
-    ``--username`` applies to ``hosts``, which must be one registry: credentials are never sent to a host
-    they were not meant for (use docker login / config.json for several).
-    """
-    from bundler.registry import RegistryOptions
-
-    login = kwargs.pop("login")
-    credentials = {}
-    if login is not None:
-        if len(hosts) != 1:
-            raise InputError("--username is ambiguous with several registries; log in to each with docker login, or "
-                             "give one file for all with --authfile")
-        credentials = {next(iter(hosts)): login}
-    options = RegistryOptions(
-        ca_file=kwargs.pop("ca_file"),
-        auth_file=kwargs.pop("authfile"),
-        insecure=frozenset(kwargs.pop("insecure")),
-        retries=kwargs.pop("retries"),
-        retry_timeout=kwargs.pop("retry_timeout"),
-        read_timeout=kwargs.pop("timeout"),
-        jobs=kwargs["jobs"],
-        chunk_size=chunk_size,
-        credentials=credentials,
-        on_retry=partial(progress.retried, shown=kwargs.pop("every_retry")),
-    )
-    _warn_unmatched_insecure(options, hosts, progress)
-    return options
-
-
-def _warn_unmatched_insecure(options: RegistryOptions, hosts: set[str], progress: CliProgress) -> None:
-    """A ``--insecure-registry`` value that names no registry the command uses would silently do nothing."""
-    from bundler.reference import registry_endpoint
-
-    used = sorted(hosts)
-    for value in options.unmatched_insecure(hosts | {registry_endpoint(host) for host in hosts}):
-        name = value.partition(":")[0].lower()
-        near = [host for host in used if host.lower().partition(":")[0] == name]
-        hint = f"; give HOST:PORT, e.g. --insecure-registry {near[0]}" if near else ""
-        progress.warn(f"--insecure-registry {value} names no registry this command uses "
-                      f"({', '.join(used) or 'none'}){hint}")
-
-
 @contextmanager
 def _naming(bundle: Path | BundleFiles) -> Iterator[None]:
     """Prefix bundle errors with the file's name: the reader only sees a file object, and the volumes
@@ -154,11 +45,6 @@ def _naming(bundle: Path | BundleFiles) -> Iterator[None]:
         yield
     except BundleError as error:
         raise error.reworded(f"{bundle}: {error}") from error
-
-
-def _output_flags(command: Callable) -> Callable:
-    command = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(command)
-    return click.option("-q", "--quiet", is_flag=True, help="No progress output; warnings and errors only.")(command)
 
 
 def _input_flags(command: Callable) -> Callable:
@@ -196,15 +82,15 @@ def _choose_stores(stack: ExitStack, refs: tuple[str, ...], list_file, kwargs: d
     if from_storage is not None:
         host, _ = parsed("--storage-host", storage_host, registry_target)
         tree = StorageTree(from_storage)
-        options = _make_registry_options(kwargs, set(), progress)
+        options = make_registry_options(kwargs, set(), progress)
         return _whole(discover(tree, host, patterns=repos)), options, stack.enter_context(SinglePool(host, tree))
     if all_from is not None:
-        options = _make_registry_options(kwargs, {parsed("--all-from", all_from, registry_target)[0]}, progress)
+        options = make_registry_options(kwargs, {parsed("--all-from", all_from, registry_target)[0]}, progress)
         pool = stack.enter_context(RegistryPool(options))
         return _whole(discover_registry(pool, all_from, repos)), options, pool
     lines = list(list_file) if list_file else []
     requests = read_requests(lines, list_file.name if list_file else "args", refs)
-    return requests, _make_registry_options(kwargs, {r.reference.registry for r in requests}, progress), None
+    return requests, make_registry_options(kwargs, {r.reference.registry for r in requests}, progress), None
 
 
 def _whole(references: list[Reference]) -> list[ImageRequest]:
@@ -239,8 +125,8 @@ def _whole(references: list[Reference]) -> list[ImageRequest]:
 @click.option("--artifact-type", "artifact_types", multiple=True, metavar="TYPE",
               help="Keep only referrers of this artifactType (repeatable), e.g. application/spdx+json.")
 @_input_flags
-@_registry_options
-@_output_flags
+@registry_options
+@output_flags
 def pack_command(refs, list_file, output, platforms, skip_missing, level, created, force, from_storage, storage_host,
                  all_from, repos, no_cache, quiet, as_json, **kwargs):
     """Resolve images from registries into one bundle: every blob once, manifests byte-exact.
@@ -259,7 +145,7 @@ def pack_command(refs, list_file, output, platforms, skip_missing, level, create
     if created is not None:
         parsed("--created", created, check_created)
     check_output(output, overwrite=force)
-    _log_in(kwargs)
+    log_in(kwargs)
     with ExitStack() as stack:
         stack.enter_context(ca_file_checked(kwargs["ca_file"]))
         progress = stack.enter_context(make_progress(quiet or as_json))
@@ -428,7 +314,7 @@ def list_command(bundle: tuple[Path, ...], as_json: bool, no_trunc: bool) -> Non
 @click.command("verify")
 @_bundle_argument(allow_dash=True)
 @click.option("-v", "--verbose", is_flag=True, help="List every blob a delta expects on the target.")
-@_output_flags
+@output_flags
 def verify_command(bundle: tuple[Path, ...], verbose: bool, quiet: bool, as_json: bool) -> None:
     """Prove a bundle whole: its checksum, every blob's digest, every reference ('-' = stdin).
 
@@ -463,8 +349,8 @@ def verify_command(bundle: tuple[Path, ...], verbose: bool, quiet: bool, as_json
 @click.option("--public", is_flag=True, help="With --create-projects: create them public.")
 @click.option("--chunk-size", metavar="SIZE",
               help="Upload large blobs in PATCH chunks of SIZE (e.g. 16M) for proxies that cap bodies.")
-@_registry_options
-@_output_flags
+@registry_options
+@output_flags
 def unpack_command(bundle, target, keep_host, flatten, maps, dry_run, report, create_projects, public, chunk_size,
                    quiet, as_json, **kwargs):
     """Push a bundle into a registry: blobs, then manifests, then indexes, then tags; same digests.
@@ -486,9 +372,9 @@ def unpack_command(bundle, target, keep_host, flatten, maps, dry_run, report, cr
     bundle = _bundle_files(bundle)
     parsed_maps = [_parse_map(m) for m in maps]
     host = parsed("--to", target, parse_to).host
-    _log_in(kwargs)
+    log_in(kwargs)
     with ca_file_checked(kwargs["ca_file"]), make_progress(quiet or as_json or dry_run) as progress, _naming(bundle):
-        options = _make_registry_options(kwargs, {host}, progress,
+        options = make_registry_options(kwargs, {host}, progress,
                                          chunk_size=parse_size(chunk_size) if chunk_size else None)
         settings = UnpackOptions(
             to=target, keep_host=keep_host, flatten=flatten, maps=parsed_maps, dry_run=dry_run,

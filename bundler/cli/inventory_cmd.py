@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, TextIO
 
 import click
 
-from bundler.cli.commands import _log_in, _make_registry_options, _output_flags, _registry_options
 from bundler.cli.errors import ca_file_checked, parsed
+from bundler.cli.flags import log_in, make_registry_options, output_flags, registry_options
 from bundler.cli.output import CliProgress, format_bytes, make_progress, out, print_json
 from bundler.errors import InputError, PartialFailureError
 
@@ -34,8 +34,8 @@ __all__ = ["inventory_command"]
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Inventory file to write, e.g. site-2024-03.json.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
-@_registry_options
-@_output_flags
+@registry_options
+@output_flags
 def inventory_command(registry, project, list_file, from_storage, repos, output, force, quiet, as_json, **kwargs):
     """Record what a registry holds (tags, manifests, blob digests and sizes; no blob is read) for
     'pack --since', which then leaves out every blob the site has."""
@@ -43,7 +43,7 @@ def inventory_command(registry, project, list_file, from_storage, repos, output,
     from bundler.pack.write import created_now
 
     started = time.monotonic()
-    _log_in(kwargs)
+    log_in(kwargs)
     with ExitStack() as stack:
         stack.enter_context(ca_file_checked(kwargs["ca_file"]))
         progress = stack.enter_context(make_progress(quiet or as_json))
@@ -78,7 +78,7 @@ def _storage_source(path: Path, repos: tuple[str, ...], kwargs: dict, progress: 
     from bundler.pack.discover import list_repositories
     from bundler.stores.storage import StorageTree
 
-    jobs = _make_registry_options(kwargs, set(), progress).jobs
+    jobs = make_registry_options(kwargs, set(), progress).jobs
     tree = StorageTree(path)
     return tree, f"storage:{path}", list_repositories(tree, str(path), patterns=repos), jobs
 
@@ -91,7 +91,7 @@ def _registry_source(stack: ExitStack, registry: str, project: str | None, list_
 
     host, prefix = parsed("--from", registry, registry_target)
     target = f"{host}/{project.strip('/')}" if project else registry.strip().strip("/")
-    options = _make_registry_options(kwargs, {host}, progress)
+    options = make_registry_options(kwargs, {host}, progress)
     pool = stack.enter_context(RegistryPool(options))
     if list_file is None:
         return pool.get(host), target, registry_repositories(pool, target, repos, options)[1], options.jobs
