@@ -8,23 +8,11 @@ from collections.abc import Iterator
 
 from bundler.bundle import BundleIndex, ImageEntry
 from bundler.cli.output import format_bytes
+from bundler.oci.artifacts import ArtifactKind, artifact_kind, sbom_format
 from bundler.verify import VerifyReport
 from bundler.words import counted
 
 __all__ = ["SHORT_DIGEST", "attached_summary", "image_lines", "skipped_lines", "verify_lines", "volumes_line"]
-
-_SIGNATURE_TYPES = frozenset({
-    "application/vnd.dev.cosign.simplesigning.v1+json", "application/vnd.dev.cosign.artifact.sig.v1+json",
-    "application/vnd.dev.sigstore.bundle.v0.3+json", "application/vnd.dev.sigstore.bundle+json;version=0.3",
-    "application/vnd.cncf.notary.signature",
-})
-_ATTESTATION_TYPES = frozenset({"application/vnd.dsse.envelope.v1+json", "application/vnd.in-toto+json"})
-_SBOM_FORMATS = {
-    "application/spdx+json": "spdx", "text/spdx+json": "spdx", "text/spdx": "spdx",
-    "application/vnd.cyclonedx+json": "cyclonedx", "application/vnd.cyclonedx+xml": "cyclonedx",
-    "application/vnd.syft+json": "syft",
-}
-
 
 SHORT_DIGEST = 12
 """Hex characters of a digest a terminal shows, as ``docker images`` and ``crane`` do."""
@@ -154,17 +142,18 @@ def attached_summary(image: ImageEntry) -> str:
     return ", ".join(parts)
 
 
-def _kind(artifact_type: str) -> tuple[int, str, str]:
-    """(order, singular, plural) of a referrer's kind, told by its artifact type."""
-    if artifact_type in _SIGNATURE_TYPES:
-        return 0, "signature", "signatures"
-    if artifact_type in _ATTESTATION_TYPES:
-        return 1, "attestation", "attestations"
-    if artifact_type in _SBOM_FORMATS:
-        label = f"SBOM ({_SBOM_FORMATS[artifact_type]})"
-        return 2, label, label.replace("SBOM", "SBOMs", 1)
+def _kind(artifact_type: str) -> tuple[ArtifactKind, str, str]:
+    """(kind, singular, plural) of a referrer, told by its artifact type."""
+    kind = artifact_kind(artifact_type)
+    if kind is ArtifactKind.SIGNATURE:
+        return kind, "signature", "signatures"
+    if kind is ArtifactKind.ATTESTATION:
+        return kind, "attestation", "attestations"
+    if kind is ArtifactKind.SBOM:
+        label = f"SBOM ({sbom_format(artifact_type)})"
+        return kind, label, label.replace("SBOM", "SBOMs", 1)
     label = f"artifact {artifact_type or '(untyped)'}"
-    return 3, label, label
+    return kind, label, label
 
 
 def verify_lines(report: VerifyReport) -> list[str]:
