@@ -8,7 +8,9 @@
     │   ├── UnreachableError         13  connection, TLS or timeout, after retries
     │   ├── RegistryContentError     14  bytes served do not match the digest or size asked for,
     │   │                                schema1, nesting too deep, manifest too large
-    │   └── PushRefusedError         15  denied, quota, immutable tag, proxy project, missing project
+    │   ├── PushRefusedError         15  denied, quota, immutable tag, proxy project, missing project
+    │   └── ReferenceUnknownError    10  a manifest PUT refused: the registry does not find a blob or
+    │                                    child manifest it names (it may be there; see the class)
     ├── BundleError                  20  a bundle problem not covered below
     │   ├── NotABundleError          21  not a bundle at all (empty, random bytes, another format)
     │   ├── UnsupportedVersionError  22  a bundle of a format major version this reader does not know
@@ -50,6 +52,7 @@ __all__ = [
     "NotFoundError",
     "PartialFailureError",
     "PushRefusedError",
+    "ReferenceUnknownError",
     "RegistryContentError",
     "RegistryError",
     "Remedy",
@@ -154,6 +157,13 @@ class RegistryContentError(RegistryError):
 
 class PushRefusedError(RegistryError):
     exit_code = 15
+
+
+class ReferenceUnknownError(RegistryError):
+    """A manifest PUT refused because the registry does not find a blob or child manifest the manifest
+    names (OCI ``MANIFEST_BLOB_UNKNOWN``). Not always true: Distribution 2.8 rewrites a repository's
+    link file in place, so while another writer re-links the same digest a reader sees it empty for
+    an instant. A writer re-checks what the manifest names and tries again (``bundler.unpack.steps``)."""
 
 
 class BundleError(ImgbundleError):

@@ -17,6 +17,7 @@ from bundler.errors import (
     InputError,
     NotFoundError,
     PushRefusedError,
+    ReferenceUnknownError,
     RegistryContentError,
     RegistryError,
     Remedy,
@@ -98,6 +99,12 @@ def oci_body(code: str, message: str, detail: object = None) -> bytes:
     return json.dumps({"errors": [{"code": code, "message": message, "detail": detail}]}).encode()
 
 
+DISTRIBUTION_LINK_RACE = (
+    b'{"errors": [{"code": "DIGEST_INVALID", "message": "provided digest did not match uploaded content"},'
+    b' {"code": "MANIFEST_BLOB_UNKNOWN", "message": "blob unknown to registry", "detail": "sha256:abc"}]}')
+"""Distribution 2.8's answer to a manifest PUT while another writer re-links a child it names."""
+
+
 @pytest.mark.parametrize(
     ("status", "write", "body", "expected"),
     [
@@ -108,7 +115,8 @@ def oci_body(code: str, message: str, detail: object = None) -> bytes:
         (412, True, oci_body("PRECONDITION", "immutable tag"), PushRefusedError),
         (413, True, b"<html><body><h1>413 Request Entity Too Large</h1></body></html>", PushRefusedError),
         (400, True, oci_body("DIGEST_INVALID", "provided digest did not match uploaded content"), RegistryContentError),
-        (400, True, oci_body("MANIFEST_BLOB_UNKNOWN", "blob unknown to registry", "sha256:abc"), RegistryError),
+        (400, True, oci_body("MANIFEST_BLOB_UNKNOWN", "blob unknown to registry", "sha256:abc"), ReferenceUnknownError),
+        (400, True, DISTRIBUTION_LINK_RACE, ReferenceUnknownError),
         (503, False, b"", RegistryError),
     ],
 )

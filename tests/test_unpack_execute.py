@@ -7,6 +7,7 @@ at once), so a scheduling mistake fails loudly here even when a real registry wo
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,13 @@ from bundler.errors import (
     CorruptBundleError,
     Interrupted,
     PushRefusedError,
+    ReferenceUnknownError,
     UnreachableError,
 )
+from bundler.oci import RawManifest
 from bundler.registry import RegistryOptions
 from bundler.unpack import UnpackOptions, unpack_bundle
+from bundler.unpack.steps import MANIFEST_PUT_TRIES
 from support.memory import HOST, MemoryRegistry
 from support.sources import RecordingProgress, SourceSet, build_bundle, expected_state
 
@@ -196,6 +200,72 @@ def test_result_summary_and_json(bundle_file: Path) -> None:
     assert [i["ok"] for i in document["images"]].count(False) == 2
     assert document["blobs"]["uploaded"] == result.blobs_uploaded and document["dryRun"] is False
     assert all(i["pinned"].endswith(i["digest"]) for i in document["images"])
+
+
+class _LinkRaceRegistry(MemoryRegistry):
+    """Refuses each manifest PUT once for a reference it holds, as Distribution 2.8 does while another
+    writer re-links the same digests (``ReferenceUnknownError``); ``always`` refuses these references for good."""
+
+    def __init__(self, always: frozenset[tuple[str, str]] = frozenset()) -> None:
+        super().__init__()
+        self.always = always
+        self.puts: list[tuple[str, str]] = []
+
+    def manifest_put(self, repository: str, reference: str, manifest: RawManifest) -> None:
+        with self._lock:
+            first = (repository, reference) not in self.puts
+            self.puts.append((repository, reference))
+        if first or (repository, reference) in self.always:
+            raise ReferenceUnknownError(f"{HOST}/{repository}@{reference}: MANIFEST_BLOB_UNKNOWN")
+        super().manifest_put(repository, reference, manifest)
+
+
+class _LosingRegistry(MemoryRegistry):
+    """Loses the first layer of the first image manifest PUT from its repository just before that PUT."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost: str | None = None
+
+    def manifest_put(self, repository: str, reference: str, manifest: RawManifest) -> None:
+        with self._lock:
+            if self.lost is None and not manifest.is_index:
+                self.lost = manifest.manifest().blobs[-1].digest
+                self.blobs[repository].discard(self.lost)
+        super().manifest_put(repository, reference, manifest)
+
+
+def test_a_manifest_refused_for_a_reference_the_registry_holds_is_tried_again(bundle_file: Path,
+                                                                              source_set: SourceSet) -> None:
+    memory = _LinkRaceRegistry()
+    result = run(bundle_file, memory)
+    expected = expected_state(source_set, lambda image: f"m/{image.path}")
+    assert not result.failed and memory.violations == []
+    assert memory.tags == expected.tags and set(memory.manifests) == expected.manifests
+    assert set(memory.uploads.values()) == {1}, "a blob the registry held was sent again"
+    assert set(Counter(memory.puts).values()) == {2}, "each manifest PUT: refused once, then stored"
+
+
+def test_a_blob_the_repository_really_lost_is_sent_again_before_the_manifest(bundle_file: Path,
+                                                                             source_set: SourceSet) -> None:
+    memory = _LosingRegistry()
+    result = run(bundle_file, memory)
+    expected = expected_state(source_set, lambda image: f"m/{image.path}")
+    assert not result.failed
+    assert memory.tags == expected.tags and set(memory.manifests) == expected.manifests
+    assert memory.lost is not None and memory.uploads[memory.lost] == 2
+
+
+def test_a_manifest_refused_for_good_fails_its_image_after_bounded_tries(bundle_file: Path,
+                                                                          source_set: SourceSet) -> None:
+    node = next(image for image in source_set.images if image.path == "calico/node")
+    memory = _LinkRaceRegistry(always=frozenset({("m/calico/node", node.tag)}))
+    result = run(bundle_file, memory)
+    [failed] = result.failed
+    assert failed.target.repository == "m/calico/node" and isinstance(failed.error, ReferenceUnknownError)
+    assert memory.puts.count(("m/calico/node", node.tag)) == MANIFEST_PUT_TRIES
+    expected = expected_state(source_set, lambda image: f"m/{image.path}")
+    assert memory.tags == {tag: digest for tag, digest in expected.tags.items() if tag != ("m/calico/node", node.tag)}
 
 
 def test_bundle_lacking_a_child_manifest_fails_that_image_in_the_plan(source_set: SourceSet,

@@ -7,7 +7,8 @@
     Transient (after retries)             -> the status error it carries
     GaveUp (retries over)                 -> its last failure's error, worded with the mix of all tries
     HTTP status + OCI error body          -> ``map_status``: 401 Auth, 403 Auth/PushRefused, 404 NotFound,
-                                             412/413 PushRefused, DIGEST_INVALID/SIZE_INVALID Content
+                                             412/413 PushRefused, MANIFEST_BLOB_UNKNOWN ReferenceUnknown,
+                                             DIGEST_INVALID/SIZE_INVALID Content
 
 Decisions follow the HTTP status; the OCI error code is a hint for the message (Harbor's codes are
 its own). Messages are one line, name the reference or host, and never carry credentials: URLs
@@ -32,6 +33,7 @@ from bundler.errors import (
     ImgbundleError,
     NotFoundError,
     PushRefusedError,
+    ReferenceUnknownError,
     RegistryContentError,
     RegistryError,
     Remedy,
@@ -186,6 +188,8 @@ def map_status(
     elif status == 413:
         error = PushRefusedError(f"request too large for {host} or a proxy in front of it",
                                  remedy=Remedy.SMALLER_CHUNKS)
+    elif "MANIFEST_BLOB_UNKNOWN" in codes and write:  # before DIGEST_INVALID: Distribution sends both, see the class
+        error = ReferenceUnknownError(f"{host} does not find what the manifest names ({said})")
     elif codes & _CONTENT_CODES:
         error = RegistryContentError(f"{host} rejected the content ({said})")
     elif status == 429:

@@ -82,7 +82,8 @@ class _Push:
         self.known = self.runner.settled
         self.tag_digests: dict[TagFact, str | None] = {}
         """What each tag pointed at before this run (``None``: it did not exist)."""
-        self.steps = PushSteps(client, bundle, progress, self.result, self.tag_digests, self.runner.check_cancelled)
+        self.steps = PushSteps(client, bundle, plan, progress, self.result, self.tag_digests,
+                               self.runner.check_cancelled)
         self.watchers: dict[Fact, list[ImagePlan]] = {}
         self.reported: set[int] = set()
         self.images = [image for image in plan.images if image.error is None]

@@ -9,32 +9,45 @@ Which step runs when is ``bundler.unpack.push``'s business.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 
 from bundler.digest import Digest
-from bundler.errors import CorruptBundleError, ImgbundleError
+from bundler.errors import CorruptBundleError, ImgbundleError, ReferenceUnknownError
 from bundler.progress import Progress
 from bundler.stores import Placement, WriteStore
 from bundler.stores.bundle import BundleStore
 from bundler.unpack.facts import BlobFact, Fact, ManifestFact, Outcome, Settled, TagFact, head_blob
-from bundler.unpack.plan import BlobPlan
+from bundler.unpack.plan import BlobPlan, PushPlan
 from bundler.unpack.result import UnpackResult
 
-__all__ = ["PushSteps"]
+__all__ = ["MANIFEST_PUT_TRIES", "PushSteps"]
+
+log = logging.getLogger("bundler.unpack")
+
+MANIFEST_PUT_TRIES = 3
+"""Tries in all of a manifest PUT refused for a reference the registry does not find
+(``ReferenceUnknownError``); before each further try, what the manifest names is checked and what the
+repository really lacks is put again. Bounded: a registry that keeps refusing ends as that error."""
 
 
 class PushSteps:
     """Blob placements and manifest/tag PUTs into ``client``; thread-safe.
 
+    ``plan`` says what each manifest names, to put it again when the registry does not find it;
     ``tag_digests`` is what each tag pointed at before the run (``None``: no such tag), to tell a
     moved tag; ``check_cancelled`` raises once the run is being stopped, between an upload's chunks.
     """
 
-    def __init__(self, client: WriteStore, bundle: BundleStore, progress: Progress, result: UnpackResult,
-                 tag_digests: Mapping[TagFact, str | None], check_cancelled: Callable[[], None]) -> None:
+    def __init__(self, client: WriteStore, bundle: BundleStore, plan: PushPlan, progress: Progress,
+                 result: UnpackResult, tag_digests: Mapping[TagFact, str | None],
+                 check_cancelled: Callable[[], None]) -> None:
         self.client = client
         self.bundle = bundle
+        self.plan = plan
+        self.blob_plans = {blob.digest: blob for blob in plan.blobs()}
         self.progress = progress
         self.result = result
         self.tag_digests = tag_digests
@@ -119,7 +132,7 @@ class PushSteps:
         """PUT the manifest ``digest``, read again from the bundle, under ``reference`` (a digest or a tag);
         settles every fact of ``produces``."""
         try:
-            self.client.manifest_put(repository, reference, self.bundle.manifest_get(repository, digest))
+            self._put_checked(repository, reference, digest)
         except ImgbundleError as error:
             return dict.fromkeys(produces, error)
         with self.lock:
@@ -129,3 +142,35 @@ class PushSteps:
                 else:
                     self.result.manifests_pushed += 1
         return dict.fromkeys(produces, Outcome.PUSHED)
+
+    def _put_checked(self, repository: str, reference: str, digest: Digest) -> None:
+        """PUT the manifest; refused for a reference the registry does not find, put again what the repository
+        really lacks and try again, ``MANIFEST_PUT_TRIES`` in all. Another writer re-linking the same
+        digest (a second unpack into the same repository) makes Distribution say so of what it holds."""
+        for tries_left in reversed(range(MANIFEST_PUT_TRIES)):
+            try:
+                self.client.manifest_put(repository, reference, self.bundle.manifest_get(repository, digest))
+                return
+            except ReferenceUnknownError as error:
+                if not tries_left:
+                    raise
+                log.debug("%s; checking what the manifest names and trying again", error)
+            self._restore_references(repository, digest)
+
+    def _restore_references(self, repository: str, digest: Digest) -> None:
+        """Put again each blob and child manifest of ``digest`` that a HEAD does not find in ``repository``."""
+        node = self.plan.manifests[digest]
+        for blob in node.blobs:
+            if not self.client.blob_exists(repository, blob):
+                self._upload_again(repository, blob)
+        for child in node.children:
+            if self.client.manifest_head(repository, child) is None:
+                self._put_checked(repository, child, child)
+
+    def _upload_again(self, repository: str, digest: Digest) -> None:
+        """Send a blob the repository lost (a blob the bundle leaves to the target has nothing to send)."""
+        blob = self.blob_plans.get(digest)
+        if blob is None or blob.size is None:
+            return
+        chunks = partial(self.bundle.blob_chunks, blob.origin, digest, blob.size)
+        self._count_blob(self.client.blob_upload(repository, digest, blob.size, chunks), blob.size)

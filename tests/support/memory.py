@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from bundler.errors import PushRefusedError, RegistryError, UnreachableError
+from bundler.errors import PushRefusedError, ReferenceUnknownError, RegistryError, UnreachableError
 from bundler.oci import Descriptor, RawManifest
 from bundler.stores import Placement
 
@@ -108,10 +108,10 @@ class MemoryRegistry:
             missing = [c.digest for c in manifest.index().manifests if (repository, c.digest) not in self.manifests]
             if missing:
                 self.violations.append(f"index {reference} before children {missing}")
-                raise RegistryError(f"{repository}@{reference}: MANIFEST_BLOB_UNKNOWN")
+                raise ReferenceUnknownError(f"{repository}@{reference}: MANIFEST_BLOB_UNKNOWN")
         else:
             have = self.blobs.get(repository, set())
             missing = [b.digest for b in manifest.manifest().blobs if b.digest not in have]
             if missing:
                 self.violations.append(f"manifest {reference} before blobs {missing}")
-                raise RegistryError(f"{repository}@{reference}: MANIFEST_BLOB_UNKNOWN")
+                raise ReferenceUnknownError(f"{repository}@{reference}: MANIFEST_BLOB_UNKNOWN")
