@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import msgspec
 
@@ -43,9 +43,11 @@ __all__ = [
     "BlobSpec",
     "BundlePlan",
     "check_created",
+    "check_manifest",
     "check_metadata_length",
     "check_oci_index",
     "check_oci_layout",
+    "lay_out",
     "oci_index_bytes",
     "plan_bundle",
 ]
@@ -98,13 +100,43 @@ def plan_bundle(
     blobs: Sequence[BlobSpec],
     created: str,
 ) -> BundlePlan:
-    """Validate the inputs, sort and deduplicate members, and compute offsets and totals.
+    """Validate the inputs, then lay the bundle out (``lay_out``) and check its index as a reader will.
 
     Raises ``InputError`` for inputs that cannot make a valid bundle (the caller's bug, not the
-    user's data): a manifest over 4 MiB or with bytes not matching its digest, a digest given
-    twice with different sizes, an image whose manifest is missing.
+    user's data): a manifest readers refuse (``check_manifest``), a digest given twice with different
+    sizes, an image whose manifest is missing, an index past the format's caps.
     """
     check_created(created)
+    for manifest in manifests:
+        check_manifest(manifest)
+    plan = lay_out(images=images, skipped=skipped, manifests=manifests, blobs=blobs, created=created)
+    try:
+        index = decode_index(plan.index_bytes)  # what a reader will check, checked before anything is written
+    except BundleError as error:
+        raise InputError(f"cannot build a valid bundle index: {error}") from None
+    if len(plan.index_bytes) > MAX_INDEX_BYTES or len(plan.oci_index_bytes) > MAX_OCI_INDEX_BYTES:
+        raise InputError("too many images or blobs for one bundle: its index would exceed the format's limits")
+    return replace(plan, index=index)
+
+
+def check_manifest(manifest: RawManifest) -> None:
+    """Refuse (``InputError``) a manifest no reader accepts: over 4 MiB, or bytes not matching its digest."""
+    if len(manifest.data) > MAX_MANIFEST_BYTES:
+        raise InputError(f"manifest {manifest.digest} is larger than 4 MiB")
+    if Digest.of(manifest.data, manifest.digest.algorithm) != manifest.digest:
+        raise InputError(f"manifest {manifest.digest}: bytes do not match the digest")
+
+
+def lay_out(
+    *,
+    images: Sequence[ImageEntry],
+    skipped: Sequence[SkippedEntry],
+    manifests: Sequence[RawManifest],
+    blobs: Sequence[BlobSpec],
+    created: str,
+) -> BundlePlan:
+    """Sort and deduplicate members, compute offsets and totals, encode both indexes: the layout alone,
+    with no check of what the members hold (``plan_bundle`` checks first)."""
     sorted_manifests = _unique_manifests(manifests)
     sorted_blobs = _unique_blobs(blobs, {m.digest for m in sorted_manifests})
     manifest_by_digest = {m.digest: m for m in sorted_manifests}
@@ -131,14 +163,7 @@ def plan_bundle(
             blob_bytes=sum(entry.size for entry in blob_entries),
         ),
     )
-    index_bytes = encode_index(index)
-    try:
-        index = decode_index(index_bytes)  # what a reader will check, checked before anything is written
-    except BundleError as error:
-        raise InputError(f"cannot build a valid bundle index: {error}") from None
-    if len(index_bytes) > MAX_INDEX_BYTES or len(oci_index) > MAX_OCI_INDEX_BYTES:
-        raise InputError("too many images or blobs for one bundle: its index would exceed the format's limits")
-    return BundlePlan(index, index_bytes, oci_index, tuple(sorted_manifests), tuple(sorted_blobs))
+    return BundlePlan(index, encode_index(index), oci_index, tuple(sorted_manifests), tuple(sorted_blobs))
 
 
 def _without_empty_original(image: ImageEntry) -> ImageEntry:
@@ -147,13 +172,7 @@ def _without_empty_original(image: ImageEntry) -> ImageEntry:
 
 
 def _unique_manifests(manifests: Sequence[RawManifest]) -> list[RawManifest]:
-    by_digest: dict[str, RawManifest] = {}
-    for manifest in manifests:
-        if len(manifest.data) > MAX_MANIFEST_BYTES:
-            raise InputError(f"manifest {manifest.digest} is larger than 4 MiB")
-        if Digest.of(manifest.data, manifest.digest.algorithm) != manifest.digest:
-            raise InputError(f"manifest {manifest.digest}: bytes do not match the digest")
-        by_digest.setdefault(manifest.digest, manifest)
+    by_digest = {manifest.digest: manifest for manifest in reversed(manifests)}  # the first given of each digest
     return [by_digest[digest] for digest in sorted(by_digest)]
 
 

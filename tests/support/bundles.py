@@ -1,5 +1,8 @@
 """Synthetic images and bundle surgery for the bundle format tests and the hostile-bundle CLI tests.
 
+A hostile bundle is made without the writer (which refuses what readers refuse): ``ImageSet.crafted``
+lays an image set out as the writer does and frames it with ``craft``, checking nothing.
+
 Images are real enough for skopeo: gzip'd tar layers, configs with matching diff_ids, OCI and
 Docker manifests, an OCI index with two platforms. Random bytes come from seeded generators.
 """
@@ -20,8 +23,10 @@ from collections.abc import Callable, Iterator
 
 import zstandard
 
-from bundler.bundle import BlobSpec, ImageEntry, SkippedEntry, WriteResult, read_index, write_bundle
-from bundler.bundle.frames import compress_frames, new_compressor
+from bundler.bundle import (INDEX_NAME, BlobSpec, ImageEntry, SkippedEntry, WriteResult, blob_path, read_index,
+                            write_bundle)
+from bundler.bundle.frames import blob_level, compress_frames, new_compressor
+from bundler.bundle.layout import LAYOUT_NAME, OCI_INDEX_NAME, OCI_LAYOUT_BYTES, lay_out
 from bundler.bundle.seektable import encode_seek_table
 from bundler.bundle.tar import END_OF_ARCHIVE, header_bytes, padding, read_header
 from bundler.digest import Digest
@@ -29,6 +34,8 @@ from bundler.oci import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RawManifest
 
 SEED = 20261123
 CREATED = "2026-11-23T10:00:00Z"
+CRAFT_LEVEL = 3
+"""The writer's default level, so that a crafted bundle of a valid set is the written one."""
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -74,6 +81,19 @@ class ImageSet:
         options.setdefault("manifests", list(self.manifests.values()))
         options.setdefault("blobs", self.specs)
         return write_bundle(path, **options)
+
+    def crafted(self) -> bytes:
+        """The bundle file as a tool that checks nothing might write it: the writer's layout and framing,
+        none of its checks on the manifests, so that a hostile one gets through to the readers."""
+        plan = lay_out(images=self.images, skipped=self.skipped, manifests=list(self.manifests.values()),
+                       blobs=self.specs, created=CREATED)
+        members = [(INDEX_NAME, plan.index_bytes), (LAYOUT_NAME, OCI_LAYOUT_BYTES),
+                   (OCI_INDEX_NAME, plan.oci_index_bytes),
+                   *((blob_path(m.digest), m.data) for m in plan.manifests),
+                   *((blob_path(b.digest), self.blobs[b.digest][0]) for b in plan.blobs)]
+        levels = [CRAFT_LEVEL] * (len(members) - len(plan.blobs)) + [blob_level(b.media_type, CRAFT_LEVEL)
+                                                                       for b in plan.blobs]
+        return craft([member_bytes(name, data) for name, data in members], level=CRAFT_LEVEL, levels=levels)
 
     def content(self, digest: str) -> bytes:
         if digest in self.manifests:
@@ -196,13 +216,15 @@ def retype(raw: bytes, typeflag: bytes, linkname: bytes = b"") -> bytes:
     return bytes(header) + raw[512:]
 
 
-def craft(members: list[bytes], *, end: bytes = END_OF_ARCHIVE, seek_table: bool = True, level: int = 3) -> bytes:
-    """A bundle file from raw tar member bytes: each member in its own frames, then ``end`` and
-    the seek table, exactly as the writer frames them (but with no checks at all)."""
-    compressor = new_compressor(level)
+def craft(members: list[bytes], *, end: bytes = END_OF_ARCHIVE, seek_table: bool = True, level: int = 3,
+          levels: list[int] | None = None) -> bytes:
+    """A bundle file from raw tar member bytes: each member in its own frames (at ``level``, or member i at
+    ``levels[i]``), then ``end`` and the seek table, exactly as the writer frames them (but with no checks at all)."""
+    compressors = {n: new_compressor(n) for n in {level, *(levels or ())}}
     frames = []
-    for raw in [*members, end] if end else members:
-        frames.extend(compress_frames(compressor, raw))
+    for number, raw in enumerate([*members, end] if end else members):
+        member_level = levels[number] if levels and number < len(levels) else level
+        frames.extend(compress_frames(compressors[member_level], raw))
     body = b"".join(frame for frame, _ in frames)
     table = encode_seek_table([(len(frame), size) for frame, size in frames]) if seek_table else b""
     return body + table
