@@ -17,14 +17,14 @@ try:
 except ImportError:
     fcntl = None  # type: ignore[assignment]
 
-from bundler.bundle import BlobSpec, BundleReader, read_index
+from bundler.bundle import BlobSpec, BundleReader, ImageEntry, read_index
 from bundler.bundle import pipeline as pipeline_module
 from bundler.bundle import writer as writer_module
 from bundler.bundle.frames import FRAME_SIZE, MAX_FRAME_COMPRESSED, new_compressor
 from bundler.bundle.seektable import parse_seek_table
 from bundler.digest import Digest
 from bundler.errors import ContentMismatchError, InputError, LocalIOError
-from bundler.oci import RawManifest
+from bundler.oci import OCI_INDEX, OCI_MANIFEST, RawManifest
 
 from support.bundles import make_image_set
 
@@ -253,6 +253,25 @@ def test_inputs_that_cannot_make_a_bundle_are_refused(image_set, tmp_path) -> No
     missing.manifests.pop(missing.images[2].digest)
     with pytest.raises(InputError, match="not among the manifests"):
         missing.write(tmp_path / "b.tar.zst")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("data, media_type, refusal", [
+    (b'{"schemaVersion":2,"mediaType":"%s","manifests":[%s]}' % (OCI_INDEX.encode(), b",".join(
+        [b'{"mediaType":"%s","digest":"sha256:%s","size":1}' % (OCI_MANIFEST.encode(), b"ab" * 32)] * 4097)),
+     OCI_INDEX, "an index listing 4097 manifests, more than the 4096 allowed"),
+    (b"this is not json {", OCI_MANIFEST, "does not parse"),
+    (b'{"schemaVersion":2,"mediaType":"application/x-unknown"}', "application/x-unknown", "unsupported media type"),
+], ids=["children-past-cap", "not-json", "unknown-type"])
+def test_a_manifest_readers_would_refuse_is_refused_and_nothing_written(tmp_path, data, media_type, refusal) -> None:
+    """What the writer writes every reader accepts (links.manifest_links, spec 7.5): such a manifest is the caller's
+    bug (pack checks each image first, to name it)."""
+    images = make_image_set()
+    raw = images.add_manifest_bytes(data, media_type)
+    images.images.append(ImageEntry(source="bad", reference="example.com/bad:1", digest=raw.digest,
+                                    media_type=media_type, platforms=[], size=1))
+    with pytest.raises(InputError, match=f"manifest {raw.digest}: .*{refusal}.*; no bundle can carry it"):
+        images.write(tmp_path / "b.tar.zst")
     assert list(tmp_path.iterdir()) == []
 
 

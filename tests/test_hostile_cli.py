@@ -27,7 +27,7 @@ import zstandard
 from bundler.bundle import INDEX_NAME, ImageEntry, blob_path
 from bundler.bundle.seektable import encode_seek_table
 from bundler.bundle.tar import header_bytes
-from bundler.oci import OCI_INDEX, OCI_MANIFEST, RawManifest
+from bundler.oci import OCI_INDEX, OCI_MANIFEST
 from support.bundles import (
     ImageSet,
     blob_frame_offset,
@@ -195,8 +195,7 @@ def with_evil_image(name: str, data: bytes, media_type: str = OCI_MANIFEST) -> C
 
     def make(inputs: Inputs) -> bytes:
         images = make_image_set()
-        raw = RawManifest.from_bytes(data, media_type)
-        images.manifests[raw.digest] = raw
+        raw = images.add_manifest_bytes(data, media_type)
         images.images.append(ImageEntry(source=f"evil/{name}", reference=evil_reference(name), digest=raw.digest,
                                         media_type=media_type, platforms=[], size=1))
         return images.crafted()  # imgbundle's writer refuses such a manifest

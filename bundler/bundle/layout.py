@@ -29,6 +29,7 @@ from bundler.bundle.index import (
     encode_index,
     encode_json,
 )
+from bundler.bundle.links import manifest_links
 from bundler.bundle.tar import member_length
 from bundler.digest import Digest
 from bundler.errors import BundleError, CorruptBundleError, InputError
@@ -120,11 +121,16 @@ def plan_bundle(
 
 
 def check_manifest(manifest: RawManifest) -> None:
-    """Refuse (``InputError``) a manifest no reader accepts: over 4 MiB, or bytes not matching its digest."""
+    """Refuse (``InputError``) a manifest no reader accepts: over 4 MiB, bytes not matching its digest, or
+    breaking the structural rules and caps of ``bundler.bundle.links`` (its media type, a list past its cap)."""
     if len(manifest.data) > MAX_MANIFEST_BYTES:
         raise InputError(f"manifest {manifest.digest} is larger than 4 MiB")
     if Digest.of(manifest.data, manifest.digest.algorithm) != manifest.digest:
         raise InputError(f"manifest {manifest.digest}: bytes do not match the digest")
+    try:
+        manifest_links(manifest.data, manifest.media_type)
+    except CorruptBundleError as error:
+        raise InputError(f"manifest {manifest.digest}: {error}; no bundle can carry it") from None
 
 
 def lay_out(

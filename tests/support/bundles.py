@@ -57,7 +57,11 @@ class ImageSet:
         return {"mediaType": media_type, "digest": digest, "size": len(data)}
 
     def add_manifest(self, document: dict, media_type: str) -> RawManifest:
-        raw = RawManifest.from_bytes(json.dumps(document, indent=3).encode(), media_type)
+        return self.add_manifest_bytes(json.dumps(document, indent=3).encode(), media_type)
+
+    def add_manifest_bytes(self, data: bytes, media_type: str) -> RawManifest:
+        """A manifest of any bytes (hostile ones too: write those with ``crafted``)."""
+        raw = RawManifest.from_bytes(data, media_type)
         self.manifests[raw.digest] = raw
         return raw
 
