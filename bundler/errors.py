@@ -7,7 +7,7 @@
     │   ├── NotFoundError            12  repository, manifest or blob does not exist
     │   ├── UnreachableError         13  connection, TLS or timeout, after retries
     │   ├── RegistryContentError     14  bytes served do not match the digest or size asked for,
-    │   │                                schema1, nesting too deep, manifest too large
+    │   │                                schema1, nesting too deep, a manifest no bundle may carry
     │   ├── PushRefusedError         15  denied, quota, immutable tag, proxy project, missing project
     │   └── ReferenceUnknownError    10  a manifest PUT refused: the registry does not find a blob or
     │                                    child manifest it names (it may be there; see the class)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from bundler.bundle import ImageEntry, ReferrerEntry, SkippedEntry
+from bundler.bundle.layout import check_manifest
 from bundler.digest import Digest
 from bundler.errors import ImgbundleError, InputError, RegistryContentError, RegistryError
 from bundler.oci import IMAGE_CONFIG_TYPES, IMAGE_MANIFEST_TYPES, Descriptor, RawManifest
@@ -143,6 +144,8 @@ class _Resolver:
         finder = ReferrerFinder(store, reference.repository, self.referrers, image.request.line)
         own = [digest for digest in image.manifests if digest != image.top.digest or not image.original_digest]
         for found in finder.attached(own):
+            for raw in found.manifests.values():
+                _check_carriable(image, raw)
             image.referrers.append(found.entry)
             image.manifests.update(found.manifests)
             image.blobs.update(found.blobs)
@@ -161,6 +164,7 @@ class _Resolver:
         """Add ``raw`` and all below it to ``image``; return it, or its rewrite to the kept children."""
         if depth > MAX_INDEX_DEPTH:
             raise RegistryContentError(f"indexes nested more than {MAX_INDEX_DEPTH} deep", subject=image.request.line)
+        _check_carriable(image, raw)  # before its children are fetched
         if raw.is_index:
             raw = self._collect_index(image, raw, depth)
         elif raw.media_type in IMAGE_MANIFEST_TYPES:
@@ -200,6 +204,15 @@ class _Resolver:
         os_name, arch = fields.get("os", ""), fields.get("architecture", "")
         variant = fields.get("variant", "")
         return ["/".join(p for p in (os_name, arch, variant) if p)] if os_name and arch else []
+
+
+def _check_carriable(image: ResolvedImage, raw: RawManifest) -> None:
+    """Refuse the image (``RegistryContentError``, naming it) for a manifest no bundle may carry: the writer
+    would refuse it, as every reader would (the rules and caps of spec section 7.5)."""
+    try:
+        check_manifest(raw)
+    except InputError as error:
+        raise RegistryContentError(error.detail, subject=image.request.line) from None
 
 
 def _artifact_type(raw: RawManifest) -> str:
