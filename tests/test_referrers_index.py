@@ -17,6 +17,7 @@ from bundler.verify import verify_bundle
 from bundler.verify.report import ProblemKind
 
 from support.bundles import ImageSet, blob_frame_offset, flip, make_image_set
+from support.cli import run_cli
 
 SUBJECT_TYPE = "application/spdx+json"
 
@@ -63,6 +64,16 @@ def test_a_bundle_with_referrers_is_version_1_2_and_serves_them(signed_bundle) -
         assert store.referrers("example.com/multi", Digest(sbom.subject)) == []  # recorded per image
         assert signature.tag in store.tags_list(repository)
         assert store.manifest_get(repository, signature.tag).digest == signature.digest
+
+
+def test_a_dry_run_says_per_image_what_attached_artifacts_would_go_too(signed_bundle) -> None:
+    """In list's ATTACHED words; images with none attached keep the plain line (no registry is asked)."""
+    path, _ = signed_bundle
+    run = run_cli("unpack", "--dry-run", str(path), "--to", "127.0.0.1:9/m")
+    lines = {line.split(" -> ")[0]: line for line in run.stdout.splitlines() if " -> " in line}
+    assert lines["quay.io/calico/node:v3.26.4"].endswith("(attached: 1 signature, 1 SBOM (spdx))"), run.stdout
+    assert [source for source, line in lines.items() if "attached" in line] == ["quay.io/calico/node:v3.26.4"]
+    assert "dry run: 4 images with 2 attached artifacts, " in run.stdout, run.stdout
 
 
 def test_without_referrers_the_version_stays_1_0(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from bundler.cli.output import format_bytes, out, print_json
+from bundler.cli.tables import attached_summary
 from bundler.unpack import UnpackResult, write_report
 from bundler.words import counted
 
@@ -24,11 +25,17 @@ def render_unpack(result: UnpackResult, *, as_json: bool, report: Path | None) -
 
 
 def _print_plan(result: UnpackResult) -> None:
+    """``source -> target@digest`` per image, with what is attached to it (list's ATTACHED words) that goes too."""
+    referrers = 0
     for outcome in result.images:  # plain writes: one console render per line is slow for 10,000s of images
         target = outcome.target
-        sys.stdout.write(f"{target.source_ref} -> {target.exact}\n")
+        entry = result.entries.get(target.source_ref) if outcome.ok else None
+        attached = attached_summary(entry) if entry is not None else ""
+        referrers += len(entry.referrers) if entry is not None else 0
+        sys.stdout.write(f"{target.source_ref} -> {target.exact}{f' (attached: {attached})' if attached else ''}\n")
+    with_referrers = f" with {counted(referrers, 'attached artifact')}" if referrers else ""
     out.print(
-        f"dry run: {counted(len(result.images), 'image')}, {counted(len(result.plan.blobs()), 'blob')} "
+        f"dry run: {counted(len(result.images), 'image')}{with_referrers}, {counted(len(result.plan.blobs()), 'blob')} "
         f"({format_bytes(result.plan.total_blob_bytes)}) would be pushed to {result.registry} if missing",
         markup=False,
     )

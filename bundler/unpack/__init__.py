@@ -98,9 +98,10 @@ def unpack_bundle(bundle: BundleStore, settings: UnpackOptions, options: Registr
         progress.warn(f"map {source}={destination} matches no image in the bundle")
     plan = build_plan(bundle, targets)
     host = parse_to(settings.to).host
+    entries = {image.reference: image for image in images}
     if settings.dry_run:
         outcomes = [ImageOutcome(image.target, image.error is None, image.error) for image in plan.images]
-        return UnpackResult(host, True, plan, outcomes, seconds=time.monotonic() - started)
+        return UnpackResult(host, True, plan, outcomes, seconds=time.monotonic() - started, entries=entries)
     created: list[str] = []
     with ExitStack() as stack:
         if client is None:
@@ -110,6 +111,7 @@ def unpack_bundle(bundle: BundleStore, settings: UnpackOptions, options: Registr
             client = stack.enter_context(RegistryClient(host, options))
         mounted = _check_expected(plan, bundle, client, settings, progress)
         result = push_plan(plan, bundle, client, host, jobs=settings.jobs, progress=progress)
+        result.entries = entries
         push_referrers(bundle, client, result, jobs=settings.jobs, progress=progress)
     result.blobs_mounted += mounted
     result.blobs_present -= mounted

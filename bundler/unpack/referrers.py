@@ -37,10 +37,9 @@ __all__ = ["push_referrers"]
 def push_referrers(bundle: BundleStore, client: WriteStore, result: UnpackResult, *, jobs: int,
                    progress: Progress) -> None:
     """Push the referrers of every image that was pushed; an image whose referrers fail becomes a failure."""
-    entries = {image.reference: image for image in bundle.index.images}
     by_repository: dict[str, list[tuple[int, ImageEntry]]] = {}
     for number, outcome in enumerate(result.images):
-        entry = entries.get(outcome.target.source_ref)
+        entry = result.entries.get(outcome.target.source_ref)
         if outcome.ok and entry is not None and entry.referrers:
             by_repository.setdefault(outcome.target.repository, []).append((number, entry))
     if not by_repository:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import msgspec
 
+from bundler.bundle import ImageEntry
 from bundler.errors import ImgbundleError, InputError, LocalIOError, PartialFailureError
 from bundler.mapping import Target
 from bundler.unpack.plan import PushPlan
@@ -75,6 +76,8 @@ class UnpackResult:
     projects_created: list[str] = field(default_factory=list)
     referrers: ReferrerCounts = field(default_factory=ReferrerCounts)
     seconds: float = 0.0
+    entries: dict[str, ImageEntry] = field(default_factory=dict)
+    """The bundle's record of each image, by reference: what is attached to it (its referrers)."""
 
     @property
     def targets(self) -> list[Target]:
