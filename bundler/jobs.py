@@ -4,7 +4,9 @@ A job runs once every fact in its ``needs`` is settled; its ``work`` returns the
 facts it settles, which it declares in ``produces`` (jobs needing them wait for it). A result that
 is an ``Exception`` is a failure: a job needing it fails with that same error at once, without
 running, so a failure stops only what depends on it. Ready jobs start lowest ``rank`` first, at
-most ``workers`` at a time; rank them so that what completes something starts first.
+most ``workers`` at a time, of which at most ``heavy_workers`` are ``heavy`` (jobs moving large bodies):
+many small requests in flight hide round trips, while large bodies stay few. Rank jobs so that what
+completes something starts first.
 
 Stopping: any exception out of ``run`` (Ctrl-C in the main thread, an exception a job raised rather
 than returned, or one from ``on_settle``) sets ``cancelled``. Queued jobs never start; running ones
@@ -43,16 +45,21 @@ class Job(Generic[F, R]):
     needs: tuple[F, ...] = ()
     produces: tuple[F, ...] = ()
     rank: tuple[int, ...] = ()
+    heavy: bool = False
+    """Moves a large body: counts against the runner's ``heavy_workers``."""
 
 
 class JobRunner(Generic[F, R]):
     """Runs batches of jobs on one pool of ``workers`` threads; ``settled`` carries facts from one batch to the next.
 
-    A context manager; ``on_settle`` is called in the calling thread for every fact as it settles.
+    A context manager; ``on_settle`` is called in the calling thread for every fact as it settles;
+    ``heavy_workers`` (default: ``workers``) bounds the heavy jobs running at once.
     """
 
-    def __init__(self, workers: int, *, name: str = "jobs", on_settle: Callable[[F, R], None] | None = None) -> None:
+    def __init__(self, workers: int, *, heavy_workers: int | None = None, name: str = "jobs",
+                 on_settle: Callable[[F, R], None] | None = None) -> None:
         self.workers = max(1, workers)
+        self.heavy_workers = max(1, min(self.workers, heavy_workers or self.workers))
         self.settled: dict[F, R] = {}
         self.cancelled = threading.Event()
         self._on_settle = on_settle
@@ -77,16 +84,19 @@ class JobRunner(Generic[F, R]):
         """Run ``jobs`` to the end, in the order their needs allow; see the module docstring."""
         batch = _Batch(list(jobs), self.settled)
         inflight: dict[Future[Mapping[F, R]], Job[F, R]] = {}
+        heavy = 0
         try:
             for job in batch.unblocked():
                 self._release(batch, job)
-            while batch.ready or inflight:
-                while batch.ready and len(inflight) < self.workers:
-                    job = batch.pop()
-                    inflight[self._executor.submit(self._start, job)] = job
+            while batch.has_ready() or inflight:
+                while len(inflight) < self.workers and (ready := batch.pop(heavy < self.heavy_workers)) is not None:
+                    heavy += ready.heavy
+                    inflight[self._executor.submit(self._start, ready)] = ready
                 done, _ = wait(inflight, return_when=FIRST_COMPLETED)
                 for future in done:
-                    self._finish(batch, inflight.pop(future), future.result())
+                    ended = inflight.pop(future)
+                    heavy -= ended.heavy
+                    self._finish(batch, ended, future.result())
         except BaseException:
             self.cancelled.set()
             stop_workers(self._executor, inflight)
@@ -129,16 +139,23 @@ class _Batch(Generic[F, R]):
             for each in producers:
                 self.dependents[each].append(job)
         self.ready: list[tuple[tuple[int, ...], int, Job[F, R]]] = []
+        self.ready_heavy: list[tuple[tuple[int, ...], int, Job[F, R]]] = []
         self._order = itertools.count()
 
     def unblocked(self) -> list[Job[F, R]]:
         return [job for job, producers in self.waiting.items() if not producers]
 
     def queue(self, job: Job[F, R]) -> None:
-        heapq.heappush(self.ready, (job.rank, next(self._order), job))
+        heapq.heappush(self.ready_heavy if job.heavy else self.ready, (job.rank, next(self._order), job))
 
-    def pop(self) -> Job[F, R]:
-        return heapq.heappop(self.ready)[2]
+    def has_ready(self) -> bool:
+        return bool(self.ready or self.ready_heavy)
+
+    def pop(self, heavy_allowed: bool) -> Job[F, R] | None:
+        """The ready job of lowest rank (a light one when no heavy may start); None when there is none."""
+        heaps = [self.ready, self.ready_heavy] if heavy_allowed else [self.ready]
+        heap = min((heap for heap in heaps if heap), key=lambda heap: heap[0][:2], default=None)
+        return heapq.heappop(heap)[2] if heap is not None else None
 
     def done(self, job: Job[F, R]) -> list[Job[F, R]]:
         """The jobs that waited for ``job`` and for nothing else still running."""

@@ -28,14 +28,14 @@ class Recorder:
         self.lock = threading.Lock()
 
     def job(self, name: str, *, needs: tuple[str, ...] = (), rank: tuple[int, ...] = (),
-            body: Callable[[], None] = lambda: None, result: Result = "ok") -> Job[str, Result]:
+            body: Callable[[], None] = lambda: None, result: Result = "ok", heavy: bool = False) -> Job[str, Result]:
         def work() -> Mapping[str, Result]:
             self._note("start", name)
             body()
             self._note("end", name)
             return {name: result}
 
-        return Job(name, work, needs=needs, produces=(name,), rank=rank)
+        return Job(name, work, needs=needs, produces=(name,), rank=rank, heavy=heavy)
 
     def _note(self, event: str, name: str) -> None:
         with self.lock:
@@ -94,6 +94,38 @@ def test_at_most_workers_jobs_run_at_once() -> None:
     with JobRunner[str, Result](workers) as runner:
         runner.run([jobs.job(f"j{n}", body=body) for n in range(3 * workers)])
     assert most[0] == workers
+
+
+def test_heavy_jobs_run_at_most_heavy_workers_at_once_and_light_ones_pass_them() -> None:
+    """The heavy jobs rank first and wait until every light job has ended: with more heavy jobs than
+    workers, the light ones run only if the runner holds heavy jobs to ``heavy_workers`` and gives the
+    other threads to light ones."""
+    workers, heavy_workers = 4, 2
+    lights_done = threading.Event()
+    lock = threading.Lock()
+    running, most, lights_left = [0], [0], [2]
+
+    def heavy() -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        assert lights_done.wait(WAIT), "light jobs were kept behind heavy ones"
+        with lock:
+            running[0] -= 1
+
+    def light() -> None:
+        with lock:
+            lights_left[0] -= 1
+            if not lights_left[0]:
+                lights_done.set()
+
+    jobs = Recorder()
+    graph = [jobs.job(f"heavy{n}", rank=(0,), body=heavy, heavy=True) for n in range(2 * workers)]
+    graph += [jobs.job(f"light{n}", rank=(1,), body=light) for n in range(2)]
+    with JobRunner[str, Result](workers, heavy_workers=heavy_workers) as runner:
+        runner.run(graph)
+    assert most[0] == heavy_workers
+    assert set(runner.settled) == {job.name for job in graph}
 
 
 def test_a_failure_fails_what_needs_it_without_running_it_and_nothing_else() -> None:

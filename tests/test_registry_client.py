@@ -280,3 +280,29 @@ def test_a_body_cut_short_passes_on_only_whole_pieces() -> None:
         for chunk in client_module._body_chunks(httpx.Response(200, content=cut())):
             passed.append(chunk)
     assert [len(chunk) for chunk in passed] == [MiB]  # the resume asks for bytes=1048576-
+
+
+DIGEST_PARAM = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize("location", [
+    "http://127.0.0.1:5000/v2/a/b/blobs/uploads/0f3e?_state=AbC%2Bd%3D%3D",
+    "https://127.0.0.1:5000/v2/a/b/blobs/uploads/0f3e?_state=x",
+    "http://other:5000/v2/a/b/blobs/uploads/0f3e",
+    "/v2/a/b/blobs/uploads/0f3e?_state=x",
+    "http://127.0.0.1:5000/v2/a/./b/../b/blobs/uploads/0f3e",
+])
+def test_upload_urls_are_those_httpx_builds(location: str) -> None:
+    """The Location and the closing PUT's URL, parsed once, are the URLs httpx's join and
+    ``copy_add_param`` make (the scheme we speak kept for our own host)."""
+    from bundler.registry import urls
+
+    request_url = httpx.URL("https://127.0.0.1:5000/v2/a/b/blobs/uploads/")
+    joined = request_url.join(location)
+    if joined.host == request_url.host and joined.port == request_url.port:
+        joined = joined.copy_with(scheme=request_url.scheme)
+    resolved = urls.resolve(request_url, location)
+    assert resolved == joined
+    assert urls.with_digest(resolved, DIGEST_PARAM) == joined.copy_add_param("digest", DIGEST_PARAM)
+    assert urls.blob("https", "127.0.0.1:5000", "a/b", DIGEST_PARAM) == httpx.URL(
+        f"https://127.0.0.1:5000/v2/a/b/blobs/{DIGEST_PARAM}", params=None)

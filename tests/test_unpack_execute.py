@@ -7,7 +7,9 @@ at once), so a scheduling mistake fails loudly here even when a real registry wo
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,9 @@ from bundler.errors import (
 )
 from bundler.oci import RawManifest
 from bundler.registry import RegistryOptions
+from bundler.stores import Placement
 from bundler.unpack import UnpackOptions, unpack_bundle
+from bundler.unpack import push as push_module
 from bundler.unpack.steps import MANIFEST_PUT_TRIES
 from support.memory import HOST, MemoryRegistry
 from support.sources import RecordingProgress, SourceSet, build_bundle, expected_state
@@ -62,6 +66,39 @@ def test_order_and_single_upload_under_parallelism(bundle_file: Path, source_set
             below = [d for d in image.manifests if d != image.digest]
             assert all(position[("manifest", f"m/{image.path}", d)] < tag_at for d in below)
             assert ("manifest", f"m/{image.path}", image.digest) not in position
+
+
+class MeetingRegistry(MemoryRegistry):
+    """The first ``meet`` blob uploads wait for one another: they pass only if that many run at once."""
+
+    def __init__(self, meet: int) -> None:
+        super().__init__()
+        self.meeting = threading.Barrier(meet, timeout=30)
+        self.waiting = meet
+        self.count_lock = threading.Lock()
+
+    def blob_upload(self, repository: str, digest: str, size: int, chunks: Callable[[], Iterable[bytes]], *,
+                    mount_from: str | None = None) -> Placement:
+        with self.count_lock:
+            meets, self.waiting = self.waiting > 0, self.waiting - 1
+        if meets:
+            self.meeting.wait()  # breaks, and fails the upload, unless enough uploads run together
+        return super().blob_upload(repository, digest, size, chunks, mount_from=mount_from)
+
+
+def test_small_blob_uploads_run_more_at_once_than_jobs(bundle_file: Path) -> None:
+    """Small bodies are bound by round trips, not bytes: ``jobs`` does not hold them back."""
+    memory = MeetingRegistry(meet=4)
+    result = run(bundle_file, memory, jobs=1)
+    assert not result.failed and memory.violations == []
+
+
+def test_large_blob_uploads_run_at_most_jobs_at_once(bundle_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(push_module, "LARGE_BLOB", 0)  # every blob of the set counts as large
+    memory = MemoryRegistry(upload_delay=0.01)
+    result = run(bundle_file, memory, jobs=2)
+    assert not result.failed and memory.violations == []
+    assert memory.max_parallel <= 2
 
 
 def test_each_phase_has_a_name_of_its_own(bundle_file: Path) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import urllib.parse
+
 import httpx
 
 __all__ = ["blob", "catalog", "manifest", "mount", "ping", "referrers", "resolve", "tags", "uploads", "with_digest"]
 
 
 def _v2(scheme: str, host: str, path: str = "", params: dict[str, str] | None = None) -> httpx.URL:
-    return httpx.URL(f"{scheme}://{host}/v2/{path}", params=params)
+    """Parsed once: httpx parses a URL again for every keyword (even ``params=None``), a cost per request."""
+    url = f"{scheme}://{host}/v2/{path}"
+    return httpx.URL(url, params=params) if params else httpx.URL(url)
 
 
 def ping(scheme: str, host: str) -> httpx.URL:
@@ -48,14 +52,18 @@ def resolve(request_url: httpx.URL, location: str) -> httpx.URL:
     """An absolute or relative ``Location``/``Link`` target, resolved against the request URL.
 
     Distribution builds absolute Locations from ``Host``/``X-Forwarded-Proto`` and may say
-    ``http://`` behind a TLS proxy; for the same host we keep the scheme we already speak.
+    ``http://`` behind a TLS proxy; for the same host we keep the scheme we already speak. An absolute
+    one without dot segments is parsed as it is (a join parses it three times; uploads make one per blob).
     """
-    target = request_url.join(location)
+    absolute = location.startswith(("http://", "https://")) and "/." not in location
+    target = httpx.URL(location) if absolute else request_url.join(location)
     if target.host == request_url.host and target.port == request_url.port and target.scheme != request_url.scheme:
         target = target.copy_with(scheme=request_url.scheme)
     return target
 
 
 def with_digest(location: httpx.URL, digest: str) -> httpx.URL:
-    """The URL of the final ``PUT`` that closes an upload session."""
-    return location.copy_add_param("digest", digest)
+    """The URL of the final ``PUT`` that closes an upload session, parsed once (``copy_add_param`` parses
+    the URL and its query several times, on every blob uploaded)."""
+    separator = "&" if location.query else "?"
+    return httpx.URL(f"{location}{separator}digest={urllib.parse.quote(digest, safe='')}")

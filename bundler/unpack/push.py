@@ -1,7 +1,9 @@
 """Running a push plan against one registry: check what is there, then push the rest in order.
 
-Two phases, both batches of the job runner (``bundler.jobs``) on ``jobs`` threads; the writes
-themselves are ``bundler.unpack.steps``:
+Two phases, both batches of the job runner (``bundler.jobs``); the writes themselves are
+``bundler.unpack.steps``. Requests with small bodies (HEADs, manifests, small blobs) run up to
+``SMALL_REQUESTS`` at once, being bound by round trips; uploads of blobs from ``LARGE_BLOB`` bytes up
+are bound by bytes and run at most ``jobs`` at once.
 
 ``check``  HEAD each image's top manifest; one that is there implies everything below it (a
            registry refuses a manifest whose blobs or children are missing). HEAD the tags (to
@@ -58,6 +60,9 @@ __all__ = ["push_plan"]
 
 log = logging.getLogger("bundler.unpack")
 
+LARGE_BLOB = 1024 * 1024
+"""From this size up a blob's upload is a heavy job: at most ``jobs`` of them run at once."""
+
 
 def push_plan(plan: PushPlan, bundle: BundleStore, client: WriteStore, registry: str, *, jobs: int = 4,
               progress: Progress | None = None) -> UnpackResult:
@@ -78,7 +83,10 @@ class _Push:
         self.client = client
         self.progress = progress
         self.result = UnpackResult(registry=registry, dry_run=False, plan=plan, images=[])
-        self.runner = PushRunner(jobs, name="unpack", on_settle=self._settled)
+        from bundler.registry.options import SMALL_REQUESTS  # the HTTP stack loads when a push runs
+
+        self.runner = PushRunner(max(jobs, SMALL_REQUESTS), heavy_workers=jobs, name="unpack",
+                                 on_settle=self._settled)
         self.known = self.runner.settled
         self.tag_digests: dict[TagFact, str | None] = {}
         """What each tag pointed at before this run (``None``: it did not exist)."""
@@ -222,7 +230,7 @@ class _Push:
             facts = tuple(BlobFact(repository, blob.digest) for repository in missing)
             first = min(rank.get(fact, 0) for fact in facts)
             jobs.append(Job(f"blob {blob.digest}", partial(self.steps.place_blob, blob, missing, source),
-                            produces=facts, rank=(2, first)))
+                            produces=facts, rank=(2, first), heavy=(blob.size or 0) >= LARGE_BLOB))
         return jobs
 
     def _carried_tops(self) -> dict[ManifestFact, TagFact]:
