@@ -20,7 +20,7 @@ from bundler.bundle import ImageEntry, ReferrerEntry, SkippedEntry
 from bundler.digest import Digest
 from bundler.errors import ImgbundleError, InputError, RegistryContentError, RegistryError
 from bundler.oci import IMAGE_CONFIG_TYPES, IMAGE_MANIFEST_TYPES, Descriptor, RawManifest
-from bundler.pack.referrers import ALL_REFERRERS, ReferrerFinder, ReferrerPolicy
+from bundler.pack.referrers import ALL_REFERRERS, ReferrerFinder, ReferrerPolicy, TagLists
 from bundler.platforms import PlatformFilter, is_attestation, kept_children
 from bundler.progress import NULL_PROGRESS, Progress
 from bundler.reference import Reference, parse_image_list
@@ -107,6 +107,7 @@ class _Resolver:
         self.filters = filters
         self.progress = progress
         self.referrers = referrers
+        self.tag_lists = TagLists()
 
     def prefetch(self, image: ResolvedImage) -> None:
         """Read the image's small blobs now, so that their downloads overlap the resolving of the images
@@ -140,7 +141,8 @@ class _Resolver:
         """Add what is attached to the image's manifests; count what names an upstream index it rewrote."""
         reference = image.request.reference
         store = self.pool.get(reference.registry)
-        finder = ReferrerFinder(store, reference.repository, self.referrers, image.request.line)
+        finder = ReferrerFinder(store, reference.repository, self.referrers, image.request.line,
+                                tag_lists=self.tag_lists, registry=reference.registry)
         own = [digest for digest in image.manifests if digest != image.top.digest or not image.original_digest]
         for found in finder.attached(own):
             image.referrers.append(found.entry)
