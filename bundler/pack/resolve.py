@@ -4,7 +4,8 @@ Each request is walked in the store of its registry: the top manifest, every chi
 (those the platform filters keep; the index is rewritten when some are dropped), and the config
 of a single-platform image to name its platform. Failures are collected per reference. Each resolved
 image's small blobs are then read ahead (``CachedStore.prefetch``), so that a catalogue of thousands of small
-images downloads while the rest is still being resolved; requests run ``SMALL_REQUESTS`` at a time.
+images downloads while the rest is still being resolved. How many images are resolved at once adapts to how
+long each takes (``bundler.width``): wider while the registry answers as fast, narrower when answers queue.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from bundler.pack.referrers import ALL_REFERRERS, ReferrerFinder, ReferrerPolicy
 from bundler.platforms import PlatformFilter, is_attestation, kept_children
 from bundler.progress import NULL_PROGRESS, Progress
 from bundler.reference import Reference, parse_image_list
-from bundler.registry.options import SMALL_REQUESTS
+from bundler.registry.options import MOST_SMALL_REQUESTS
 from bundler.stores.cache import CachedPool
 from bundler.threads import stop_workers
+from bundler.width import AdaptiveWidth
 from bundler.words import counted
 
 __all__ = ["MAX_INDEX_DEPTH", "ImageRequest", "ResolvedImage", "read_requests", "resolve_images"]
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 
 MAX_INDEX_DEPTH = 4
 """Indexes nest (an index of indexes) in the wild, but never deeply; deeper is a lying registry."""
+LEAST_IMAGES_AT_ONCE = 4
+"""The narrowest the resolving goes however slow the answers: a registry slow for everyone still gets a few."""
 
 
 @dataclass(frozen=True)
@@ -237,17 +241,20 @@ def resolve_images(
     resolver = _Resolver(pool, filters, progress, referrers)
     progress.phase("resolve", total_items=len(requests))
 
+    width = AdaptiveWidth(least=LEAST_IMAGES_AT_ONCE, most=MOST_SMALL_REQUESTS)
+
     def attempt(request: ImageRequest) -> ResolvedImage | ImgbundleError:
-        try:
-            image = resolver.resolve(request)
-        except (RegistryError, InputError) as error:
-            return error
-        finally:
-            progress.item_done(request.line)
-        resolver.prefetch(image)
+        with width.slot():
+            try:
+                image = resolver.resolve(request)
+            except (RegistryError, InputError) as error:
+                return error
+            finally:
+                progress.item_done(request.line)
+            resolver.prefetch(image)
         return image
 
-    executor = ThreadPoolExecutor(max_workers=max(jobs, SMALL_REQUESTS), thread_name_prefix="imgbundle-resolve")
+    executor = ThreadPoolExecutor(max_workers=max(jobs, width.most), thread_name_prefix="imgbundle-resolve")
     futures = [executor.submit(attempt, request) for request in requests]
     try:
         outcomes = [future.result() for future in futures]

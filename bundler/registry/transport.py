@@ -22,7 +22,7 @@ import httpx
 from bundler.errors import LocalIOError, Remedy, UnreachableError
 from bundler.registry import urls
 from bundler.registry.errors import install_log_redaction
-from bundler.registry.options import SMALL_REQUESTS, RegistryOptions
+from bundler.registry.options import MOST_SMALL_REQUESTS, RegistryOptions
 from bundler.registry.retry import find_cause
 from bundler.registry.wire import WireTransport
 
@@ -88,7 +88,7 @@ def make_http_client(host: str, options: RegistryOptions, auth: httpx.Auth | Non
     context = ssl_context(host, options)
     return httpx.Client(
         auth=auth,
-        transport=WireTransport(context, keepalive=max(options.jobs, SMALL_REQUESTS)),
+        transport=WireTransport(context, keepalive=max(options.jobs, MOST_SMALL_REQUESTS)),
         mounts=_proxy_mounts(host, context, options),
         timeout=httpx.Timeout(
             connect=options.connect_timeout,
