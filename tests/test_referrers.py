@@ -226,12 +226,17 @@ def test_a_registry_without_the_referrers_api_is_asked_once(plain_source: Source
     proxy = FaultProxy(plain_source.host)
     try:
         lines = [line.replace(plain_source.host, proxy.host) for line in plain_source.signed.lines()]
-        run_cli("pack", *lines, "-o", str(tmp_path / "b.tar.zst"), "--no-cache", "--jobs", "1")
+        first = plain_source.signed.images[0]
+        lines.append(f"{proxy.host}/{first.repo}@{first.digest}")  # a second image of the first repository
+        run_cli("pack", *lines, "-o", str(tmp_path / "b.tar.zst"), "--no-cache")
         assert len(proxy.requests("GET", "/referrers/")) == 1  # its 404 says there is no such API
-        assert len(proxy.requests("GET", "/tags/list")) == len(lines)  # one listing per image finds every tag
+        assert len(proxy.requests("GET", "/tags/list")) == len(lines) - 1  # one listing per repository
     finally:
         proxy.stop()
-    assert len(_index(tmp_path / "b.tar.zst")["images"][0]["referrers"]) == 6
+    images = _index(tmp_path / "b.tar.zst")["images"]
+    found = [len(image["referrers"]) for image in images if f"/{first.repo}:" in image["reference"]
+             or f"/{first.repo}@" in image["reference"]]
+    assert found == [6, 6]  # the shared listing finds every tag for both
 
 
 def test_an_image_whose_signature_is_refused_fails(plain_source: Source, targets: dict[str, str]) -> None:

@@ -11,6 +11,7 @@ what was asked, a cycle or an absurd fan-out is a registry that lies.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ __all__ = [
     "FoundReferrer",
     "ReferrerFinder",
     "ReferrerPolicy",
+    "TagLists",
     "is_referrer_tag",
 ]
 
@@ -68,15 +70,43 @@ class FoundReferrer:
     blobs: dict[Digest, Descriptor] = field(default_factory=dict)
 
 
-class ReferrerFinder:
-    """Finds the referrers of manifests in one repository of one store; ``what`` names the image in errors."""
+class TagLists:
+    """Each repository's tags, listed once and shared by the finders of every image in it: a catalogue of
+    thousands of images in a few repositories costs one listing per repository, not one per image."""
 
-    def __init__(self, store: ReadStore, repository: str, policy: ReferrerPolicy, what: str) -> None:
+    def __init__(self) -> None:
+        self._listed: dict[tuple[str, str], set[str]] = {}
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def tags(self, store: ReadStore, registry: str, repository: str) -> set[str]:
+        """The tags of ``repository`` on ``registry`` (read from ``store`` the first time); none where it
+        cannot be listed. Finders asking at once wait for the one listing under way."""
+        key = (registry, repository)
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._listed:
+                try:
+                    self._listed[key] = set(store.tags_list(repository))
+                except (NotFoundError, AuthError):
+                    self._listed[key] = set()
+            return self._listed[key]
+
+
+class ReferrerFinder:
+    """Finds the referrers of manifests in one repository of one store; ``what`` names the image in errors.
+
+    Finders of one run share ``tag_lists`` (by ``registry`` and repository); by default a finder lists its own."""
+
+    def __init__(self, store: ReadStore, repository: str, policy: ReferrerPolicy, what: str, *,
+                 tag_lists: TagLists | None = None, registry: str = "") -> None:
         self.store = store
         self.repository = repository
         self.policy = policy
         self.what = what
-        self._tags: set[str] | None = None
+        self._tag_lists = tag_lists if tag_lists is not None else TagLists()
+        self._registry = registry
 
     def attached(self, subjects: Iterable[Digest]) -> list[FoundReferrer]:
         """The referrers of ``subjects`` and, to ``MAX_REFERRER_DEPTH``, of those; each once, after its subject."""
@@ -150,12 +180,7 @@ class ReferrerFinder:
 
     def _tag_set(self) -> set[str]:
         """The repository's tags, listed once: one request instead of four HEADs per manifest."""
-        if self._tags is None:
-            try:
-                self._tags = set(self.store.tags_list(self.repository))
-            except (NotFoundError, AuthError):
-                self._tags = set()
-        return self._tags
+        return self._tag_lists.tags(self.store, self._registry, self.repository)
 
 
 def _artifact_type(raw: RawManifest, how: FoundBy) -> str:

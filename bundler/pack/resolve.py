@@ -4,7 +4,8 @@ Each request is walked in the store of its registry: the top manifest, every chi
 (those the platform filters keep; the index is rewritten when some are dropped), and the config
 of a single-platform image to name its platform. Failures are collected per reference. Each resolved
 image's small blobs are then read ahead (``CachedStore.prefetch``), so that a catalogue of thousands of small
-images downloads while the rest is still being resolved; requests run ``SMALL_REQUESTS`` at a time.
+images downloads while the rest is still being resolved. How many images are resolved at once adapts to how
+long each takes (``bundler.width``): wider while the registry answers as fast, narrower when answers queue.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from bundler.bundle.layout import check_manifest
 from bundler.digest import Digest
 from bundler.errors import ImgbundleError, InputError, RegistryContentError, RegistryError
 from bundler.oci import IMAGE_CONFIG_TYPES, IMAGE_MANIFEST_TYPES, Descriptor, RawManifest
-from bundler.pack.referrers import ALL_REFERRERS, ReferrerFinder, ReferrerPolicy
+from bundler.pack.referrers import ALL_REFERRERS, ReferrerFinder, ReferrerPolicy, TagLists
 from bundler.platforms import PlatformFilter, is_attestation, kept_children
 from bundler.progress import NULL_PROGRESS, Progress
 from bundler.reference import Reference, parse_image_list
-from bundler.registry.options import SMALL_REQUESTS
+from bundler.registry.options import MOST_SMALL_REQUESTS
 from bundler.stores.cache import CachedPool
 from bundler.threads import stop_workers
+from bundler.width import AdaptiveWidth
 from bundler.words import counted
 
 __all__ = ["MAX_INDEX_DEPTH", "ImageRequest", "ResolvedImage", "read_requests", "resolve_images"]
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 
 MAX_INDEX_DEPTH = 4
 """Indexes nest (an index of indexes) in the wild, but never deeply; deeper is a lying registry."""
+LEAST_IMAGES_AT_ONCE = 4
+"""The narrowest the resolving goes however slow the answers: a registry slow for everyone still gets a few."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ class _Resolver:
         self.filters = filters
         self.progress = progress
         self.referrers = referrers
+        self.tag_lists = TagLists()
 
     def prefetch(self, image: ResolvedImage) -> None:
         """Read the image's small blobs now, so that their downloads overlap the resolving of the images
@@ -141,7 +146,8 @@ class _Resolver:
         """Add what is attached to the image's manifests; count what names an upstream index it rewrote."""
         reference = image.request.reference
         store = self.pool.get(reference.registry)
-        finder = ReferrerFinder(store, reference.repository, self.referrers, image.request.line)
+        finder = ReferrerFinder(store, reference.repository, self.referrers, image.request.line,
+                                tag_lists=self.tag_lists, registry=reference.registry)
         own = [digest for digest in image.manifests if digest != image.top.digest or not image.original_digest]
         for found in finder.attached(own):
             for raw in found.manifests.values():
@@ -248,17 +254,20 @@ def resolve_images(
     resolver = _Resolver(pool, filters, progress, referrers)
     progress.phase("resolve", total_items=len(requests))
 
+    width = AdaptiveWidth(least=LEAST_IMAGES_AT_ONCE, most=MOST_SMALL_REQUESTS)
+
     def attempt(request: ImageRequest) -> ResolvedImage | ImgbundleError:
-        try:
-            image = resolver.resolve(request)
-        except (RegistryError, InputError) as error:
-            return error
-        finally:
-            progress.item_done(request.line)
-        resolver.prefetch(image)
+        with width.slot():
+            try:
+                image = resolver.resolve(request)
+            except (RegistryError, InputError) as error:
+                return error
+            finally:
+                progress.item_done(request.line)
+            resolver.prefetch(image)
         return image
 
-    executor = ThreadPoolExecutor(max_workers=max(jobs, SMALL_REQUESTS), thread_name_prefix="imgbundle-resolve")
+    executor = ThreadPoolExecutor(max_workers=max(jobs, width.most), thread_name_prefix="imgbundle-resolve")
     futures = [executor.submit(attempt, request) for request in requests]
     try:
         outcomes = [future.result() for future in futures]

@@ -9,13 +9,16 @@ from pathlib import Path
 
 from bundler.errors import InputError
 
-__all__ = ["SMALL_REQUESTS", "Backoff", "MiB", "RegistryOptions", "RetryNotice"]
+__all__ = ["MOST_SMALL_REQUESTS", "SMALL_REQUESTS", "Backoff", "MiB", "RegistryOptions", "RetryNotice"]
 
 MiB = 1024 * 1024
 SMALL_REQUESTS = 16
 """Requests with small bodies (manifests, configs, small layers) that may be under way at once, whatever
 ``jobs`` says: they are bound by round trips, not bytes, so more of them in flight costs no memory to speak
 of and hides latency. ``jobs`` bounds the large bodies."""
+MOST_SMALL_REQUESTS = 32
+"""The widest that small requests go where their width adapts to latency (``bundler.width``); the transport
+keeps as many idle connections, so that a wide round reuses them."""
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import httpx
 from bundler.errors import LocalIOError, Remedy, UnreachableError
 from bundler.registry import urls
 from bundler.registry.errors import install_log_redaction
-from bundler.registry.options import SMALL_REQUESTS, RegistryOptions
+from bundler.registry.options import MOST_SMALL_REQUESTS, RegistryOptions
 from bundler.registry.retry import find_cause
 from bundler.registry.wire import WireTransport
 
@@ -75,20 +75,38 @@ def _load_docker_certs(context: ssl.SSLContext, directory: Path) -> None:
             context.load_cert_chain(str(cert), str(key))
 
 
-class _NoCookies(CookieJar):
+class _NoCookies(httpx.Cookies):
     """Keeps nothing: Harbor's ``sid`` cookie would turn later API calls into CSRF-checked ones."""
 
     def __init__(self) -> None:
-        super().__init__(policy=DefaultCookiePolicy(allowed_domains=[]))
+        super().__init__(CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])))
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        """Nothing to look for: httpx would copy every answer and its request into urllib's types to find
+        ``Set-Cookie``, a large share of the client's CPU per small request."""
+
+
+class _Client(httpx.Client):
+    """httpx's client with ``_NoCookies`` for its cookies, whatever it is given."""
+
+    _no_cookies = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        """Ignored: no cookies are kept."""
 
 
 def make_http_client(host: str, options: RegistryOptions, auth: httpx.Auth | None = None) -> httpx.Client:
     """One pooled HTTP/1.1 client for ``host``; environment proxies apply except on loopback."""
     install_log_redaction()
     context = ssl_context(host, options)
-    return httpx.Client(
+    return _Client(
         auth=auth,
-        transport=WireTransport(context, keepalive=max(options.jobs, SMALL_REQUESTS)),
+        transport=WireTransport(context, keepalive=max(options.jobs, MOST_SMALL_REQUESTS)),
         mounts=_proxy_mounts(host, context, options),
         timeout=httpx.Timeout(
             connect=options.connect_timeout,
@@ -98,7 +116,6 @@ def make_http_client(host: str, options: RegistryOptions, auth: httpx.Auth | Non
         ),
         follow_redirects=False,
         trust_env=False,
-        cookies=_NoCookies(),
     )
 
 
