@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -280,3 +282,11 @@ def test_a_body_cut_short_passes_on_only_whole_pieces() -> None:
         for chunk in client_module._body_chunks(httpx.Response(200, content=cut())):
             passed.append(chunk)
     assert [len(chunk) for chunk in passed] == [MiB]  # the resume asks for bytes=1048576-
+
+
+def test_the_registry_client_loads_nothing_above_it() -> None:
+    """The HTTP client is a home of the stores, below them: it must not import the stores or the plans."""
+    script = "import json, sys, bundler.registry\nprint(json.dumps([m for m in sys.modules if m.startswith('bundler.')]))"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    loaded = {name.split(".")[1] for name in json.loads(proc.stdout)}
+    assert loaded <= {"digest", "errors", "oci", "reference", "registry", "threads"}, loaded
