@@ -14,7 +14,7 @@ import pytest
 
 from bundler.digest import Digest
 from bundler.cli.errors import describe
-from bundler.errors import AuthError, Remedy
+from bundler.errors import AuthError, RegistryError, Remedy
 from bundler.oci import OCI_MANIFEST, RawManifest
 from bundler.registry import RegistryClient, RegistryOptions
 from bundler.registry.auth import Credentials, find_credentials, parse_challenges
@@ -166,15 +166,24 @@ def requests_since(reg: TokenRegistry, start: int) -> list:
     return reg.token_requests[start:]
 
 
-@pytest.mark.xfail(strict=False, reason="open: in a full fresh-clone run (not alone, not with its neighbours) the "
-                   "session token server once in a while answers 404 to the push-scope token request; cause not "
-                   "found yet (see the session 8 note)")
+def token_server_saw(reg: TokenRegistry, start: int) -> str:
+    """For a failure message: each request that reached the token server (an answer it did not give came from
+    some other listener on its port)."""
+    return ", ".join(f"{r.method} {r.path} -> {r.status}" for r in requests_since(reg, start)) or "nothing"
+
+
+@pytest.mark.xfail(strict=False, reason="open, until full runs confirm the SlowProxy.stop fix: in full runs the "
+                   "token request's 404 was Distribution's, through a stopped SlowProxy's still-running accept "
+                   "thread in the test process; the token server saw nothing")
 def test_bearer_flow_asks_push_scope_and_caches_tokens(token_registry: TokenRegistry) -> None:
     repository = repo()
     start = len(token_registry.token_requests)
     with RegistryClient(token_registry.host, token_options(token_registry)) as client:
-        config = upload(client, repository, b"{}")
-        client.manifest_put(repository, "v1", small_manifest(config))
+        try:
+            config = upload(client, repository, b"{}")
+            client.manifest_put(repository, "v1", small_manifest(config))
+        except RegistryError as error:
+            pytest.fail(f"{error}; the token server saw: {token_server_saw(token_registry, start)}")
         assert client.manifest_get(repository, "v1").data == small_manifest(config).data
         assert client.manifest_get(repository, "v1").data  # same scope again: cached token
     seen = requests_since(token_registry, start)

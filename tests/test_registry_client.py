@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -306,3 +308,11 @@ def test_upload_urls_are_those_httpx_builds(location: str) -> None:
     assert urls.with_digest(resolved, DIGEST_PARAM) == joined.copy_add_param("digest", DIGEST_PARAM)
     assert urls.blob("https", "127.0.0.1:5000", "a/b", DIGEST_PARAM) == httpx.URL(
         f"https://127.0.0.1:5000/v2/a/b/blobs/{DIGEST_PARAM}", params=None)
+
+
+def test_the_registry_client_loads_nothing_above_it() -> None:
+    """The HTTP client is a home of the stores, below them: it must not import the stores or the plans."""
+    script = "import json, sys, bundler.registry\nprint(json.dumps([m for m in sys.modules if m.startswith('bundler.')]))"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    loaded = {name.split(".")[1] for name in json.loads(proc.stdout)}
+    assert loaded <= {"digest", "errors", "oci", "reference", "registry", "threads"}, loaded

@@ -6,6 +6,7 @@ exist so that we can read descriptors out of them, never to re-encode them.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -32,6 +33,7 @@ __all__ = [
     "Index",
     "JsonTooDeepError",
     "Manifest",
+    "Placement",
     "Platform",
     "RawManifest",
     "decode_json",
@@ -57,6 +59,15 @@ ACCEPT_MANIFESTS = f"{OCI_INDEX}, {DOCKER_MANIFEST_LIST}, {OCI_MANIFEST}, {DOCKE
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 """Distribution refuses larger manifests; we refuse to read them."""
+
+
+class Placement(enum.Enum):
+    """How a blob came to be in a repository: the distribution API's two ways, here so that the registry
+    client and the write stores name them without either importing the other."""
+
+    UPLOADED = "uploaded"
+    MOUNTED = "mounted"
+    """Taken from another repository of the same registry: no bytes sent."""
 
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 

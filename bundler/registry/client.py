@@ -36,6 +36,7 @@ from bundler.oci import (
     DOCKER_SCHEMA1_SIGNED,
     MAX_MANIFEST_BYTES,
     Descriptor,
+    Placement,
     RawManifest,
     detect_media_type,
 )
@@ -56,7 +57,6 @@ from bundler.registry.retry import (
 )
 from bundler.registry.transport import SchemeChooser, make_http_client, read_limited
 from bundler.registry.wire import BODY_CHUNK
-from bundler.stores.base import Placement
 
 if TYPE_CHECKING:
     from typing_extensions import Self

@@ -20,26 +20,17 @@ and a child manifest before the index that lists it; tagging is ``manifest_put``
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from bundler.digest import Digest
 from bundler.errors import NotFoundError
-from bundler.oci import Descriptor, RawManifest
+from bundler.oci import Descriptor, Placement, RawManifest
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = ["Placement", "ReadStore", "SinglePool", "StorePool", "WriteStore"]
-
-
-class Placement(enum.Enum):
-    """How a blob came to be in a repository of a write store."""
-
-    UPLOADED = "uploaded"
-    MOUNTED = "mounted"
-    """Taken from another repository of the same registry: no bytes sent."""
 
 
 @runtime_checkable

@@ -113,6 +113,7 @@ class RunningRegistry:
 class TokenRequest:
     """What the token server saw in one request. Passwords are never recorded."""
 
+    method: str
     path: str
     query: dict[str, list[str]]
     scopes: list[str]
@@ -325,7 +326,8 @@ class TokenServer:
         granted: list[dict[str, Any]] = []
         token: str | None = None
         if parsed.path != "/service/token":
-            status, body = 404, {"errors": [{"code": "NOT_FOUND", "message": "no such path"}]}
+            message = f"the token server has no {req.command} {parsed.path}, only GET /service/token"
+            status, body = 404, {"errors": [{"code": "NOT_FOUND", "message": message}]}
         elif not ok:
             status, body = 401, {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}
         else:
@@ -333,7 +335,7 @@ class TokenServer:
             status = 200
             body = {"token": token, "access_token": token, "expires_in": TOKEN_TTL_S,
                     "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        self.requests.append(TokenRequest(path=parsed.path, query=query, scopes=scopes,
+        self.requests.append(TokenRequest(method=req.command, path=parsed.path, query=query, scopes=scopes,
                                           service=(query.get("service") or [None])[0],
                                           auth_sent=auth_header is not None, user=user, status=status,
                                           granted=granted, token=token))

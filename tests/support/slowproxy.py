@@ -46,9 +46,11 @@ class SlowProxy:
         self._sockets: list[socket.socket] = []
         self._generation = 0
         """Bumped by ``reset``: a connection counts only while its generation is the current one."""
+        self._threads: list[threading.Thread] = []
         self._server = socket.create_server(("127.0.0.1", 0))
         self.host = f"127.0.0.1:{self._server.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, name=f"slowproxy-{self.host}", daemon=True)
+        self._acceptor.start()
 
     @property
     def stalled(self) -> bool:
@@ -64,9 +66,11 @@ class SlowProxy:
             with self._lock:
                 self._sockets += [client, upstream]
                 generation = self._generation
-            for source, sink, from_backend in ((client, upstream, False), (upstream, client, True)):
-                pump = threading.Thread(target=self._pump, args=(source, sink, from_backend, generation), daemon=True)
-                pump.start()
+                for source, sink, from_backend in ((client, upstream, False), (upstream, client, True)):
+                    pump = threading.Thread(target=self._pump, args=(source, sink, from_backend, generation),
+                                            daemon=True)
+                    self._threads.append(pump)
+                    pump.start()
 
     def _pump(self, source: socket.socket, sink: socket.socket, from_backend: bool, generation: int) -> None:
         try:
@@ -102,10 +106,24 @@ class SlowProxy:
             _shutdown(end)
 
     def stop(self) -> None:
+        """Stop accepting, cut every connection, and wait for our threads before closing any socket.
+
+        Closing the listening socket alone does not wake a thread blocked in ``accept``: the thread lived on,
+        and so did the listener, without a descriptor, for the rest of the session; its descriptor number
+        went to the next socket the test process opened. ``shutdown`` wakes it, and no thread of ours is
+        left to touch a descriptor number after we close it.
+        """
         self._stopped.set()
-        self._server.close()
-        for end in self._sockets:
+        _shutdown(self._server)
+        self._acceptor.join(timeout=10)
+        with self._lock:
+            ends, threads = list(self._sockets), list(self._threads)
+        for end in ends:
             _shutdown(end)
+        for thread in threads:
+            thread.join(timeout=10)
+        self._server.close()
+        for end in ends:
             end.close()
 
 
