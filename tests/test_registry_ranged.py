@@ -54,6 +54,30 @@ def test_a_range_not_honoured_comes_before_any_byte() -> None:
         next(chunks)
 
 
+def test_a_part_receives_at_most_ahead_bytes_before_the_consumer_takes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ranged, "AHEAD_BYTES", 4 * 100)
+    data = random.Random(2).randbytes(2 * 3000)
+    asked = {0: 0, 3000: 0}
+    too_far = threading.Event()
+    closed: list[int] = []
+
+    def fetch(start: int, stop: int) -> Iterator[bytes]:
+        try:
+            for offset in range(start, stop, 100):
+                asked[start] += 1
+                if start and asked[start] > 4 + 1:  # the second part held more than AHEAD_BYTES and one piece
+                    too_far.set()
+                yield data[offset : offset + 100]
+        finally:
+            closed.append(start)
+
+    chunks = ranged_chunks(fetch, len(data), part_size=3000, streams=2)
+    assert next(chunks) == data[:100]
+    assert not too_far.wait(timeout=0.5)  # the second part waits too, though the consumer never reached it
+    chunks.close()
+    assert sorted(closed) == [0, 3000]  # both parts' requests were let go
+
+
 @pytest.fixture(scope="module")
 def big_blob(registry: RunningRegistry) -> tuple[str, Digest, bytes]:
     """A blob of a little over three parts of 1 MiB, in a fresh repository."""
