@@ -72,13 +72,15 @@ class _Unit:
     data_start: int = 0
 
 
-def check_content(path: Path, reader: BundleReader, *, workers: int, advance: Callable[[int], None]) -> ContentCheck:
-    """Check the bundle ``path`` opened as ``reader``; ``advance(n)`` is called as member bytes are checked.
+def check_content(path: Path, reader: BundleReader, *, workers: int, advance: Callable[[int], None],
+                  member_done: Callable[[str], None]) -> ContentCheck:
+    """Check the bundle ``path`` opened as ``reader``; ``advance(n)`` is called as member bytes are checked,
+    ``member_done(digest)`` as each member is found whole.
 
     ``ContentCheckFailed`` on any damage; ``LocalIOError`` if the file cannot be read.
     """
     units = _plan(reader.index, reader.index_length, reader.seek_table)
-    run = _Run(path, reader.seek_table, advance)
+    run = _Run(path, reader.seek_table, advance, member_done)
     try:
         run.run(units, workers)
         oci_index = _metadata(run.pieces.get(0, b""), reader)
@@ -148,10 +150,12 @@ def _metadata(data: bytes, reader: BundleReader) -> bytes:
 class _Run:
     """One check: member threads hash, a pool decompresses, results gather under a lock."""
 
-    def __init__(self, path: Path, table: SeekTable, advance: Callable[[int], None]) -> None:
+    def __init__(self, path: Path, table: SeekTable, advance: Callable[[int], None],
+                 member_done: Callable[[str], None]) -> None:
         self._path = path
         self._table = table
         self._advance = advance
+        self._member_done = member_done
         self._slots = threading.BoundedSemaphore(FRAMES_IN_FLIGHT)
         self._failed = threading.Event()
         self._lock = threading.Lock()
@@ -205,6 +209,7 @@ class _Run:
             self.bytes_checked += entry.size
             if unit.is_manifest:
                 self.manifests[entry.digest] = b"".join(manifest)
+        self._member_done(entry.digest)
 
     def _keep(self, position: int, data: bytes) -> None:
         if data:

@@ -38,27 +38,26 @@ def check_by_content(path: Path, expected: str, progress: Progress, *, file_chec
         try:
             with BundleReader.open(path) as reader:
                 verify_phase(progress, reader.index)
-                found = check_content(path, reader, workers=os.cpu_count() or 1, advance=progress.advance)
+                found = check_content(path, reader, workers=os.cpu_count() or 1, advance=progress.advance,
+                                      member_done=progress.item_done)
                 index = reader.index
         except (ContentCheckFailed, BundleError):
             return ByContent(None)
         if found.content != expected:
             return ByContent(None, found.content)
         try:
-            scan = _scan(found, index, progress)
+            scan = _scan(found, index)
         except CorruptBundleError:
             return ByContent(None, found.content)
         return ByContent((index, scan, _sidecar(path, file_hash)), found.content)
 
 
-def _scan(found: ContentCheck, index: BundleIndex, progress: Progress) -> Scan:
+def _scan(found: ContentCheck, index: BundleIndex) -> Scan:
     media_types = {entry.digest: entry.media_type for entry in index.manifests}
     scan = Scan(bytes_checked=found.bytes_checked, layout_refs=layout_refs(found.oci_index))
     for digest, data in found.manifests.items():
         scan.children[digest] = manifest_links(data, media_types[digest])
-    for entry in [*index.manifests, *index.blobs]:
-        scan.seen.add(entry.digest)
-        progress.item_done(entry.digest)
+    scan.seen.update(entry.digest for entry in [*index.manifests, *index.blobs])
     return scan
 
 
