@@ -13,7 +13,6 @@ which names what is damaged and which images that breaks.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import threading
 from collections import deque
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import zstandard
 
+from bundler.bundle.content import ContentDigest
 from bundler.bundle.frames import CompressedDataError, decompress_frame, new_decompressor
 from bundler.bundle.index import INDEX_NAME, BundleIndex, MemberEntry, blob_path
 from bundler.bundle.layout import LAYOUT_NAME, OCI_INDEX_NAME, check_oci_index, check_oci_layout
@@ -86,9 +86,12 @@ def check_content(path: Path, reader: BundleReader, *, workers: int, advance: Ca
         oci_index = _metadata(run.pieces.get(0, b""), reader)
     except (CompressedDataError, ContentMismatchError, CorruptBundleError, TarFormatError) as error:
         raise ContentCheckFailed(str(error)) from None
-    content = hashlib.sha256()
-    for position in sorted(run.pieces):
-        content.update(run.pieces[position])
+    content = ContentDigest()
+    for unit in units:
+        if unit.entry is None:
+            content.add(run.pieces[unit.start])
+        else:
+            content.add_without_data(blob_path(unit.entry.digest), unit.entry.size)
     return ContentCheck(content.hexdigest(), run.manifests, oci_index, run.bytes_checked)
 
 
@@ -162,7 +165,9 @@ class _Run:
         self._local = threading.local()
         self._readers: list[DirectReader] = []
         self.pieces: dict[int, bytes] = {}
-        """The bytes outside blob data, by position in the tar stream: what the content digest hashes."""
+        """The bytes between members (metadata, end of archive), by position in the tar stream. Those around
+        each member's data are not kept (they would add up at hundreds of thousands of blobs): they are
+        compared with the header and padding the writer makes, which the content digest then hashes."""
         self.manifests: dict[str, bytes] = {}
         self.bytes_checked = 0
 
@@ -183,38 +188,39 @@ class _Run:
 
     def _check_unit(self, pool: ThreadPoolExecutor, unit: _Unit) -> None:
         if unit.entry is None:
-            self._keep(unit.start, b"".join(self._frames(pool, unit)))
+            data = b"".join(self._frames(pool, unit))
+            with self._lock:
+                self.pieces[unit.start] = data
             return
         entry = unit.entry
         verifier = DigestVerifier(Digest(entry.digest), entry.size, what=f"{'manifest' if unit.is_manifest else 'blob'} "
                                                                           f"{entry.digest}")
         manifest: list[bytes] = []
+        around = bytearray()  # the header(s) and padding: a few blocks, compared with what the writer makes
         data_start, data_end, position = unit.data_start, unit.data_start + entry.size, unit.start
         for frame in self._frames(pool, unit):
             start, end = position, position + len(frame)
             position = end
             if start < data_start:
-                self._keep(start, frame[: min(data_start, end) - start])
+                around += frame[: min(data_start, end) - start]
             low, high = max(start, data_start), min(end, data_end)
             if low < high:
-                data = memoryview(frame)[low - start : high - start]
-                verifier.update(data)
+                piece = memoryview(frame)[low - start : high - start]
+                verifier.update(piece)
                 if unit.is_manifest:
-                    manifest.append(bytes(data))
+                    manifest.append(bytes(piece))
                 self._advance(high - low)
             if end > data_end:
-                self._keep(max(start, data_end), frame[max(start, data_end) - start :])
+                around += frame[max(start, data_end) - start :]
         verifier.check()
+        name = blob_path(entry.digest)
+        if around != header_bytes(name, entry.size) + bytes(padding(entry.size)):
+            raise ContentCheckFailed(f"{name}: its header or padding is not as the writer makes them")
         with self._lock:
             self.bytes_checked += entry.size
             if unit.is_manifest:
                 self.manifests[entry.digest] = b"".join(manifest)
         self._member_done(entry.digest)
-
-    def _keep(self, position: int, data: bytes) -> None:
-        if data:
-            with self._lock:
-                self.pieces[position] = data
 
     def _frames(self, pool: ThreadPoolExecutor, unit: _Unit) -> Iterator[bytes]:
         """The unit's frames decompressed in order, up to ``_AHEAD`` of them in flight on ``pool``.
