@@ -27,7 +27,7 @@ from bundler.bundle.content import ContentDigest
 from bundler.bundle.frames import CompressedDataError, decompress_frame, new_decompressor
 from bundler.bundle.index import INDEX_NAME, BundleIndex, MemberEntry, blob_path
 from bundler.bundle.layout import LAYOUT_NAME, OCI_INDEX_NAME, check_oci_index, check_oci_layout
-from bundler.bundle.pagecache import DirectReader
+from bundler.bundle.pagecache import DirectReader, drop_cached
 from bundler.bundle.reader import BundleReader
 from bundler.bundle.seektable import SeekTable
 from bundler.bundle.tar import TarFormatError, header_bytes, padding, read_header
@@ -185,6 +185,7 @@ class _Run:
         finally:
             for reader in self._readers:
                 reader.close()
+            drop_cached(self._path)
 
     def _check_unit(self, pool: ThreadPoolExecutor, unit: _Unit) -> None:
         if unit.entry is None:
