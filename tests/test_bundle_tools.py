@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from bundler.bundle import check_sidecar, read_sidecar
 from bundler.errors import CorruptBundleError
-from support.bundles import make_image_set
+from support.bundles import decompress_all, make_image_set
 
 TOOLS = ("zstd", "tar", "skopeo", "sha256sum")
 
@@ -117,9 +119,26 @@ def test_skopeo_refuses_a_reference_not_in_the_bundle(extracted, tmp_path) -> No
     assert result.returncode != 0
 
 
+def content_digest_by_tarfile(bundle: Path) -> str:
+    """The content digest as spec section 10 defines it, from Python's own tar reader: the whole tar stream
+    without the data of the blobs/ members."""
+    stream = decompress_all(bundle.read_bytes())
+    kept, position = hashlib.sha256(), 0
+    with tarfile.open(fileobj=io.BytesIO(stream), mode="r:") as archive:
+        for member in archive:
+            if member.name.startswith("blobs/"):
+                kept.update(stream[position : member.offset_data])
+                position = member.offset_data + member.size
+    kept.update(stream[position:])
+    return kept.hexdigest()
+
+
 def test_sidecar_is_accepted_by_sha256sum(bundle, tmp_path) -> None:
     sidecar = bundle.sidecar.read_text()
-    assert sidecar == f"{bundle.sha256}  {bundle.path.name}\n"
+    content = content_digest_by_tarfile(bundle.path)
+    assert sidecar == f"{bundle.sha256}  {bundle.path.name}\n# imgbundle content sha256:{content}\n"
+    assert bundle.content == content
+    assert run("sha256sum", "--strict", "-c", bundle.sidecar.name, cwd=bundle.path.parent).returncode == 0
     assert bundle.sha256 == hashlib.sha256(bundle.path.read_bytes()).hexdigest()
     assert run("sha256sum", "-c", bundle.sidecar.name, cwd=bundle.path.parent).returncode == 0
     assert read_sidecar(bundle.path) == check_sidecar(bundle.path) == bundle.sha256

@@ -109,7 +109,7 @@ def test_existing_output_is_refused_then_overwritten_on_request(image_set, refer
     (tmp_path / "b.tar.zst.sha256").write_text("stale\n")
     result = image_set.write(target, overwrite=True)
     assert target.read_bytes() == reference_bytes
-    assert result.sidecar.read_text() == f"{result.sha256}  b.tar.zst\n"
+    assert result.sidecar.read_text() == f"{result.sha256}  b.tar.zst\n# imgbundle content sha256:{result.content}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tar.zst", "b.tar.zst.sha256"]
 
 

@@ -93,7 +93,9 @@ def test_bundle_holds_what_skopeo_sees_at_the_source(site: Site, bundle: Path) -
 
 def test_verify_says_ok(bundle: Path) -> None:
     proc = run_cli("verify", str(bundle))
-    assert "OK 60 images" in proc.stdout and "sha256 matches sidecar" in proc.stdout
+    assert "OK 60 images" in proc.stdout and "content digest matches sidecar" in proc.stdout
+    proc = run_cli("verify", "--file-checksum", str(bundle))
+    assert "OK 60 images" in proc.stdout and "content digest and sha256 match sidecar" in proc.stdout
 
 
 def test_verify_and_list_run_without_the_http_stack(bundle: Path) -> None:

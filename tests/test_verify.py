@@ -64,8 +64,9 @@ def test_each_sidecar_state_reads_as_the_line_the_user_sees(check: SidecarCheck,
 
 def test_a_whole_bundle_matches_its_sidecar_and_a_pipe_shows_its_sha256(bundle: Path) -> None:
     report = verify_bundle(bundle)
-    assert report.ok and report.sidecar == SidecarCheck(SidecarState.OK)
-    assert report.as_dict()["checksum"] == "ok (sha256 matches sidecar)"
+    assert report.ok and report.sidecar == SidecarCheck(SidecarState.CONTENT_OK)
+    assert report.as_dict()["checksum"] == "ok (content digest matches sidecar; the compressed file was not hashed)"
+    assert verify_bundle(bundle, file_checksum=True).sidecar == SidecarCheck(SidecarState.CONTENT_AND_FILE_OK)
     piped = verify_piped(bundle)
     assert piped.ok and piped.sidecar == SidecarCheck(SidecarState.PIPED, file_sha256(bundle))
     bundle.with_name("b.tar.zst.sha256").unlink()

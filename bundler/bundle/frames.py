@@ -37,7 +37,9 @@ __all__ = [
     "StreamFrames",
     "blob_level",
     "compress_frames",
+    "decompress_frame",
     "new_compressor",
+    "new_decompressor",
 ]
 
 FRAME_SIZE = 4 * 1024 * 1024
@@ -215,7 +217,7 @@ class SeekableFrames:
         self._next_frame = first_frame
         self._frame = b""
         self._offset = 0
-        self._decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+        self._decompressor = new_decompressor()
 
     def read(self, size: int) -> bytes:
         if self._offset == len(self._frame):
@@ -240,22 +242,36 @@ class SeekableFrames:
         """Nothing to release: every read goes through ``read_at``."""
 
     def _load(self, number: int) -> bytes:
-        """Decompress one frame, refusing it unless its header matches the seek table entry."""
-        offset = self._table.compressed_offsets[number]
-        expected = self._table.decompressed_sizes[number]
-        data = self._read_at(offset, self._table.compressed_sizes[number])
-        if len(data) != self._table.compressed_sizes[number]:
-            raise CompressedDataError(f"frame {number} at byte {offset} is truncated")
-        if data[:4] != ZSTD_MAGIC:
-            raise CompressedDataError(f"frame {number} at byte {offset} is not a zstd frame")
-        try:
-            _check_frame_header(zstandard.get_frame_parameters(data), expected, f"frame {number} at byte {offset}")
-            output = self._decompressor.decompress(data, allow_extra_data=False)
-        except zstandard.ZstdError as error:
-            raise CompressedDataError(f"damaged zstd frame {number} at byte {offset} ({error})") from None
-        if len(output) != expected:
-            raise CompressedDataError(f"frame {number} at byte {offset} decompressed to the wrong size")
-        return output
+        return decompress_frame(self._decompressor, self._read_at, self._table, number)
+
+
+def new_decompressor() -> zstandard.ZstdDecompressor:
+    """A decompressor with the window limit readers apply; not thread-safe, one per thread."""
+    return zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+
+
+def decompress_frame(
+    decompressor: zstandard.ZstdDecompressor,
+    read_at: Callable[[int, int], bytes | memoryview],
+    table: SeekTable,
+    number: int,
+) -> bytes:
+    """Decompress frame ``number``, refusing it unless its header matches the seek table entry."""
+    offset = table.compressed_offsets[number]
+    expected = table.decompressed_sizes[number]
+    data = read_at(offset, table.compressed_sizes[number])
+    if len(data) != table.compressed_sizes[number]:
+        raise CompressedDataError(f"frame {number} at byte {offset} is truncated")
+    if data[:4] != ZSTD_MAGIC:
+        raise CompressedDataError(f"frame {number} at byte {offset} is not a zstd frame")
+    try:
+        _check_frame_header(zstandard.get_frame_parameters(data), expected, f"frame {number} at byte {offset}")
+        output = decompressor.decompress(data, allow_extra_data=False)
+    except zstandard.ZstdError as error:
+        raise CompressedDataError(f"damaged zstd frame {number} at byte {offset} ({error})") from None
+    if len(output) != expected:
+        raise CompressedDataError(f"frame {number} at byte {offset} decompressed to the wrong size")
+    return output
 
 
 def _check_frame_header(params: zstandard.FrameParameters, expected: int, where: str) -> None:

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, BinaryIO
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self
 
-__all__ = ["WINDOW", "DirectReader", "WriteBehind", "open_read_once", "read_fully", "release_thread_buffer"]
+__all__ = ["WINDOW", "DirectReader", "WriteBehind", "drop_cached", "open_read_once", "read_fully",
+           "release_thread_buffer"]
 
 WINDOW = 32 * 1024 * 1024
 """Bytes written, or read, between two requests to the kernel to write them out or drop them."""
@@ -189,6 +190,19 @@ def _drop(fd: int, start: int, end: int, overlap: int | None = None) -> None:
             os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
         except OSError:
             pass  # only advice
+
+
+def drop_cached(path: Path | str) -> None:
+    """Drop the whole file ``path`` from the page cache: after reading it past the cache (``DirectReader``),
+    whatever of it was cached before (a bundle just written) goes too, as a read through ``open_read_once`` drops it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return  # only advice
+    try:
+        _drop(fd, 0, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
 
 
 class DirectReader:

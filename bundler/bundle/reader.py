@@ -183,6 +183,21 @@ class BundleReader:
     def seekable(self) -> bool:
         return self._table is not None
 
+    @property
+    def index_bytes(self) -> bytes:
+        """The ``imgbundle.json`` data the index was decoded from."""
+        return self._index_bytes
+
+    @property
+    def index_length(self) -> int:
+        """Where the members after ``imgbundle.json`` start in the tar stream (index offsets count from here)."""
+        return self._index_length
+
+    @property
+    def seek_table(self) -> SeekTable:
+        """The seek table, checked against the file and the index when the bundle was opened."""
+        return self._require_table()
+
     def close(self) -> None:
         if self._stream_to_close is not None:
             self._stream_to_close.close()

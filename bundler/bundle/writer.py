@@ -16,6 +16,7 @@ from pathlib import Path
 import zstandard
 
 from bundler.bundle.atomic import TempFile, sweep_abandoned, sync_directory, write_error
+from bundler.bundle.content import ContentDigest
 from bundler.bundle.delta import Since, delta_plan
 from bundler.bundle.frames import compress_frames, new_compressor
 from bundler.bundle.index import INDEX_NAME, BundleIndex, ImageEntry, SkippedEntry, blob_path
@@ -29,7 +30,7 @@ from bundler.bundle.layout import (
 )
 from bundler.bundle.pipeline import BlobPipeline
 from bundler.bundle.seektable import encode_seek_table
-from bundler.bundle.sidecar import format_sidecar, sidecar_path
+from bundler.bundle.sidecar import content_line, format_sidecar, sidecar_path
 from bundler.bundle.tar import END_OF_ARCHIVE, header_bytes, padding
 from bundler.bundle.volumes import VolumeWriter, WritableFile, check_split, existing_outputs, remove_stale
 from bundler.errors import ImgbundleError, InputError, LocalIOError
@@ -50,6 +51,8 @@ class WriteResult:
     index: BundleIndex
     volumes: tuple[Path, ...] = ()
     """With ``split``: the volumes written, in order (``path`` itself is then not written)."""
+    content: str = ""
+    """Hex content digest (the tar stream without blob data), as in the sidecar's comment line."""
 
 
 def write_bundle(
@@ -102,9 +105,8 @@ def write_bundle(
         _write_members(output, plan, pipeline, level=level)
         sha256 = output.finish()
         with TempFile(sidecar) as sidecar_temp:
-            sidecar_temp.write(
-                volume_writer.sidecar_bytes() if volume_writer is not None else format_sidecar(sha256, path.name)
-            )
+            checksums = volume_writer.sidecar_bytes() if volume_writer is not None else format_sidecar(sha256, path.name)
+            sidecar_temp.write(checksums + content_line(output.content.hexdigest()))
             sidecar_temp.sync()
             bundle_temp.commit(overwrite=overwrite)
             sidecar_temp.commit(overwrite=True)
@@ -112,7 +114,7 @@ def write_bundle(
     if overwrite:
         remove_stale(path, volumes=len(volumes))
     sync_directory(path.parent)
-    return WriteResult(path, sidecar, sha256, output.size, plan.index, volumes)
+    return WriteResult(path, sidecar, sha256, output.size, plan.index, volumes, output.content.hexdigest())
 
 
 def _write_members(output: _FrameOutput, plan: BundlePlan, pipeline: BlobPipeline, *, level: int) -> None:
@@ -125,12 +127,14 @@ def _write_members(output: _FrameOutput, plan: BundlePlan, pipeline: BlobPipelin
         output.write_member(compressor, OCI_INDEX_NAME, plan.oci_index_bytes)
         for manifest, entry in zip(plan.manifests, plan.index.manifests):
             _expect_position(output, base + entry.offset, entry.digest)
-            output.write_member(compressor, blob_path(manifest.digest), manifest.data)
+            output.write_member(compressor, blob_path(manifest.digest), manifest.data, data_in_content=False)
         for spool, entry in zip(pipeline.spools(), plan.index.blobs):
             _expect_position(output, base + entry.offset, entry.digest)
+            output.content.add_without_data(blob_path(entry.digest), entry.size)
             for frame, size in spool.drain():
                 output.write_frame(frame, size)
             spool.close()
+    output.content.add(END_OF_ARCHIVE)
     output.write_frame(compressor.compress(END_OF_ARCHIVE), len(END_OF_ARCHIVE))
 
 
@@ -146,7 +150,8 @@ def _expect_position(output: _FrameOutput, position: int, digest: str) -> None:
 
 
 class _FrameOutput:
-    """The bundle file as it is written: frames, their sizes for the seek table, a running sha256."""
+    """The bundle file as it is written: frames, their sizes for the seek table, a running sha256, and the
+    content digest of the tar stream (``ContentDigest``)."""
 
     def __init__(self, file: WritableFile, path: Path, planned: int) -> None:
         self._file = file
@@ -154,13 +159,20 @@ class _FrameOutput:
         self._planned = planned
         """Uncompressed bytes the members take: on a full disk, what may still be needed."""
         self._hash = hashlib.sha256()
+        self.content = ContentDigest()
         self.frames: list[tuple[int, int]] = []
         self.size = 0
         self.position = 0
         """Bytes of decompressed tar stream written so far."""
 
-    def write_member(self, compressor: zstandard.ZstdCompressor, name: str, data: bytes) -> None:
+    def write_member(self, compressor: zstandard.ZstdCompressor, name: str, data: bytes, *,
+                     data_in_content: bool = True) -> None:
+        """One member in frames; ``data_in_content`` false for a ``blobs/`` member (a manifest)."""
         member = header_bytes(name, len(data)) + data + bytes(padding(len(data)))
+        if data_in_content:
+            self.content.add(member)
+        else:
+            self.content.add_without_data(name, len(data))
         for frame, size in compress_frames(compressor, member):
             self.write_frame(frame, size)
 

@@ -314,8 +314,11 @@ def list_command(bundle: tuple[Path, ...], as_json: bool, no_trunc: bool) -> Non
 @click.command("verify")
 @_bundle_argument(allow_dash=True)
 @click.option("-v", "--verbose", is_flag=True, help="List every blob a delta expects on the target.")
+@click.option("--file-checksum", is_flag=True,
+              help="Also hash the compressed file against its sidecar, as sha256sum -c does "
+                   "(the sidecar's content digest already proves every member and the tar stream).")
 @output_flags
-def verify_command(bundle: tuple[Path, ...], verbose: bool, quiet: bool, as_json: bool) -> None:
+def verify_command(bundle: tuple[Path, ...], verbose: bool, file_checksum: bool, quiet: bool, as_json: bool) -> None:
     """Prove a bundle whole: its checksum, every blob's digest, every reference ('-' = stdin).
 
     BUNDLE... is one bundle: its file, or a split bundle's volumes (all, the first, or the bare NAME).
@@ -325,7 +328,7 @@ def verify_command(bundle: tuple[Path, ...], verbose: bool, quiet: bool, as_json
 
     source, stream = _stdin_if_dash(_bundle_files(bundle))
     with make_progress(quiet or as_json) as progress, _naming(source):
-        report = verify_bundle(source, progress=progress, stream=stream)
+        report = verify_bundle(source, progress=progress, stream=stream, file_checksum=file_checksum)
     if as_json:
         print_json(report.as_dict())
     else:

@@ -59,6 +59,11 @@ class Problem:
 
 class SidecarState(enum.Enum):
     OK = "ok"
+    """The file's sha256 matches the sidecar (the file was hashed)."""
+    CONTENT_OK = "content ok"
+    """The tar stream's content digest matches the sidecar's content line; the compressed file was not hashed."""
+    CONTENT_AND_FILE_OK = "content and file ok"
+    """Both: the content digest and the file's sha256 match the sidecar."""
     MISMATCH = "mismatch"
     ABSENT = "absent"
     UNCHECKED = "unchecked"
@@ -85,6 +90,8 @@ class SidecarCheck:
 
 _SIDECAR_TEXT = {
     SidecarState.OK: "ok (sha256 matches sidecar)",
+    SidecarState.CONTENT_OK: "ok (content digest matches sidecar; the compressed file was not hashed)",
+    SidecarState.CONTENT_AND_FILE_OK: "ok (content digest and sha256 match sidecar)",
     SidecarState.MISMATCH: "MISMATCH: {detail}",
     SidecarState.ABSENT: "no sidecar (skipped)",
     SidecarState.UNCHECKED: "not checked (stream damaged)",

@@ -19,7 +19,7 @@ from bundler.progress import Progress
 from bundler.stores.bundle import BundleStore
 from bundler.verify.report import SEEK_TABLE, STREAM, ProblemKind
 
-__all__ = ["Finding", "Scan", "scan_by_seeking", "scan_stream"]
+__all__ = ["Finding", "Scan", "layout_refs", "scan_by_seeking", "scan_stream", "verify_phase"]
 
 _ANY_REPOSITORY = ""
 """A bundle finds a member by its digest, whatever the repository."""
@@ -58,11 +58,16 @@ def scan_stream(file: BinaryIO, progress: Progress) -> tuple[BundleIndex, Scan]:
     """
     with BundleStore.open(file) as store:
         index = store.index
-        progress.phase("verify", total_bytes=index.totals.blob_bytes + index.totals.manifest_bytes,
-                       total_items=index.totals.manifests + index.totals.blobs)
+        verify_phase(progress, index)
         scan = Scan()
         _check_members(store.members(), index, scan, progress)
     return index, scan
+
+
+def verify_phase(progress: Progress, index: BundleIndex) -> None:
+    """Start the progress of checking every member of ``index``."""
+    progress.phase("verify", total_bytes=index.totals.blob_bytes + index.totals.manifest_bytes,
+                   total_items=index.totals.manifests + index.totals.blobs)
 
 
 def _check_members(members: Iterator[Member], index: BundleIndex, scan: Scan, progress: Progress) -> None:
@@ -103,7 +108,7 @@ def _check_member(member: Member, scan: Scan, progress: Progress) -> None:
     if member.digest is None:
         data = b"".join(member.chunks)
         if member.kind is MemberKind.OCI_INDEX:
-            scan.layout_refs = _layout_refs(data)
+            scan.layout_refs = layout_refs(data)
         return
     size = 0
     if member.kind is MemberKind.MANIFEST:
@@ -120,7 +125,8 @@ def _check_member(member: Member, scan: Scan, progress: Progress) -> None:
     progress.item_done(member.digest)
 
 
-def _layout_refs(data: bytes) -> dict[str, str]:
+def layout_refs(data: bytes) -> dict[str, str]:
+    """``index.json``'s images: digest by reference name."""
     try:
         return {d.annotations.get(REF_NAME_ANNOTATION, ""): d.digest for d in parse_index(data).manifests}
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
