@@ -245,9 +245,12 @@ class DirectReader:
         return read_fully(self._file, size)
 
     def close(self) -> None:
+        """Close the file and give this thread's buffer back: a pool thread that read one large blob
+        would otherwise hold its pages while it does small work, and every thread of a wide pool would."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+            release_thread_buffer()
         if self._file is not None:
             self._file.close()
 
@@ -289,6 +292,6 @@ def _thread_buffer(size: int) -> mmap.mmap:
 
 
 def release_thread_buffer() -> None:
-    """Give this thread's direct-read buffer back to the system: for long-lived threads that read a
-    bundle now and then (serve's connections), where a kept buffer would hold memory while idle."""
+    """Give this thread's direct-read buffer back to the system (the next direct read maps a fresh one,
+    whose pages cost memory only once touched)."""
     _buffers.buffer = None  # unmapped when the last view of it goes
