@@ -11,14 +11,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from bundler.digest import Digest
 from bundler.cli.errors import describe
+from bundler.digest import Digest
 from bundler.errors import AuthError, RegistryError, Remedy
 from bundler.oci import OCI_MANIFEST, RawManifest
 from bundler.registry import RegistryClient, RegistryOptions
 from bundler.registry.auth import Credentials, find_credentials, parse_challenges
 from bundler.stores import Placement
+
 from support.options import offline_options
 from support.registry import RunningRegistry, TokenRegistry
 
