@@ -1,45 +1,71 @@
-"""The adaptive width of small requests (bundler/width.py): it settles where a server's queue starts, stays in
-its bounds, and holds no more requests at once than it allows. Latencies come from a model of a server that
-serves ``capacity`` requests at once in ``service`` seconds each, so that no test depends on real timing."""
+"""The adaptive width of small requests (bundler/width.py): it climbs to the rate a server can give, backs off
+from a server that answers fewer per second the more it is asked, stays in its bounds, and holds no more
+requests at once than it allows. Latencies come from models of a server, so that no test depends on real
+timing."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from contextlib import ExitStack
 
 import pytest
 
-from bundler.width import QUEUED_HIGH, QUEUED_LOW, AdaptiveWidth
+from bundler.width import AdaptiveWidth
+
+Model = Callable[[int], float]
+"""A server: the latency of each request when ``width`` are in flight."""
 
 
-def _run(width: AdaptiveWidth, capacity: int, rounds: int, service: float = 0.01) -> list[int]:
+def _queueing(capacity: int, service: float = 0.01) -> Model:
+    """Serves ``capacity`` requests at once in ``service`` seconds each; the rest wait their turn."""
+    return lambda width: service * max(1.0, width / capacity)
+
+
+def _thrashing(capacity: int, service: float = 0.01) -> Model:
+    """Like ``_queueing`` up to ``capacity``; past it every request slows everyone down: fewer answers per
+    second the more it is asked."""
+    return lambda width: service * max(1.0, width / capacity) ** 2
+
+
+def _run(width: AdaptiveWidth, model: Model, rounds: int) -> list[int]:
     """Feed ``rounds`` rounds of the model's latency at the current width; the widths seen after each."""
     seen = []
     for _ in range(rounds):
-        latency = service * max(1.0, width.width / capacity)
-        for _ in range(width.width):
+        latency = model(width.width)
+        for _ in range(max(width.width, 16)):
             width.record(latency)
         seen.append(width.width)
     return seen
 
 
+def _rate(model: Model, width: int) -> float:
+    return width / model(width)
+
+
 @pytest.mark.parametrize("capacity", [4, 6, 8, 12, 24])
-def test_the_width_settles_just_past_what_the_server_serves_at_once(capacity: int) -> None:
+def test_a_queueing_server_is_given_its_full_rate(capacity: int) -> None:
     width = AdaptiveWidth(least=4, most=32)
-    seen = _run(width, capacity, rounds=60)
-    assert capacity + QUEUED_LOW <= seen[-1] <= capacity + QUEUED_HIGH
-    assert len(set(seen[-10:])) == 1  # settled, not oscillating
+    seen = _run(width, _queueing(capacity), rounds=60)
+    best = _rate(_queueing(capacity), capacity)
+    assert all(_rate(_queueing(capacity), w) == best for w in seen[-40:])
+    assert seen[-1] == 32  # a queue costs the server no rate: it is not a reason to narrow
 
 
-def test_a_server_that_never_queues_gets_the_widest_and_one_that_slows_down_a_narrow_one() -> None:
-    open_server = AdaptiveWidth(least=4, most=32)
-    assert _run(open_server, capacity=1000, rounds=40)[-1] == 32
-    narrow = AdaptiveWidth(least=4, most=32)
-    _run(narrow, capacity=1000, rounds=3)  # the base is learnt, unqueued
-    for _ in range(40):  # then every answer takes a hundred times as long: a registry that slowed down for everyone
-        for _ in range(narrow.width):
-            narrow.record(1.0)
-    assert narrow.least <= narrow.width <= QUEUED_HIGH  # all but the queue it allows were taken back
+@pytest.mark.parametrize("capacity", [6, 8, 12, 16])
+def test_a_thrashing_server_keeps_the_width_near_its_best(capacity: int) -> None:
+    model = _thrashing(capacity)
+    seen = _run(AdaptiveWidth(least=4, most=32), model, rounds=60)
+    assert max(seen[-40:]) < 2 * capacity
+    rates = [_rate(model, w) for w in seen[-40:]]
+    assert sum(rates) / len(rates) >= 0.8 * _rate(model, capacity)
+
+
+def test_a_server_that_starts_thrashing_gets_a_narrower_width() -> None:
+    width = AdaptiveWidth(least=4, most=32)
+    assert _run(width, _queueing(1000), rounds=20)[-1] == 32  # a long link: as wide as allowed
+    seen = _run(width, _thrashing(8), rounds=40)  # then the registry is overloaded by others
+    assert max(seen[-20:]) < 16
 
 
 def test_no_more_requests_than_the_width_hold_a_slot_at_once() -> None:

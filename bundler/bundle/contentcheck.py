@@ -30,7 +30,7 @@ from bundler.bundle.layout import LAYOUT_NAME, OCI_INDEX_NAME, check_oci_index, 
 from bundler.bundle.pagecache import DirectReader, drop_cached
 from bundler.bundle.reader import BundleReader
 from bundler.bundle.seektable import SeekTable
-from bundler.bundle.tar import TarFormatError, header_bytes, padding, read_header
+from bundler.bundle.tar import TarFormatError, header_bytes, header_length, padding, read_header
 from bundler.digest import Digest, DigestVerifier
 from bundler.errors import ContentMismatchError, CorruptBundleError, LocalIOError
 
@@ -106,7 +106,7 @@ def _plan(index: BundleIndex, index_length: int, table: SeekTable) -> list[_Unit
             raise ContentCheckFailed(f"{entry.digest} overlaps the member before it")
         if start > position:
             units.append(_unit(table, position, start))
-        header = len(header_bytes(blob_path(entry.digest), entry.size))
+        header = header_length(blob_path(entry.digest), entry.size)
         end = start + header + entry.size + padding(entry.size)
         units.append(_unit(table, start, end, entry, is_manifest, start + header))
         position = end

@@ -50,7 +50,7 @@ from bundler.bundle.tar import (
     END_OF_ARCHIVE,
     TarFormatError,
     TarHeader,
-    header_bytes,
+    header_length,
     member_length,
     padding,
     read_header,
@@ -243,7 +243,7 @@ class BundleReader:
         if not 0 <= start <= stop <= entry.size:
             raise BundleError(f"blob {digest}: bytes {start}-{stop} are outside its {entry.size}")
         table = self._require_table()
-        data_start = self._index_length + entry.offset + len(header_bytes(blob_path(entry.digest), entry.size))
+        data_start = self._index_length + entry.offset + header_length(blob_path(entry.digest), entry.size)
         first = bisect.bisect_right(table.decompressed_offsets, data_start + start) - 1
         return self._stream_range(f"blob {digest}", first, data_start + start, stop - start)
 

@@ -19,6 +19,7 @@ __all__ = [
     "TarFormatError",
     "TarHeader",
     "header_bytes",
+    "header_length",
     "member_length",
     "padding",
     "read_header",
@@ -109,9 +110,15 @@ def header_bytes(name: str, size: int) -> bytes:
     return pax_header + pax + bytes(padding(len(pax))) + ustar
 
 
+def header_length(name: str, size: int) -> int:
+    """``len(header_bytes(name, size))``, without building them: a bundle lays out thousands of members."""
+    pax = len(_pax_data(name, size))
+    return BLOCK + (BLOCK + pax + padding(pax) if pax else 0)
+
+
 def member_length(name: str, size: int) -> int:
     """Bytes a member takes in the tar stream: header(s), data and padding."""
-    return len(header_bytes(name, size)) + size + padding(size)
+    return header_length(name, size) + size + padding(size)
 
 
 # --- parsing -------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ Each request is walked in the store of its registry: the top manifest, every chi
 of a single-platform image to name its platform. Failures are collected per reference. Each resolved
 image's small blobs are then read ahead (``CachedStore.prefetch``), so that a catalogue of thousands of small
 images downloads while the rest is still being resolved. How many images are resolved at once adapts to how
-long each takes (``bundler.width``): wider while the registry answers as fast, narrower when answers queue.
+many the registry answers per second (``bundler.width``): wider while that rate holds, narrower when it falls.
 """
 
 from __future__ import annotations
