@@ -63,13 +63,13 @@ def _octal(value: int, width: int) -> bytes:
     return b"%0*o\x00" % (width - 1, value)
 
 
-def _ustar_block(name: bytes, size: int, typeflag: bytes) -> bytes:
+def _template(typeflag: bytes) -> bytes:
+    """A ustar header with every fixed field set, an empty name, size 0 and the checksum field blank."""
     header = bytearray(BLOCK)
-    header[0 : len(name)] = name
     header[100:108] = _octal(0o644, 8)
     header[108:116] = _octal(0, 8)
     header[116:124] = _octal(0, 8)
-    header[124:136] = _octal(size, 12)
+    header[124:136] = _octal(0, 12)
     header[136:148] = _octal(0, 12)
     header[148:156] = b" " * 8
     header[156:157] = typeflag
@@ -77,8 +77,22 @@ def _ustar_block(name: bytes, size: int, typeflag: bytes) -> bytes:
     header[263:265] = _VERSION
     header[329:337] = _octal(0, 8)
     header[337:345] = _octal(0, 8)
-    header[148:156] = b"%06o\x00 " % sum(header)
     return bytes(header)
+
+
+_TEMPLATES = {typeflag: _template(typeflag) for typeflag in (_REGULAR, _PAX)}
+_BASE_SUMS = {typeflag: sum(template) - sum(_octal(0, 12)) for typeflag, template in _TEMPLATES.items()}
+"""Each template's checksum without its size field."""
+
+
+def _ustar_block(name: bytes, size: int, typeflag: bytes) -> bytes:
+    """The template with ``name`` and ``size`` put in, and the checksum of the result: a bundle writes and
+    checks thousands of headers, so only the bytes that differ are summed."""
+    template = _TEMPLATES[typeflag]
+    size_field = _octal(size, 12)
+    checksum = _BASE_SUMS[typeflag] + sum(name) + sum(size_field)
+    return b"".join((name, template[len(name) : 124], size_field, template[136:148], b"%06o\x00 " % checksum,
+                     template[156:]))
 
 
 def _pax_record(key: str, value: str) -> bytes:
