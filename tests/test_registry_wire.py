@@ -190,6 +190,74 @@ def test_a_chunked_answer_is_decoded(raw_server: Callable[..., RawServer], clien
     assert server.connections == 1
 
 
+def answer_raw(head: bytes, *, serves_more: bool = True) -> Answer:
+    def answer(request: Request, sock: socket.socket) -> bool:
+        sock.sendall(head)
+        return serves_more
+
+    return answer
+
+
+def test_the_answer_head_is_read_as_sent(raw_server: Callable[..., RawServer], client: httpx.Client) -> None:
+    """Interim 100 answers skipped, repeated fields all kept (the first is ``get``'s), a folded line joined."""
+    server = raw_server(answer_raw(
+        b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n"
+        b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"a\"\r\nWWW-Authenticate: Basic realm=\"b\"\r\n"
+        b"X-Folded: one\r\n\ttwo\r\nContent-Length: 2\r\n\r\nno"
+    ))
+    response = client.get(server.url + "/")
+    assert (response.status_code, response.reason_phrase, response.content) == (401, "Unauthorized", b"no")
+    assert response.headers.get_list("www-authenticate") == ['Bearer realm="a"', 'Basic realm="b"']
+    assert response.headers["x-folded"] == "one two"
+    assert "x-interim" not in response.headers
+    assert client.get(server.url + "/").content == b"no"
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize(("head", "reused"), [
+    (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", False),
+    (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", True),
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", False),
+])
+def test_http_1_0_keeps_a_connection_only_when_asked(
+    raw_server: Callable[..., RawServer], client: httpx.Client, head: bytes, reused: bool
+) -> None:
+    server = raw_server(answer_raw(head, serves_more=reused))
+    assert [client.get(server.url + "/").content for _ in range(2)] == [b"ok", b"ok"]
+    assert server.connections == (1 if reused else 2)
+
+
+def test_a_body_without_length_ends_with_the_connection(
+    raw_server: Callable[..., RawServer], client: httpx.Client
+) -> None:
+    server = raw_server(answer_raw(b"HTTP/1.1 200 OK\r\n\r\nall of it", serves_more=False))
+    assert client.get(server.url + "/").content == b"all of it"
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/2 200 OK\r\n\r\n",
+    b"HTTP/1.1 2xx OK\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n" + b"X-Many: 1\r\n" * 101 + b"\r\n",
+    b"HTTP/1.1 200 OK\r\nX-Long: " + b"x" * 70000 + b"\r\n\r\n",
+])
+def test_a_broken_answer_head_is_a_protocol_error(
+    raw_server: Callable[..., RawServer], client: httpx.Client, head: bytes
+) -> None:
+    server = raw_server(answer_raw(head, serves_more=False))
+    with pytest.raises(httpx.RemoteProtocolError):
+        client.get(server.url + "/")
+
+
+def test_a_header_that_would_split_the_request_is_refused(
+    raw_server: Callable[..., RawServer], client: httpx.Client
+) -> None:
+    server = raw_server(answer_with(b"ok"))
+    with pytest.raises(httpx.LocalProtocolError):
+        client.get(server.url + "/", headers={"X-Token": "a\r\nX-Injected: 1"})
+    assert server.requests == []
+
+
 def test_a_request_body_of_unknown_length_is_sent_chunked(
     raw_server: Callable[..., RawServer], client: httpx.Client
 ) -> None:

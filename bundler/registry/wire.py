@@ -3,7 +3,8 @@
 httpx's default transport (httpcore and h11) copies every body byte three times and holds the GIL
 for a long time per request; a pack is a gigabyte of bodies and thousands of requests, so that was
 a large share of its CPU (docs/benchmark.md). Here a body is read straight from the socket into the chunk that
-is handed on, and a request is a few ``sendall`` calls. httpx still does everything above the
+is handed on, a request is a few ``sendall`` calls, and an answer's head is parsed by hand (http.client's
+email parser cost more than the rest of a small request). httpx still does everything above the
 wire: auth flows, redirects, cookies, timeouts as configured, proxies from the environment (a
 proxied URL goes to httpx's own transport).
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import re
 import select
 import socket
 import ssl
@@ -22,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import BinaryIO
 
 import httpx
 
@@ -34,6 +37,13 @@ BODY_CHUNK = 1024 * 1024
 """Bytes a response body is read in (the last piece is shorter)."""
 
 _Origin = tuple[str, str, int]
+MAX_LINE = 64 * 1024
+"""Longest status or header line accepted, as http.client's limit."""
+MAX_FIELDS = 100
+"""Most header lines accepted in one answer, as http.client's limit."""
+_UNSAFE_TARGET = re.compile(rb"[\x00-\x20\x7f]")
+_UNSAFE_FIELD = re.compile(rb"[\r\n\x00]")
+_UNSAFE_NAME = re.compile(rb"[\x00-\x20:\x7f]")
 
 
 class BodyCutShort(httpx.RemoteProtocolError):
@@ -56,7 +66,7 @@ class WireTransport(httpx.BaseTransport):
         connection = self._reuse(origin) or self._connect(origin, timeouts.get("connect"))
         try:
             _send(connection, request, timeouts.get("write"))
-            answer = _receive(connection, timeouts.get("read"))
+            answer = _receive(connection, request.method, timeouts.get("read"))
         except BaseException:
             connection.close()
             raise
@@ -142,16 +152,26 @@ def _send(connection: http.client.HTTPConnection, request: httpx.Request, timeou
     sock.settimeout(timeout)
     chunked = request.headers.get("transfer-encoding", "").lower() == "chunked"
     with _as_httpx(httpx.WriteTimeout, httpx.WriteError, broken=httpx.LocalProtocolError):
-        connection.putrequest(request.method, request.url.raw_path.decode("ascii"), skip_host=True,
-                              skip_accept_encoding=True)
-        for name, value in request.headers.multi_items():
-            connection.putheader(name, value)
-        connection.endheaders()
+        sock.sendall(_head(request))
     for chunk in request.stream:  # type: ignore[union-attr]
         if chunk and not _write(sock, b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk):
             return
     if chunked:
         _write(sock, b"0\r\n\r\n")
+
+
+def _head(request: httpx.Request) -> bytes:
+    """The request line and header lines; ``ValueError`` for a target or header that would break them."""
+    target = request.url.raw_path
+    if _UNSAFE_TARGET.search(target):
+        raise ValueError("unsafe characters in the request target")
+    lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), target)]
+    for name, value in request.headers.raw:
+        if _UNSAFE_NAME.search(name) or _UNSAFE_FIELD.search(value):
+            raise ValueError(f"unsafe characters in the request header {name!r}")
+        lines.append(b"%s: %s" % (name, value))
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
 
 
 def _write(sock: socket.socket, data: bytes) -> bool:
@@ -166,11 +186,111 @@ def _write(sock: socket.socket, data: bytes) -> bool:
     return True
 
 
-def _receive(connection: http.client.HTTPConnection, timeout: float | None) -> http.client.HTTPResponse:
-    """Status line and headers."""
+def _receive(connection: http.client.HTTPConnection, method: str, timeout: float | None) -> http.client.HTTPResponse:
+    """Status line and headers; an answer that ends its connection takes the socket with it."""
     connection.sock.settimeout(timeout)
+    answer = _Answer(connection.sock, method=method)
     with _as_httpx(httpx.ReadTimeout, httpx.ReadError):
-        return connection.getresponse()
+        answer.begin()
+    if answer.will_close:
+        connection.close()  # the answer's own file keeps the socket open until the body is read
+    return answer
+
+
+class _Fields:
+    """An answer's header fields, as many as were sent and in order; ``get`` finds the first of a name."""
+
+    def __init__(self, fields: list[tuple[str, str]]) -> None:
+        self._fields = fields
+        self._first: dict[str, str] = {}
+        for name, value in fields:
+            self._first.setdefault(name.lower(), value)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._first.get(name.lower(), default)
+
+    def items(self) -> list[tuple[str, str]]:
+        return self._fields
+
+
+class _Answer(http.client.HTTPResponse):
+    """http.client's answer with its head parsed here: the body reading (lengths, chunks) stays http.client's."""
+
+    def __init__(self, sock: socket.socket, method: str) -> None:
+        super().__init__(sock, method=method)
+        self._head = method == "HEAD"
+
+    def begin(self) -> None:
+        version, status, reason = _read_status(self.fp)
+        fields = _read_fields(self.fp)
+        while status == http.client.CONTINUE:  # an interim answer: the real one follows
+            version, status, reason = _read_status(self.fp)
+            fields = _read_fields(self.fp)
+        self.code = self.status = status
+        self.reason = reason
+        self.version = 10 if version == "HTTP/1.0" else 11
+        self.headers = self.msg = fields  # type: ignore[assignment]
+        self.chunked = (fields.get("transfer-encoding") or "").lower() == "chunked"
+        self.chunk_left = None
+        self.length = None if self.chunked else _length(fields.get("content-length"))
+        if status in (http.client.NO_CONTENT, http.client.NOT_MODIFIED) or status < 200 or self._head:
+            self.length = 0
+        # no length and no chunks: the body ends when the connection does
+        self.will_close = _closes(self.version, fields) or (not self.chunked and self.length is None)
+
+
+def _read_status(fp: BinaryIO) -> tuple[str, int, str]:
+    """``HTTP/1.x NNN reason``: the version, status and reason."""
+    line = fp.readline(MAX_LINE + 1)
+    if len(line) > MAX_LINE:
+        raise http.client.LineTooLong("status line")
+    if not line:
+        raise http.client.RemoteDisconnected("the server closed the connection without an answer")
+    version, _, rest = line.decode("latin-1").rstrip("\r\n").partition(" ")
+    code, _, reason = rest.partition(" ")
+    if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+        raise http.client.BadStatusLine(line.decode("latin-1").strip()[:80])
+    return version, int(code), reason.strip()
+
+
+def _closes(version: int, fields: _Fields) -> bool:
+    """Whether the server ends the connection after this answer: HTTP/1.1 unless it says ``close``, HTTP/1.0
+    unless it says ``keep-alive``."""
+    connection = (fields.get("connection") or "").lower()
+    if version == 11:
+        return "close" in connection
+    return "keep-alive" not in connection and fields.get("keep-alive") is None
+
+
+def _read_fields(fp: BinaryIO) -> _Fields:
+    """Header lines up to the empty one; a line that starts with a space or tab continues the one before."""
+    fields: list[tuple[str, str]] = []
+    while True:
+        line = fp.readline(MAX_LINE + 1)
+        if len(line) > MAX_LINE:
+            raise http.client.LineTooLong("header line")
+        if line in (b"\r\n", b"\n", b""):
+            return _Fields(fields)
+        if len(fields) >= MAX_FIELDS:
+            raise http.client.HTTPException(f"more than {MAX_FIELDS} header lines")
+        text = line.decode("latin-1")
+        if text[0] in " \t" and fields:
+            name, value = fields[-1]
+            fields[-1] = (name, f"{value} {text.strip()}")
+            continue
+        name, colon, value = text.partition(":")
+        if not colon or not name or name != name.strip():
+            raise http.client.HTTPException(f"malformed header line {text.strip()[:80]!r}")
+        fields.append((name, value.strip()))
+
+
+def _length(value: str | None) -> int | None:
+    """A ``Content-Length``: none when absent, unreadable or negative (then the body ends with the connection)."""
+    try:
+        length = int(value) if value else None
+    except ValueError:
+        return None
+    return length if length is not None and length >= 0 else None
 
 
 @contextmanager
