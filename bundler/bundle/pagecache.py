@@ -81,7 +81,7 @@ class WriteBehind:
         """Windows handed to the kernel to write and not yet waited for: [start, end), oldest first."""
         self._enabled = _sync_file_range is not None and _CAN_DROP
 
-    def write(self, data: bytes | bytearray | memoryview) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         count = self._file.write(data)
         self._written += len(data)
         if self._enabled and self._written - self._window_start >= WINDOW:

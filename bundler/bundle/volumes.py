@@ -419,7 +419,7 @@ def check_volume_digests(files: BundleFiles, actual: Sequence[str]) -> str | Non
 class WritableFile(Protocol):
     """A file written front to back: what a bundle, or one of its volumes, is written to."""
 
-    def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
+    def write(self, data: bytes | memoryview, /) -> int: ...
 
     def flush(self) -> None: ...
 
@@ -470,7 +470,7 @@ class VolumeWriter:
     def __enter__(self) -> Self:
         return self
 
-    def write(self, data: bytes | bytearray | memoryview) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         view = memoryview(data)
         while view:
             if not self._temps or self._filled == self.limit:

@@ -39,9 +39,6 @@ from bundler.oci import RawManifest
 __all__ = ["WriteResult", "write_bundle"]
 
 MAX_LEVEL = 22
-WRITE_BATCH = 1024 * 1024
-"""Frames are hashed and written in batches of at least this many bytes: hashing thousands of small frames
-one by one released and took back the GIL for each, and the blob workers held it meanwhile."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +159,6 @@ class _FrameOutput:
         self._planned = planned
         """Uncompressed bytes the members take: on a full disk, what may still be needed."""
         self._hash = hashlib.sha256()
-        self._batch = bytearray()
         self.content = ContentDigest()
         self.frames: list[tuple[int, int]] = []
         self.size = 0
@@ -188,7 +184,6 @@ class _FrameOutput:
     def finish(self) -> str:
         """Append the seek table, flush and fsync; return the file's hex sha256."""
         self._write(encode_seek_table(self.frames))
-        self._flush_batch()
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -197,18 +192,12 @@ class _FrameOutput:
         return self._hash.hexdigest()
 
     def _write(self, data: bytes) -> None:
-        self._batch += data
-        self.size += len(data)
-        if len(self._batch) >= WRITE_BATCH:
-            self._flush_batch()
-
-    def _flush_batch(self) -> None:
         try:
-            self._file.write(self._batch)
+            self._file.write(data)
         except OSError as error:
             raise self._error(error) from None
-        self._hash.update(self._batch)
-        self._batch.clear()
+        self._hash.update(data)
+        self.size += len(data)
 
     def _error(self, error: OSError) -> LocalIOError:
-        return write_error(self._path, error, written=self.size - len(self._batch), needed=max(self._planned - self.position, 0))
+        return write_error(self._path, error, written=self.size, needed=max(self._planned - self.position, 0))
