@@ -28,7 +28,8 @@ __all__ = ["NOISE", "ROUND", "AdaptiveWidth"]
 NOISE = 0.15
 """A change of the rate between rounds smaller than this share is noise, not a reason to turn."""
 ROUND = 16
-"""Fewest completed requests a round measures, so that a narrow round is not one or two answers."""
+"""Fewest completed requests a round measures once the doubling is over, so that a narrow round is not one or
+two answers; while doubling, a round is the width, so that a short list does not wait at the least width."""
 
 
 class AdaptiveWidth:
@@ -84,7 +85,7 @@ class AdaptiveWidth:
 
     def _record(self, seconds: float) -> None:
         self._round.append(seconds)
-        if len(self._round) < max(self.width, ROUND):
+        if len(self._round) < (self.width if self._starting else max(self.width, ROUND)):
             return
         latency = statistics.fmean(self._round)
         self._round = []

@@ -29,12 +29,11 @@ def _thrashing(capacity: int, service: float = 0.01) -> Model:
 
 
 def _run(width: AdaptiveWidth, model: Model, rounds: int) -> list[int]:
-    """Feed ``rounds`` rounds of the model's latency at the current width; the widths seen after each."""
+    """Feed ``rounds`` rounds of the model's latency at the width of each request; the widths seen after each."""
     seen = []
     for _ in range(rounds):
-        latency = model(width.width)
         for _ in range(max(width.width, 16)):
-            width.record(latency)
+            width.record(model(width.width))
         seen.append(width.width)
     return seen
 
